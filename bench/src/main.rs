@@ -1,0 +1,2 @@
+//! Placeholder until the hardening issue: criterion benches live beside the crates.
+fn main() {}

@@ -1,0 +1,449 @@
+//! Verification with nothing but the org public key.
+//!
+//! Two rule sets:
+//! - [`Rules::Lanyard`] (the default) checks everything Choria checks, plus the
+//!   org-signed [`ChainGrant`](crate::ChainGrant) that binds the chain issuer's expiry and
+//!   constraints, purposes, subjects, `cnf`, audiences and networks.
+//! - [`Rules::Choria`] applies exactly choria-io/tokens v0.0.4's rules, for tokens
+//!   Choria minted. Its checks run in Choria's order (chain, then JWT signature, then
+//!   time) so that it fails for the same reason Choria does.
+
+use crate::claims::{
+    ChainGrant, Claims, Confirmation, CHAIN_ISSUER_PREFIX, KNOWN_PURPOSES, ORG_ISSUER_PREFIX,
+    PURPOSE_AGENT, PURPOSE_WORKLOAD,
+};
+use crate::constraints::{self, ConstraintViolation};
+use crate::hex;
+use crate::jws::{self, JwsError};
+use crate::keys::PublicKey;
+use crate::ksuid::{Ksuid, KsuidError};
+use crate::subject::{self, SubjectError};
+
+/// Why a token is not valid. Each variant is one broken rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The token is not a well-formed EdDSA compact JWS.
+    #[error("malformed token: {0}")]
+    Malformed(#[from] JwsError),
+    /// The claims are not the right JSON types.
+    #[error("malformed claims: {0}")]
+    Claims(String),
+    /// A claim the rules require is absent.
+    #[error("missing claim {0}")]
+    MissingClaim(&'static str),
+    /// A claim is present but unusable.
+    #[error("invalid claim {claim}: {reason}")]
+    InvalidClaim {
+        /// The claim's name.
+        claim: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `jti` is not a KSUID.
+    #[error("invalid jti: {0}")]
+    Ksuid(#[from] KsuidError),
+    /// The time inside `jti` differs from `iat`.
+    #[error("jti is not based on the issued time (iat)")]
+    IdNotBasedOnIssuedTime,
+    /// `iss` is neither `I-` nor `C-` (lanyard rules), or has the wrong shape.
+    #[error("unsupported issuer {0:?}")]
+    UnsupportedIssuer(String),
+    /// The org did not sign the chain issuer (Choria: "chain issuer credentials not signed by org issuer").
+    #[error("chain not signed by org: chain issuer credentials not signed by org issuer")]
+    ChainNotSignedByOrg,
+    /// The chain issuer did not sign this leaf's `tcs` (Choria: "invalid chain signature").
+    #[error("invalid chain signature: the chain issuer did not sign this leaf")]
+    InvalidChainSignature,
+    /// The JWT signature does not verify (Choria: "ed25519: verification error").
+    #[error("bad signature: the JWT signature does not verify")]
+    BadSignature,
+    /// lanyard rules: the chain grant is missing.
+    #[error("chain not signed by org: no lanyard_chain grant (a plain Choria token; verify it with --choria)")]
+    MissingChainGrant,
+    /// lanyard rules: `issexp` differs from the expiry the org signed for the chain issuer.
+    #[error("chain expiry mismatch: issexp {issexp} is not the org-signed chain expiry {granted}")]
+    ChainExpiryMismatch {
+        /// The leaf's `issexp`.
+        issexp: u64,
+        /// The org-signed expiry.
+        granted: u64,
+    },
+    /// The token (or its chain issuer) has expired.
+    #[error("expired at {expired_at} (now {now})")]
+    Expired {
+        /// The effective expiry.
+        expired_at: u64,
+        /// The verification time.
+        now: u64,
+    },
+    /// `nbf` is in the future.
+    #[error("not yet valid: nbf {nbf} is after now {now}")]
+    NotYetValid {
+        /// The token's nbf.
+        nbf: u64,
+        /// The verification time.
+        now: u64,
+    },
+    /// `iat` is in the future.
+    #[error("not yet valid: issued at {iat}, after now {now}")]
+    IssuedInFuture {
+        /// The token's iat.
+        iat: u64,
+        /// The verification time.
+        now: u64,
+    },
+    /// The purpose is not one lanyard knows.
+    #[error("unknown purpose {0:?}")]
+    UnknownPurpose(String),
+    /// The subject is not a SPIFFE ID or `urn:` name.
+    #[error("invalid subject: {0}")]
+    Subject(#[from] SubjectError),
+    /// The leaf is outside its chain issuer's constraints.
+    #[error("constraint violated: {0}")]
+    Constraint(#[from] ConstraintViolation),
+    /// `cnf` names a different key than `public_key`.
+    #[error("cnf key does not match public_key")]
+    ConfirmationMismatch,
+    /// The verifier's audience is not in `aud`.
+    #[error("audience {expected:?} not in token audiences {actual:?}")]
+    AudienceMismatch {
+        /// The verifier's audience.
+        expected: String,
+        /// The token's audiences.
+        actual: Vec<String>,
+    },
+    /// None of the token's networks is on the verifier's access list.
+    #[error("network not accepted: token networks {actual:?}, accepted {accepted:?}")]
+    NetworkNotAccepted {
+        /// The token's networks.
+        actual: Vec<String>,
+        /// The verifier's access list.
+        accepted: Vec<String>,
+    },
+}
+
+/// Which rules to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// lanyard's rules: Choria's plus the chain grant and claim checks.
+    Lanyard,
+    /// choria-io/tokens v0.0.4, exactly.
+    Choria,
+}
+
+/// How a verified token is anchored to the org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Anchor {
+    /// Signed by the org key itself (a chain issuer, or a Choria direct token).
+    Org,
+    /// Signed by a chain issuer that the org delegated.
+    Chain {
+        /// The chain issuer token's `jti`.
+        jti: String,
+        /// The chain issuer's public key.
+        public_key: PublicKey,
+    },
+}
+
+/// A token that passed verification. Only [`Verifier::verify`] can make one.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    claims: Claims,
+    anchor: Anchor,
+    holder: Option<PublicKey>,
+    expires_at: Option<u64>,
+}
+
+impl VerifiedToken {
+    /// The verified claims.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+    /// Who signed it.
+    pub fn anchor(&self) -> &Anchor {
+        &self.anchor
+    }
+    /// The holder's key (`public_key`), which proofs of possession must verify with.
+    pub fn holder(&self) -> Option<&PublicKey> {
+        self.holder.as_ref()
+    }
+    /// Effective expiry: min(exp, issexp), or the chain grant's expiry if sooner.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+}
+
+/// Verifies tokens against one org public key.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    org: PublicKey,
+    rules: Rules,
+    audience: Option<String>,
+    networks: Vec<String>,
+    leeway_secs: u64,
+}
+
+/// Clock skew forgiven on `nbf` and `iat` under lanyard rules. Expiry gets none.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
+struct ChainRef<'a> {
+    jti: &'a str,
+    public_hex: &'a str,
+    public: PublicKey,
+    org_tcs: &'a str,
+    chain_sig: Vec<u8>,
+}
+
+impl Verifier {
+    /// lanyard rules.
+    pub fn new(org: PublicKey) -> Self {
+        Self { org, rules: Rules::Lanyard, audience: None, networks: Vec::new(), leeway_secs: DEFAULT_LEEWAY_SECS }
+    }
+
+    /// Choria v0.0.4 rules (no leeway, as Choria has none).
+    pub fn choria(org: PublicKey) -> Self {
+        Self { rules: Rules::Choria, leeway_secs: 0, ..Self::new(org) }
+    }
+
+    /// Require `aud` to contain `audience`.
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Accept only tokens in one of `networks` (the verifier's access list).
+    pub fn with_networks(mut self, networks: Vec<String>) -> Self {
+        self.networks = networks;
+        self
+    }
+
+    /// Set the clock skew forgiven on `nbf` and `iat`.
+    pub fn with_leeway(mut self, secs: u64) -> Self {
+        self.leeway_secs = secs;
+        self
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// Verifies `token` at Unix time `now`.
+    pub fn verify(&self, token: &str, now: u64) -> Result<VerifiedToken, VerifyError> {
+        let parts = jws::parse(token)?;
+        let claims: Claims =
+            serde_json::from_slice(&parts.payload).map_err(|e| VerifyError::Claims(e.to_string()))?;
+        let lenient = self.rules == Rules::Choria;
+        let iss = claims.iss.as_deref().unwrap_or_default();
+
+        if self.rules == Rules::Lanyard && !KNOWN_PURPOSES.contains(&claims.purpose.as_str()) {
+            return Err(VerifyError::UnknownPurpose(claims.purpose.clone()));
+        }
+
+        // 1-3: find the key that must have signed the JWT, proving the chain on the way.
+        let (signer, anchor) = if iss.starts_with(CHAIN_ISSUER_PREFIX) {
+            let chain = chain_ref(&claims, lenient)?;
+            match self.rules {
+                Rules::Choria => {
+                    let org_sig = hex::decode(chain.org_tcs, true).map_err(|_| VerifyError::ChainNotSignedByOrg)?;
+                    // Choria re-encodes the key in lowercase before checking.
+                    let signed = format!("{}.{}", chain.jti, chain.public.to_hex());
+                    if !self.org.verify(signed.as_bytes(), &org_sig) {
+                        return Err(VerifyError::ChainNotSignedByOrg);
+                    }
+                }
+                Rules::Lanyard => {
+                    let grant = claims.lanyard_chain.as_ref().ok_or(VerifyError::MissingChainGrant)?;
+                    self.check_grant(grant, chain.org_tcs, chain.jti, chain.public_hex)?;
+                }
+            }
+            let leaf_jti = claims.jti.as_deref().unwrap_or_default();
+            if !chain.public.verify(format!("{leaf_jti}.{}", chain.org_tcs).as_bytes(), &chain.chain_sig) {
+                return Err(VerifyError::InvalidChainSignature);
+            }
+            (chain.public, Anchor::Chain { jti: chain.jti.to_owned(), public_key: chain.public })
+        } else {
+            if self.rules == Rules::Lanyard {
+                self.check_org_issued(&claims, iss)?;
+            }
+            (self.org, Anchor::Org)
+        };
+
+        // 4: the JWT signature.
+        if !signer.verify(parts.signing_input.as_bytes(), &parts.signature) {
+            return Err(VerifyError::BadSignature);
+        }
+
+        // 5: time.
+        let expires_at = self.check_time(&claims, now)?;
+
+        // lanyard's claim rules.
+        let holder = match claims.public_key.as_deref() {
+            Some(h) => Some(PublicKey::from_hex(h, lenient).map_err(|e| invalid("public_key", e))?),
+            None => None,
+        };
+        if self.rules == Rules::Lanyard {
+            self.check_lanyard_claims(&claims, &anchor, holder.as_ref())?;
+        }
+        Ok(VerifiedToken { claims, anchor, holder, expires_at })
+    }
+
+    /// The org grant covers Choria's `tcs` part 1, the chain's id, key, expiry and
+    /// constraints, so this one org signature proves all of them.
+    fn check_grant(&self, grant: &ChainGrant, org_tcs: &str, jti: &str, public_hex: &str) -> Result<(), VerifyError> {
+        if grant.v != 1 {
+            return Err(invalid("lanyard_chain", format!("unsupported version {}", grant.v)));
+        }
+        let sig = hex::decode(&grant.sig, false).map_err(|_| VerifyError::ChainNotSignedByOrg)?;
+        let msg = ChainGrant::signed_bytes(org_tcs, jti, public_hex, grant.exp, &grant.constraints);
+        if !self.org.verify(&msg, &sig) {
+            return Err(VerifyError::ChainNotSignedByOrg);
+        }
+        Ok(())
+    }
+
+    /// lanyard rules for a token the org signed itself: it must be a chain issuer
+    /// token naming this org, with its grant.
+    fn check_org_issued(&self, claims: &Claims, iss: &str) -> Result<(), VerifyError> {
+        let Some(org_hex) = iss.strip_prefix(ORG_ISSUER_PREFIX) else {
+            return Err(VerifyError::UnsupportedIssuer(iss.to_owned()));
+        };
+        if org_hex != self.org.to_hex() {
+            return Err(VerifyError::ChainNotSignedByOrg);
+        }
+        let (jti, public_hex, tcs) = required_chain_claims(claims)?;
+        if tcs.contains('.') {
+            return Err(invalid("tcs", "a chain issuer's tcs has exactly one part"));
+        }
+        let grant = claims.lanyard_chain.as_ref().ok_or(VerifyError::MissingChainGrant)?;
+        self.check_grant(grant, tcs, jti, public_hex)?;
+        match claims.exp {
+            Some(exp) if exp == grant.exp => Ok(()),
+            Some(exp) => Err(VerifyError::ChainExpiryMismatch { issexp: exp, granted: grant.exp }),
+            None => Err(VerifyError::MissingClaim("exp")),
+        }
+    }
+
+    fn check_time(&self, claims: &Claims, now: u64) -> Result<Option<u64>, VerifyError> {
+        let chained = claims.iss.as_deref().is_some_and(|i| i.starts_with(CHAIN_ISSUER_PREFIX));
+        let mut expires_at = match self.rules {
+            // Choria: exp is optional on direct tokens; issexp counts on chained ones.
+            Rules::Choria => claims.exp,
+            Rules::Lanyard => Some(claims.exp.ok_or(VerifyError::MissingClaim("exp"))?),
+        };
+        if chained {
+            expires_at = claims.effective_expiry();
+        }
+        if self.rules == Rules::Lanyard {
+            if let Some(grant) = &claims.lanyard_chain {
+                expires_at = expires_at.map(|e| e.min(grant.exp));
+            }
+        }
+        if let Some(exp) = expires_at {
+            if now >= exp {
+                return Err(VerifyError::Expired { expired_at: exp, now });
+            }
+        }
+        if let Some(nbf) = claims.nbf {
+            if nbf > now.saturating_add(self.leeway_secs) {
+                return Err(VerifyError::NotYetValid { nbf, now });
+            }
+        }
+        if let Some(iat) = claims.iat {
+            if iat > now.saturating_add(self.leeway_secs) {
+                return Err(VerifyError::IssuedInFuture { iat, now });
+            }
+        }
+        Ok(expires_at)
+    }
+
+    fn check_lanyard_claims(
+        &self,
+        claims: &Claims,
+        anchor: &Anchor,
+        holder: Option<&PublicKey>,
+    ) -> Result<(), VerifyError> {
+        if let Anchor::Chain { .. } = anchor {
+            let grant = claims.lanyard_chain.as_ref().ok_or(VerifyError::MissingChainGrant)?;
+            let issexp = claims.issexp.ok_or(VerifyError::MissingClaim("issexp"))?;
+            if issexp != grant.exp {
+                return Err(VerifyError::ChainExpiryMismatch { issexp, granted: grant.exp });
+            }
+            constraints::check(&grant.constraints, &claims.purpose, claims.sub.as_deref(), &claims.networks)?;
+        }
+        if matches!(claims.purpose.as_str(), PURPOSE_WORKLOAD | PURPOSE_AGENT) {
+            subject::validate(claims.sub.as_deref().ok_or(VerifyError::MissingClaim("sub"))?)?;
+            // Not a bearer token: without a holder key nothing can prove possession.
+            if holder.is_none() {
+                return Err(VerifyError::MissingClaim("public_key"));
+            }
+        }
+        if let (Some(cnf), Some(holder)) = (&claims.cnf, holder) {
+            if *cnf != Confirmation::for_key(holder) {
+                return Err(VerifyError::ConfirmationMismatch);
+            }
+        }
+        if let Some(aud) = &self.audience {
+            if !claims.aud.iter().any(|a| a == aud) {
+                return Err(VerifyError::AudienceMismatch { expected: aud.clone(), actual: claims.aud.clone() });
+            }
+        }
+        if !self.networks.is_empty() && !claims.networks.iter().any(|n| self.networks.contains(n)) {
+            return Err(VerifyError::NetworkNotAccepted {
+                actual: claims.networks.clone(),
+                accepted: self.networks.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn invalid(claim: &'static str, reason: impl ToString) -> VerifyError {
+    VerifyError::InvalidClaim { claim, reason: reason.to_string() }
+}
+
+/// Presence of `jti`, `public_key`, `tcs`, `iat`, `exp`, and `jti`'s time == `iat`:
+/// Choria's `verifyIssuerRequiredClaims`.
+fn required_chain_claims(claims: &Claims) -> Result<(&str, &str, &str), VerifyError> {
+    let public_hex = claims.public_key.as_deref().filter(|s| !s.is_empty()).ok_or(VerifyError::MissingClaim("public_key"))?;
+    let tcs = claims.tcs.as_deref().filter(|s| !s.is_empty()).ok_or(VerifyError::MissingClaim("tcs"))?;
+    let jti = claims.jti.as_deref().filter(|s| !s.is_empty()).ok_or(VerifyError::MissingClaim("jti"))?;
+    let iat = claims.iat.filter(|&t| t != 0).ok_or(VerifyError::MissingClaim("iat"))?;
+    claims.exp.filter(|&t| t != 0).ok_or(VerifyError::MissingClaim("exp"))?;
+    if Ksuid::parse(jti)?.unix_secs() != iat {
+        return Err(VerifyError::IdNotBasedOnIssuedTime);
+    }
+    Ok((jti, public_hex, tcs))
+}
+
+/// Splits `iss = C-<jti>.<pub>` and `tcs = <org sig>.<chain sig>` (Choria's
+/// `ParseChainIssuerData`).
+fn chain_ref(claims: &Claims, lenient: bool) -> Result<ChainRef<'_>, VerifyError> {
+    required_chain_claims(claims)?;
+    claims.issexp.filter(|&t| t != 0).ok_or(VerifyError::MissingClaim("issexp"))?;
+    let iss = claims.iss.as_deref().unwrap_or_default();
+    let data = iss.strip_prefix(CHAIN_ISSUER_PREFIX).unwrap_or_default();
+    let mut it = data.split('.');
+    let (Some(jti), Some(public_hex), None) = (it.next(), it.next(), it.next()) else {
+        return Err(VerifyError::UnsupportedIssuer(iss.to_owned()));
+    };
+    if jti.is_empty() || public_hex.is_empty() {
+        return Err(VerifyError::UnsupportedIssuer(iss.to_owned()));
+    }
+    let public = PublicKey::from_hex(public_hex, lenient).map_err(|e| invalid("iss", format!("chain public key: {e}")))?;
+    let tcs = claims.tcs.as_deref().unwrap_or_default();
+    let mut it = tcs.split('.');
+    let (Some(org_tcs), Some(sig), None) = (it.next(), it.next(), it.next()) else {
+        return Err(invalid("tcs", format!("a leaf's tcs has exactly 2 dot-separated parts, found {}", tcs.split('.').count())));
+    };
+    if org_tcs.is_empty() || sig.is_empty() {
+        return Err(invalid("tcs", "empty part"));
+    }
+    let chain_sig = hex::decode(sig, lenient).map_err(|e| invalid("tcs", e))?;
+    if !lenient {
+        hex::decode(org_tcs, false).map_err(|e| invalid("tcs", e))?;
+    }
+    Ok(ChainRef { jti, public_hex, public, org_tcs, chain_sig })
+}
