@@ -257,6 +257,11 @@ impl Verifier {
                 Rules::Lanyard => {
                     let grant = claims.lanyard_chain.as_ref().ok_or(VerifyError::MissingChainGrant)?;
                     self.check_grant(grant, chain.org_tcs, chain.jti, chain.public_hex)?;
+                    // The chain key must not claim a later issuer expiry than the org signed.
+                    let issexp = claims.issexp.unwrap_or_default();
+                    if issexp != grant.exp {
+                        return Err(VerifyError::ChainExpiryMismatch { issexp, granted: grant.exp });
+                    }
                 }
             }
             let leaf_jti = claims.jti.as_deref().unwrap_or_default();
@@ -367,10 +372,6 @@ impl Verifier {
     ) -> Result<(), VerifyError> {
         if let Anchor::Chain { .. } = anchor {
             let grant = claims.lanyard_chain.as_ref().ok_or(VerifyError::MissingChainGrant)?;
-            let issexp = claims.issexp.ok_or(VerifyError::MissingClaim("issexp"))?;
-            if issexp != grant.exp {
-                return Err(VerifyError::ChainExpiryMismatch { issexp, granted: grant.exp });
-            }
             constraints::check(&grant.constraints, &claims.purpose, claims.sub.as_deref(), &claims.networks)?;
         }
         if matches!(claims.purpose.as_str(), PURPOSE_WORKLOAD | PURPOSE_AGENT) {
