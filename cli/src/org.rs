@@ -1,0 +1,92 @@
+//! `lanyard org init` and `lanyard org delegate`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use lanyard_token::claims::Constraints;
+use lanyard_token::duration;
+use lanyard_token::{delegate, DelegateRequest, KeyPair};
+
+use crate::{clock, files};
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create the org issuer key: DIR/org.seed (0600) and DIR/org.public.
+    Init(InitArgs),
+    /// Delegate a chain issuer: DIR/chain.seed, DIR/chain.public, DIR/chain.jwt.
+    Delegate(DelegateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to write the key pair to (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DelegateArgs {
+    /// The org issuer's seed file.
+    #[arg(long)]
+    pub org_seed: PathBuf,
+    /// Directory to write the chain issuer to (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How long the chain issuer may sign (90s, 10m, 1h, 30d).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub validity: u64,
+    /// A name for the chain issuer (Choria's callerid).
+    #[arg(long, default_value = "lanyard_chain_issuer")]
+    pub name: String,
+    /// Only subjects equal to or below this prefix may be signed (repeatable).
+    #[arg(long = "subject-prefix")]
+    pub subject_prefixes: Vec<String>,
+    /// Only these networks may be granted (repeatable).
+    #[arg(long = "network")]
+    pub networks: Vec<String>,
+    /// Only these purposes may be signed (repeatable), e.g. lanyard_workload.
+    #[arg(long = "purpose")]
+    pub purposes: Vec<String>,
+}
+
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    duration::parse_secs(s).map_err(|e| e.to_string())
+}
+
+pub fn run(cmd: OrgCommand) -> Result<()> {
+    match cmd {
+        OrgCommand::Init(a) => init(&a),
+        OrgCommand::Delegate(a) => delegate_cmd(&a),
+    }
+}
+
+pub fn init(a: &InitArgs) -> Result<()> {
+    let key = KeyPair::generate()?;
+    let (seed, public) = files::write_key_pair(&a.out, "org", &key)?;
+    println!("org public key {}", key.public());
+    println!("wrote {} (keep it offline) and {}", seed.display(), public.display());
+    Ok(())
+}
+
+pub fn delegate_cmd(a: &DelegateArgs) -> Result<()> {
+    let org = files::read_seed(&a.org_seed)?;
+    let chain = KeyPair::generate()?;
+    let req = DelegateRequest {
+        name: a.name.clone(),
+        validity_secs: a.validity,
+        constraints: Constraints {
+            subject_prefixes: a.subject_prefixes.clone(),
+            purposes: a.purposes.clone(),
+            networks: a.networks.clone(),
+        },
+    };
+    // Sign before writing anything, so a refused request leaves no stray seed.
+    let token = delegate(&org, &chain.public(), &req, clock::now()?).context("cannot delegate")?;
+    let (seed, public) = files::write_key_pair(&a.out, "chain", &chain)?;
+    let jwt = a.out.join("chain.jwt");
+    files::write(&jwt, token.as_bytes(), files::Kind::Public)?;
+    println!("chain issuer {} valid for {}", chain.public(), duration::format_secs(a.validity));
+    println!("wrote {}, {} and {}", seed.display(), public.display(), jwt.display());
+    Ok(())
+}
