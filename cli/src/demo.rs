@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 
 use crate::org::{self, DelegateArgs, InitArgs};
-use crate::tokens::{self, MintArgs, ViewArgs, VerifyArgs};
+use crate::tokens::{self, MintArgs, VerifyArgs, ViewArgs};
 
 fn step(n: u32, what: &str, cmd: &str) {
     println!("\n== step {n}: {what}\n$ {cmd}");
@@ -31,16 +31,27 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
     let dir = match dir {
         Some(d) => d,
         None => {
-            let d = std::env::temp_dir().join(format!("lanyard-demo-{}-{}", std::process::id(), crate::clock::now()?));
-            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            let d = std::env::temp_dir().join(format!(
+                "lanyard-demo-{}-{}",
+                std::process::id(),
+                crate::clock::now()?
+            ));
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
             d
         }
     };
     println!("lanyard demo in {}", dir.display());
     let (org_dir, chain_dir, wl) = (dir.join("org"), dir.join("chain"), dir.join("web.jwt"));
 
-    step(1, "create the org issuer (kept offline)", &format!("lanyard org init --out {}", org_dir.display()));
-    org::init(&InitArgs { out: org_dir.clone() })?;
+    step(
+        1,
+        "create the org issuer (kept offline)",
+        &format!("lanyard org init --out {}", org_dir.display()),
+    );
+    org::init(&InitArgs {
+        out: org_dir.clone(),
+    })?;
     show(&org_dir.join("org.seed"))?;
     show(&org_dir.join("org.public"))?;
 
@@ -79,11 +90,25 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
     show(&wl)?;
     show(&seed)?;
 
-    step(4, "view it", &format!("lanyard token view {}", wl.display()));
-    tokens::view(&ViewArgs { json: false, file: wl.clone() })?;
+    step(
+        4,
+        "view it",
+        &format!("lanyard token view {}", wl.display()),
+    );
+    tokens::view(&ViewArgs {
+        json: false,
+        file: wl.clone(),
+    })?;
 
-    step(5, "verify it with nothing but the org public key",
-        &format!("lanyard token verify --org-public {} --audience billing --network prod {}", org_dir.join("org.public").display(), wl.display()));
+    step(
+        5,
+        "verify it with nothing but the org public key",
+        &format!(
+            "lanyard token verify --org-public {} --audience billing --network prod {}",
+            org_dir.join("org.public").display(),
+            wl.display()
+        ),
+    );
     let verify = |choria: bool, networks: Vec<String>| {
         tokens::verify(&VerifyArgs {
             org_public: org_dir.join("org.public"),
@@ -98,14 +123,28 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         bail!("the demo token did not verify");
     }
 
-    step(6, "a Choria verifier accepts it too",
-        &format!("lanyard token verify --choria --org-public {} {}", org_dir.join("org.public").display(), wl.display()));
+    step(
+        6,
+        "a Choria verifier accepts it too",
+        &format!(
+            "lanyard token verify --choria --org-public {} {}",
+            org_dir.join("org.public").display(),
+            wl.display()
+        ),
+    );
     if verify(true, vec![])? != ExitCode::SUCCESS {
         bail!("the demo token did not verify under Choria rules");
     }
 
-    step(7, "a verifier on another network refuses it (expected: invalid)",
-        &format!("lanyard token verify --org-public {} --network dev {}", org_dir.join("org.public").display(), wl.display()));
+    step(
+        7,
+        "a verifier on another network refuses it (expected: invalid)",
+        &format!(
+            "lanyard token verify --org-public {} --network dev {}",
+            org_dir.join("org.public").display(),
+            wl.display()
+        ),
+    );
     if verify(false, vec!["dev".into()])? == ExitCode::SUCCESS {
         bail!("a verifier for network dev accepted a prod token");
     }

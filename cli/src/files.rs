@@ -25,7 +25,11 @@ pub fn write(path: &Path, contents: &[u8], kind: Kind) -> Result<()> {
         _ => PathBuf::from("."),
     };
     let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mode = if kind == Kind::Secret { 0o600 } else { 0o644 };
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -41,12 +45,17 @@ pub fn write(path: &Path, contents: &[u8], kind: Kind) -> Result<()> {
             // link() fails if the target exists: no race between check and create.
             Kind::Secret => fs::hard_link(&tmp, path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    anyhow::anyhow!("refusing to overwrite existing seed file {}; move it away first", path.display())
+                    anyhow::anyhow!(
+                        "refusing to overwrite existing seed file {}; move it away first",
+                        path.display()
+                    )
                 } else {
                     anyhow::Error::new(e).context(format!("cannot create {}", path.display()))
                 }
             }),
-            Kind::Public => fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display())),
+            Kind::Public => {
+                fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+            }
         }
     })();
     let _ = fs::remove_file(&tmp);
@@ -63,19 +72,26 @@ pub fn read_text(path: &Path) -> Result<String> {
     const LIMIT: u64 = 1 << 20;
     let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > LIMIT {
-        bail!("{} is {} bytes; key and token files are at most {LIMIT}", path.display(), meta.len());
+        bail!(
+            "{} is {} bytes; key and token files are at most {LIMIT}",
+            path.display(),
+            meta.len()
+        );
     }
-    fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))
+    fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} as UTF-8 text", path.display()))
 }
 
 /// Reads a seed file.
 pub fn read_seed(path: &Path) -> Result<KeyPair> {
-    KeyPair::from_seed_text(&read_text(path)?).with_context(|| format!("{} is not a seed file", path.display()))
+    KeyPair::from_seed_text(&read_text(path)?)
+        .with_context(|| format!("{} is not a seed file", path.display()))
 }
 
 /// Reads a public key file.
 pub fn read_public(path: &Path) -> Result<PublicKey> {
-    PublicKey::from_file_text(&read_text(path)?).with_context(|| format!("{} is not a public key file", path.display()))
+    PublicKey::from_file_text(&read_text(path)?)
+        .with_context(|| format!("{} is not a public key file", path.display()))
 }
 
 /// Writes a new key pair as `<dir>/<stem>.seed` and `<dir>/<stem>.public`.
@@ -99,7 +115,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lanyard-files-test-{}", std::process::id()));
         let key = KeyPair::generate().unwrap();
         let (seed, public) = write_key_pair(&dir, "org", &key).unwrap();
-        assert_eq!(fs::metadata(&seed).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&seed).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::read_to_string(&seed).unwrap(), key.seed_text().as_str());
         assert_eq!(fs::read_to_string(&public).unwrap().len(), 64);
         let err = write_key_pair(&dir, "org", &KeyPair::generate().unwrap()).unwrap_err();

@@ -15,7 +15,11 @@ mod org;
 mod tokens;
 
 #[derive(Debug, Parser)]
-#[command(name = "lanyard", version, about = "Workload identity without baked-in secrets")]
+#[command(
+    name = "lanyard",
+    version,
+    about = "Workload identity without baked-in secrets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -65,7 +65,11 @@ pub fn init(a: &InitArgs) -> Result<()> {
     let key = KeyPair::generate()?;
     let (seed, public) = files::write_key_pair(&a.out, "org", &key)?;
     println!("org public key {}", key.public());
-    println!("wrote {} (keep it offline) and {}", seed.display(), public.display());
+    println!(
+        "wrote {} (keep it offline) and {}",
+        seed.display(),
+        public.display()
+    );
     Ok(())
 }
 
@@ -86,7 +90,16 @@ pub fn delegate_cmd(a: &DelegateArgs) -> Result<()> {
     let (seed, public) = files::write_key_pair(&a.out, "chain", &chain)?;
     let jwt = a.out.join("chain.jwt");
     files::write(&jwt, token.as_bytes(), files::Kind::Public)?;
-    println!("chain issuer {} valid for {}", chain.public(), duration::format_secs(a.validity));
-    println!("wrote {}, {} and {}", seed.display(), public.display(), jwt.display());
+    println!(
+        "chain issuer {} valid for {}",
+        chain.public(),
+        duration::format_secs(a.validity)
+    );
+    println!(
+        "wrote {}, {} and {}",
+        seed.display(),
+        public.display(),
+        jwt.display()
+    );
     Ok(())
 }

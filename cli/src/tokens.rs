@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use lanyard_token::claims::{Claims, CHAIN_ISSUER_PREFIX, ORG_ISSUER_PREFIX, PURPOSE_WORKLOAD};
-use lanyard_token::{jws, pop, token_text, Anchor, ChainIssuer, KeyPair, LeafRequest, PublicKey, Verifier};
+use lanyard_token::{
+    jws, pop, token_text, Anchor, ChainIssuer, KeyPair, LeafRequest, PublicKey, Verifier,
+};
 use serde_json::json;
 
 use crate::org::parse_duration;
@@ -129,12 +131,21 @@ pub fn run(cmd: TokenCommand) -> Result<ExitCode> {
 
 /// Mints and writes the token; returns the holder seed's path if one was made.
 pub fn mint(a: &MintArgs) -> Result<Option<PathBuf>> {
-    let issuer = ChainIssuer::new(&files::read_text(&a.issuer_jwt)?, files::read_seed(&a.issuer_seed)?)
-        .with_context(|| format!("cannot use {} as a chain issuer", a.issuer_jwt.display()))?;
+    let issuer = ChainIssuer::new(
+        &files::read_text(&a.issuer_jwt)?,
+        files::read_seed(&a.issuer_seed)?,
+    )
+    .with_context(|| format!("cannot use {} as a chain issuer", a.issuer_jwt.display()))?;
     let (holder, new_seed) = match &a.public_key {
-        Some(hex) => (PublicKey::from_hex(hex.trim(), false).context("--public-key")?, None),
+        Some(hex) => (
+            PublicKey::from_hex(hex.trim(), false).context("--public-key")?,
+            None,
+        ),
         None => {
-            let seed = a.seed_out.clone().unwrap_or_else(|| with_suffix(&a.out, ".seed"));
+            let seed = a
+                .seed_out
+                .clone()
+                .unwrap_or_else(|| with_suffix(&a.out, ".seed"));
             let key = KeyPair::generate()?;
             (key.public(), Some((seed, key)))
         }
@@ -170,7 +181,11 @@ fn invalid(why: impl std::fmt::Display) -> ExitCode {
 pub fn verify(a: &VerifyArgs) -> Result<ExitCode> {
     let org = files::read_public(&a.org_public)?;
     let text = files::read_text(&a.token_file)?;
-    let mut v = if a.choria { Verifier::choria(org) } else { Verifier::new(org) };
+    let mut v = if a.choria {
+        Verifier::choria(org)
+    } else {
+        Verifier::new(org)
+    };
     if let Some(aud) = &a.audience {
         v = v.with_audience(aud.clone());
     }
@@ -181,7 +196,9 @@ pub fn verify(a: &VerifyArgs) -> Result<ExitCode> {
     };
     let anchor = match ok.anchor() {
         Anchor::Org => json!({"kind": "org"}),
-        Anchor::Chain { jti, public_key } => json!({"kind": "chain", "jti": jti, "public_key": public_key.to_hex()}),
+        Anchor::Chain { jti, public_key } => {
+            json!({"kind": "chain", "jti": jti, "public_key": public_key.to_hex()})
+        }
         _ => json!({"kind": "unknown"}),
     };
     if a.json {
@@ -194,7 +211,8 @@ pub fn verify(a: &VerifyArgs) -> Result<ExitCode> {
             "valid: {} (purpose {}), expires {}",
             c.display_subject().unwrap_or("-"),
             c.purpose,
-            ok.expires_at().map_or_else(|| "never".to_owned(), clock::rfc3339)
+            ok.expires_at()
+                .map_or_else(|| "never".to_owned(), clock::rfc3339)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -202,7 +220,12 @@ pub fn verify(a: &VerifyArgs) -> Result<ExitCode> {
 
 fn unverified_claims(text: &str) -> Result<(serde_json::Value, Claims)> {
     let parts = jws::parse(token_text(text)).context("not a lanyard/Choria token")?;
-    let header = parts.signing_input.split('.').next().and_then(jws::b64url_decode).unwrap_or_default();
+    let header = parts
+        .signing_input
+        .split('.')
+        .next()
+        .and_then(jws::b64url_decode)
+        .unwrap_or_default();
     let header: serde_json::Value = serde_json::from_slice(&header).context("header")?;
     let claims: Claims = serde_json::from_slice(&parts.payload).context("claims")?;
     Ok((header, claims))
@@ -223,14 +246,21 @@ pub fn view(a: &ViewArgs) -> Result<()> {
         let sep = if k.is_empty() { "  " } else { ": " };
         println!("{k:>18}{sep}{v}");
     };
-    println!("token {} (not verified: use `lanyard token verify`)", a.file.display());
+    println!(
+        "token {} (not verified: use `lanyard token verify`)",
+        a.file.display()
+    );
     row("subject", c.display_subject().unwrap_or("-"));
     row("purpose", &c.purpose);
     row("public key", c.public_key.as_deref().unwrap_or("-"));
     let exp = match expiry {
         None => "never".to_owned(),
         Some(e) if expired => {
-            let mark = if std::io::stdout().is_terminal() { "\x1b[31mEXPIRED\x1b[0m" } else { "EXPIRED" };
+            let mark = if std::io::stdout().is_terminal() {
+                "\x1b[31mEXPIRED\x1b[0m"
+            } else {
+                "EXPIRED"
+            };
             format!("{} {mark}", clock::rfc3339(e))
         }
         Some(e) => clock::rfc3339(e),
@@ -254,10 +284,23 @@ pub fn view(a: &ViewArgs) -> Result<()> {
     }
     if let Some(g) = &c.lanyard_chain {
         let k = &g.constraints;
-        let list = |v: &Vec<String>| if v.is_empty() { "any".to_owned() } else { v.join(", ") };
+        let list = |v: &Vec<String>| {
+            if v.is_empty() {
+                "any".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
         row("chain expiry", &clock::rfc3339(g.exp));
-        row("chain may sign", &format!("subjects {}; purposes {}; networks {}",
-            list(&k.subject_prefixes), list(&k.purposes), list(&k.networks)));
+        row(
+            "chain may sign",
+            &format!(
+                "subjects {}; purposes {}; networks {}",
+                list(&k.subject_prefixes),
+                list(&k.purposes),
+                list(&k.networks)
+            ),
+        );
     }
     Ok(())
 }
@@ -281,7 +324,11 @@ fn trust_chain(c: &Claims) -> Vec<String> {
 fn read_nonce(path: &Path) -> Result<Vec<u8>> {
     let nonce = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if nonce.is_empty() || nonce.len() > pop::MAX_NONCE_LEN || !nonce.is_ascii() {
-        bail!("{}: a nonce is 1..={} ASCII bytes", path.display(), pop::MAX_NONCE_LEN);
+        bail!(
+            "{}: a nonce is 1..={} ASCII bytes",
+            path.display(),
+            pop::MAX_NONCE_LEN
+        );
     }
     Ok(nonce)
 }
@@ -297,7 +344,7 @@ pub fn check_proof(a: &CheckProofArgs) -> Result<ExitCode> {
     let nonce = read_nonce(&a.nonce_file)?;
     let holder = if let Some(org) = &a.org_public {
         match Verifier::new(files::read_public(org)?).verify(token_text(&text), clock::now()?) {
-            Ok(t) => t.holder().copied(),
+            Ok(t) => t.holder(),
             Err(e) => return Ok(invalid(format!("token: {e}"))),
         }
     } else {
@@ -305,7 +352,11 @@ pub fn check_proof(a: &CheckProofArgs) -> Result<ExitCode> {
             Ok(x) => x,
             Err(e) => return Ok(invalid(format!("{e:#}"))),
         };
-        match c.public_key.as_deref().map(|k| PublicKey::from_hex(k, false)) {
+        match c
+            .public_key
+            .as_deref()
+            .map(|k| PublicKey::from_hex(k, false))
+        {
             Some(Ok(k)) => Some(k),
             Some(Err(e)) => return Ok(invalid(format!("token public_key: {e}"))),
             None => None,
@@ -316,7 +367,11 @@ pub fn check_proof(a: &CheckProofArgs) -> Result<ExitCode> {
     };
     match pop::check(&holder, &nonce, &a.signature) {
         Ok(()) => {
-            let note = if a.org_public.is_some() { "" } else { " (token itself not verified; pass --org-public)" };
+            let note = if a.org_public.is_some() {
+                ""
+            } else {
+                " (token itself not verified; pass --org-public)"
+            };
             println!("proof valid: signed by the holder of {}{note}", holder);
             Ok(ExitCode::SUCCESS)
         }

@@ -1,25 +1,41 @@
 //! The `lanyard` CLI contract, exercised through the real binary.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn lanyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lanyard")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lanyard"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn ok(args: &[&str]) -> String {
     let out = lanyard(args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs and expects exit 1 with exactly one line on stderr; returns that line.
 fn invalid(args: &[&str]) -> String {
     let out = lanyard(args);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "want one line on stderr, got {err:?}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "want one line on stderr, got {err:?}"
+    );
     err
 }
 
@@ -62,67 +78,207 @@ fn org_delegate_mint_view_verify() {
     assert_eq!(again.status.code(), Some(2));
     assert_eq!(std::fs::read_to_string(t.p("org/org.seed")).unwrap(), seed);
 
-    ok(&["org", "delegate", "--org-seed", &t.p("org/org.seed"), "--out", &t.p("chain"), "--validity", "1d",
-        "--name", "edge", "--subject-prefix", "spiffe://example.org/edge", "--network", "iot"]);
+    ok(&[
+        "org",
+        "delegate",
+        "--org-seed",
+        &t.p("org/org.seed"),
+        "--out",
+        &t.p("chain"),
+        "--validity",
+        "1d",
+        "--name",
+        "edge",
+        "--subject-prefix",
+        "spiffe://example.org/edge",
+        "--network",
+        "iot",
+    ]);
     for f in ["chain.seed", "chain.public", "chain.jwt"] {
         assert!(Path::new(&t.p(&format!("chain/{f}"))).exists(), "{f}");
     }
     assert_eq!(mode(&t.p("chain/chain.seed")), 0o600);
 
     let mint = |subject: &str, extra: &[&str], out: &str| {
-        let mut a = vec!["token", "mint", "--issuer-jwt", &*Box::leak(t.p("chain/chain.jwt").into_boxed_str()),
-            "--issuer-seed", Box::leak(t.p("chain/chain.seed").into_boxed_str()), "--subject", subject, "--out", out];
+        let mut a = vec![
+            "token",
+            "mint",
+            "--issuer-jwt",
+            &*Box::leak(t.p("chain/chain.jwt").into_boxed_str()),
+            "--issuer-seed",
+            Box::leak(t.p("chain/chain.seed").into_boxed_str()),
+            "--subject",
+            subject,
+            "--out",
+            out,
+        ];
         a.extend_from_slice(extra);
         lanyard(&a)
     };
     let out = t.p("gw.jwt");
-    let m = mint("spiffe://example.org/edge/gw1", &["--network", "iot", "--audience", "mqtt", "--validity", "10m"], &out);
+    let m = mint(
+        "spiffe://example.org/edge/gw1",
+        &[
+            "--network",
+            "iot",
+            "--audience",
+            "mqtt",
+            "--validity",
+            "10m",
+        ],
+        &out,
+    );
     assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
     assert_eq!(mode(&format!("{out}.seed")), 0o600);
 
     // Outside the chain's constraints, or beyond its expiry: refused, nothing written.
-    let refused = mint("spiffe://example.org/core/db", &["--network", "iot"], &t.p("db.jwt"));
+    let refused = mint(
+        "spiffe://example.org/core/db",
+        &["--network", "iot"],
+        &t.p("db.jwt"),
+    );
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("subject prefixes"));
     assert!(!Path::new(&t.p("db.jwt")).exists() && !Path::new(&t.p("db.jwt.seed")).exists());
-    let too_long = mint("spiffe://example.org/edge/gw2", &["--network", "iot", "--validity", "2d"], &t.p("gw2.jwt"));
+    let too_long = mint(
+        "spiffe://example.org/edge/gw2",
+        &["--network", "iot", "--validity", "2d"],
+        &t.p("gw2.jwt"),
+    );
     assert!(String::from_utf8_lossy(&too_long.stderr).contains("beyond the chain issuer's expiry"));
 
     let org = t.p("org/org.public");
-    let v = ok(&["token", "verify", "--org-public", &org, "--audience", "mqtt", "--network", "iot", &out]);
+    let v = ok(&[
+        "token",
+        "verify",
+        "--org-public",
+        &org,
+        "--audience",
+        "mqtt",
+        "--network",
+        "iot",
+        &out,
+    ]);
     assert!(v.starts_with("valid: spiffe://example.org/edge/gw1"), "{v}");
     ok(&["token", "verify", "--choria", "--org-public", &org, &out]);
-    let json: serde_json::Value = serde_json::from_str(&ok(&["token", "verify", "--json", "--org-public", &org, &out])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "token",
+        "verify",
+        "--json",
+        "--org-public",
+        &org,
+        &out,
+    ]))
+    .unwrap();
     assert_eq!(json["claims"]["sub"], "spiffe://example.org/edge/gw1");
     assert_eq!(json["anchor"]["kind"], "chain");
-    assert!(invalid(&["token", "verify", "--org-public", &org, "--audience", "http", &out]).contains("audience"));
-    assert!(invalid(&["token", "verify", "--org-public", &org, "--network", "dc", &out]).contains("network"));
+    assert!(invalid(&[
+        "token",
+        "verify",
+        "--org-public",
+        &org,
+        "--audience",
+        "http",
+        &out
+    ])
+    .contains("audience"));
+    assert!(invalid(&[
+        "token",
+        "verify",
+        "--org-public",
+        &org,
+        "--network",
+        "dc",
+        &out
+    ])
+    .contains("network"));
     let other = Tmp::new("other-org");
     ok(&["org", "init", "--out", &other.p("o")]);
-    assert!(invalid(&["token", "verify", "--org-public", &other.p("o/org.public"), &out]).contains("chain not signed by org"));
+    assert!(invalid(&[
+        "token",
+        "verify",
+        "--org-public",
+        &other.p("o/org.public"),
+        &out
+    ])
+    .contains("chain not signed by org"));
 
     let view = ok(&["token", "view", &out]);
-    for want in ["subject: spiffe://example.org/edge/gw1", "purpose: lanyard_workload", "public key: ", "expires: ", "trust chain"] {
+    for want in [
+        "subject: spiffe://example.org/edge/gw1",
+        "purpose: lanyard_workload",
+        "public key: ",
+        "expires: ",
+        "trust chain",
+    ] {
         assert!(view.contains(want), "view lacks {want:?}:\n{view}");
     }
     assert!(!view.contains("EXPIRED"));
-    let vj: serde_json::Value = serde_json::from_str(&ok(&["token", "view", "--json", &out])).unwrap();
+    let vj: serde_json::Value =
+        serde_json::from_str(&ok(&["token", "view", "--json", &out])).unwrap();
     assert_eq!(vj["expired"], false);
 
     // Proof of possession, with the holder's seed and with another seed.
     std::fs::write(t.p("nonce"), "n-0123456789").unwrap();
-    let sig = ok(&["token", "prove", "--seed", &format!("{out}.seed"), "--nonce-file", &t.p("nonce")]);
+    let sig = ok(&[
+        "token",
+        "prove",
+        "--seed",
+        &format!("{out}.seed"),
+        "--nonce-file",
+        &t.p("nonce"),
+    ]);
     let sig = sig.trim();
-    ok(&["token", "check-proof", "--token", &out, "--nonce-file", &t.p("nonce"), "--signature", sig]);
-    ok(&["token", "check-proof", "--token", &out, "--nonce-file", &t.p("nonce"), "--signature", sig, "--org-public", &org]);
-    let wrong = ok(&["token", "prove", "--seed", &t.p("chain/chain.seed"), "--nonce-file", &t.p("nonce")]);
-    invalid(&["token", "check-proof", "--token", &out, "--nonce-file", &t.p("nonce"), "--signature", wrong.trim()]);
+    ok(&[
+        "token",
+        "check-proof",
+        "--token",
+        &out,
+        "--nonce-file",
+        &t.p("nonce"),
+        "--signature",
+        sig,
+    ]);
+    ok(&[
+        "token",
+        "check-proof",
+        "--token",
+        &out,
+        "--nonce-file",
+        &t.p("nonce"),
+        "--signature",
+        sig,
+        "--org-public",
+        &org,
+    ]);
+    let wrong = ok(&[
+        "token",
+        "prove",
+        "--seed",
+        &t.p("chain/chain.seed"),
+        "--nonce-file",
+        &t.p("nonce"),
+    ]);
+    invalid(&[
+        "token",
+        "check-proof",
+        "--token",
+        &out,
+        "--nonce-file",
+        &t.p("nonce"),
+        "--signature",
+        wrong.trim(),
+    ]);
 
     // A holder-supplied public key: no seed is written.
     let holder = Tmp::new("holder");
     ok(&["org", "init", "--out", &holder.p("h")]);
     let pk = std::fs::read_to_string(holder.p("h/org.public")).unwrap();
-    let m = mint("spiffe://example.org/edge/gw3", &["--network", "iot", "--public-key", &pk], &t.p("gw3.jwt"));
+    let m = mint(
+        "spiffe://example.org/edge/gw3",
+        &["--network", "iot", "--public-key", &pk],
+        &t.p("gw3.jwt"),
+    );
     assert!(m.status.success());
     assert!(!Path::new(&t.p("gw3.jwt.seed")).exists());
 }
@@ -136,36 +292,75 @@ fn choria_vectors_through_the_cli() {
         let mut it = line.split_whitespace();
         let (file, key) = (it.next().unwrap(), it.next().unwrap());
         let verdict: Vec<&str> = it.collect();
-        let key_file = dir.join(if key == "org" { "org_issuer.public" } else { "unrelated.public" });
-        let out = lanyard(&["token", "verify", "--choria", "--org-public", key_file.to_str().unwrap(),
-            dir.join(file).to_str().unwrap()]);
+        let key_file = dir.join(if key == "org" {
+            "org_issuer.public"
+        } else {
+            "unrelated.public"
+        });
+        let out = lanyard(&[
+            "token",
+            "verify",
+            "--choria",
+            "--org-public",
+            key_file.to_str().unwrap(),
+            dir.join(file).to_str().unwrap(),
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if verdict[0] == "OK" {
             assert!(out.status.success(), "{file} {key}: {stderr}");
         } else {
             assert_eq!(out.status.code(), Some(1), "{file} {key}");
             let reference = verdict.join(" ");
-            let want = if reference.contains("ed25519: verification error") { "bad signature" }
-                else if reference.contains("not signed by org issuer") { "chain not signed by org" }
-                else if reference.contains("invalid chain signature") { "invalid chain signature" }
-                else if reference.contains("expired") { "expired" }
-                else { panic!("unknown reference {reference}") };
-            assert!(stderr.contains(want), "{file} {key}: reference {reference:?}, ours {stderr:?}");
+            let want = if reference.contains("ed25519: verification error") {
+                "bad signature"
+            } else if reference.contains("not signed by org issuer") {
+                "chain not signed by org"
+            } else if reference.contains("invalid chain signature") {
+                "invalid chain signature"
+            } else if reference.contains("expired") {
+                "expired"
+            } else {
+                panic!("unknown reference {reference}")
+            };
+            assert!(
+                stderr.contains(want),
+                "{file} {key}: reference {reference:?}, ours {stderr:?}"
+            );
         }
         checked += 1;
     }
     assert_eq!(checked, 22);
     // Under lanyard rules the same valid Choria token is refused with a pointer to --choria.
-    let err = invalid(&["token", "verify", "--org-public", dir.join("org_issuer.public").to_str().unwrap(),
-        dir.join("client.jwt").to_str().unwrap()]);
+    let err = invalid(&[
+        "token",
+        "verify",
+        "--org-public",
+        dir.join("org_issuer.public").to_str().unwrap(),
+        dir.join("client.jwt").to_str().unwrap(),
+    ]);
     assert!(err.contains("--choria"), "{err}");
     // Choria's expired marker in view.
-    let view = ok(&["token", "view", dir.join("client_expired.jwt").to_str().unwrap()]);
-    assert!(view.contains("EXPIRED") && view.contains("subject: up=expired"), "{view}");
+    let view = ok(&[
+        "token",
+        "view",
+        dir.join("client_expired.jwt").to_str().unwrap(),
+    ]);
+    assert!(
+        view.contains("EXPIRED") && view.contains("subject: up=expired"),
+        "{view}"
+    );
     // Choria's own nonce vector.
     let sig = std::fs::read_to_string(dir.join("nonce.sig")).unwrap();
-    ok(&["token", "check-proof", "--token", dir.join("client.jwt").to_str().unwrap(),
-        "--nonce-file", dir.join("nonce.txt").to_str().unwrap(), "--signature", sig.trim()]);
+    ok(&[
+        "token",
+        "check-proof",
+        "--token",
+        dir.join("client.jwt").to_str().unwrap(),
+        "--nonce-file",
+        dir.join("nonce.txt").to_str().unwrap(),
+        "--signature",
+        sig.trim(),
+    ]);
 }
 
 #[test]
@@ -189,7 +384,16 @@ fn malformed_files_get_one_clear_line() {
         assert!(err.contains(want), "{name}: {err}");
     }
     // Durations.
-    let out = lanyard(&["org", "delegate", "--org-seed", &t.p("o/org.seed"), "--out", &t.p("c"), "--validity", "1y"]);
+    let out = lanyard(&[
+        "org",
+        "delegate",
+        "--org-seed",
+        &t.p("o/org.seed"),
+        "--out",
+        &t.p("c"),
+        "--validity",
+        "1y",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("90s, 10m, 1h or 30d"));
     assert!(!Path::new(&t.p("c")).exists());
@@ -200,8 +404,14 @@ fn demo_runs_end_to_end() {
     let t = Tmp::new("demo");
     let out = ok(&["demo", "--dir", &t.p("d")]);
     for step in 1..=7 {
-        assert!(out.contains(&format!("== step {step}:")), "missing step {step}");
+        assert!(
+            out.contains(&format!("== step {step}:")),
+            "missing step {step}"
+        );
     }
     assert!(out.contains("demo complete"));
-    assert!(!out.contains(&std::fs::read_to_string(t.p("d/org/org.seed")).unwrap()), "demo printed a seed");
+    assert!(
+        !out.contains(&std::fs::read_to_string(t.p("d/org/org.seed")).unwrap()),
+        "demo printed a seed"
+    );
 }

@@ -37,8 +37,18 @@ fn generated_code_matches_proto() {
 
 #[test]
 fn spiffe_paths_have_no_package() {
-    let code = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gen/_.rs")).unwrap();
-    for rpc in ["FetchX509SVID", "FetchX509Bundles", "FetchJWTSVID", "FetchJWTBundles", "ValidateJWTSVID"] {
-        assert!(code.contains(&format!("\"/SpiffeWorkloadAPI/{rpc}\"")), "{rpc}");
+    let code = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gen/_.rs"))
+        .unwrap();
+    for rpc in [
+        "FetchX509SVID",
+        "FetchX509Bundles",
+        "FetchJWTSVID",
+        "FetchJWTBundles",
+        "ValidateJWTSVID",
+    ] {
+        assert!(
+            code.contains(&format!("\"/SpiffeWorkloadAPI/{rpc}\"")),
+            "{rpc}"
+        );
     }
 }

@@ -109,11 +109,16 @@ pub struct Confirmation {
 impl Confirmation {
     /// The `cnf` for a public key.
     pub fn for_key(key: &PublicKey) -> Self {
+        Self::for_bytes(key.as_bytes())
+    }
+
+    /// The `cnf` for a public key's raw bytes.
+    pub fn for_bytes(key: &[u8; 32]) -> Self {
         Self {
             jwk: OkpJwk {
                 kty: "OKP".into(),
                 crv: "Ed25519".into(),
-                x: crate::jws::b64url(key.as_bytes()),
+                x: crate::jws::b64url(key),
             },
         }
     }
@@ -141,7 +146,11 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// Audiences; a single string on input is accepted, as RFC 7519 allows.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "string_or_list")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "string_or_list"
+    )]
     pub aud: Vec<String>,
     /// Expiry, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

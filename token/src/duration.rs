@@ -36,7 +36,7 @@ pub fn parse_secs(s: &str) -> Result<u64, DurationError> {
 /// Formats seconds the short way back (`3600` → `1h`, `90` → `90s`).
 pub fn format_secs(secs: u64) -> String {
     for (unit, mult) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= mult && secs % mult == 0 {
+        if secs >= mult && secs.is_multiple_of(mult) {
             return format!("{}{unit}", secs / mult);
         }
     }
@@ -54,9 +54,15 @@ mod tests {
         assert_eq!(parse_secs("1h"), Ok(3600));
         assert_eq!(parse_secs("30d"), Ok(2_592_000));
         for bad in ["", "h", "10", "1.5h", "-1h", "1H", "1 h", "1hh", "١h"] {
-            assert!(matches!(parse_secs(bad), Err(DurationError::Syntax(_))), "{bad}");
+            assert!(
+                matches!(parse_secs(bad), Err(DurationError::Syntax(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse_secs("99999999999999999999d"), Err(DurationError::Overflow(_))));
+        assert!(matches!(
+            parse_secs("99999999999999999999d"),
+            Err(DurationError::Overflow(_))
+        ));
         assert_eq!(format_secs(3600), "1h");
         assert_eq!(format_secs(90), "90s");
     }

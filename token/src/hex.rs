@@ -52,14 +52,18 @@ fn nibble(c: u8, lenient: bool) -> Option<u8> {
 /// Decodes hex; uppercase is accepted only when `lenient`.
 pub fn decode(s: &str, lenient: bool) -> Result<Vec<u8>, HexError> {
     let raw = s.as_bytes();
-    if raw.len() % 2 != 0 {
+    if !raw.len().is_multiple_of(2) {
         return Err(HexError::OddLength(raw.len()));
     }
     let mut out = Vec::with_capacity(raw.len() / 2);
     for (i, pair) in raw.chunks_exact(2).enumerate() {
         // Report bytes, never slice `s`: a multi-byte char must not cause a panic.
         let bad = |k: usize| HexError::InvalidChar {
-            found: if pair[k].is_ascii() { char::from(pair[k]) } else { char::REPLACEMENT_CHARACTER },
+            found: if pair[k].is_ascii() {
+                char::from(pair[k])
+            } else {
+                char::REPLACEMENT_CHARACTER
+            },
             offset: i * 2 + k,
         };
         let hi = nibble(pair[0], lenient).ok_or_else(|| bad(0))?;
@@ -73,8 +77,10 @@ pub fn decode(s: &str, lenient: bool) -> Result<Vec<u8>, HexError> {
 pub fn decode_array<const N: usize>(s: &str, lenient: bool) -> Result<[u8; N], HexError> {
     let v = decode(s, lenient)?;
     let actual = v.len();
-    v.try_into()
-        .map_err(|_| HexError::WrongLength { expected: N, actual })
+    v.try_into().map_err(|_| HexError::WrongLength {
+        expected: N,
+        actual,
+    })
 }
 
 #[cfg(test)]
@@ -87,7 +93,10 @@ mod tests {
         assert_eq!(decode("00abff", false).unwrap(), vec![0, 0xab, 0xff]);
         assert!(matches!(
             decode("00ABff", false),
-            Err(HexError::InvalidChar { found: 'A', offset: 2 })
+            Err(HexError::InvalidChar {
+                found: 'A',
+                offset: 2
+            })
         ));
         assert_eq!(decode("00ABff", true).unwrap(), vec![0, 0xab, 0xff]);
         assert_eq!(decode("abc", false), Err(HexError::OddLength(3)));
@@ -95,7 +104,10 @@ mod tests {
         assert!(decode("é0", true).is_err());
         assert_eq!(
             decode_array::<2>("abcdef", false),
-            Err(HexError::WrongLength { expected: 2, actual: 3 })
+            Err(HexError::WrongLength {
+                expected: 2,
+                actual: 3
+            })
         );
     }
 }

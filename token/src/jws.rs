@@ -71,7 +71,9 @@ struct Header {
 }
 
 fn b64(segment: &'static str, s: &str) -> Result<Vec<u8>, JwsError> {
-    URL_SAFE_NO_PAD.decode(s).map_err(|_| JwsError::Base64 { segment })
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| JwsError::Base64 { segment })
 }
 
 /// Splits and decodes a compact JWS, checking header and shape but not the signature.
@@ -103,8 +105,8 @@ pub fn parse(token: &str) -> Result<Parts<'_>, JwsError> {
     let payload = b64("payload", p)?;
     check_unique_members("payload", &payload)?;
     let sig = b64("signature", s)?;
-    let signature = <[u8; 64]>::try_from(sig.as_slice())
-        .map_err(|_| JwsError::SignatureLength(sig.len()))?;
+    let signature =
+        <[u8; 64]>::try_from(sig.as_slice()).map_err(|_| JwsError::SignatureLength(sig.len()))?;
     Ok(Parts {
         signing_input: &token[..h.len() + 1 + p.len()],
         payload,
@@ -147,7 +149,9 @@ fn check_unique_members(segment: &'static str, json: &[u8]) -> Result<(), JwsErr
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 map.next_value::<IgnoredAny>()?;
                 if !seen.insert(key.clone()) {
-                    return Err(serde::de::Error::custom(format!("member {key:?} appears twice")));
+                    return Err(serde::de::Error::custom(format!(
+                        "member {key:?} appears twice"
+                    )));
                 }
             }
             Ok(())
@@ -156,7 +160,10 @@ fn check_unique_members(segment: &'static str, json: &[u8]) -> Result<(), JwsErr
     let mut de = serde_json::Deserializer::from_slice(json);
     de.deserialize_map(Unique)
         .and_then(|()| de.end())
-        .map_err(|e| JwsError::Json { segment, reason: e.to_string() })
+        .map_err(|e| JwsError::Json {
+            segment,
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -164,16 +171,27 @@ mod tests {
     use super::*;
 
     fn tok(header: &str, payload: &str) -> String {
-        format!("{}.{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()), b64url(&[0; 64]))
+        format!(
+            "{}.{}.{}",
+            b64url(header.as_bytes()),
+            b64url(payload.as_bytes()),
+            b64url(&[0; 64])
+        )
     }
 
     #[test]
     fn refuses_other_algorithms() {
         for alg in ["none", "HS256", "RS256", "ES256", "EDDSA"] {
             let t = tok(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
-            assert_eq!(parse(&t).unwrap_err(), JwsError::UnsupportedAlgorithm(alg.into()));
+            assert_eq!(
+                parse(&t).unwrap_err(),
+                JwsError::UnsupportedAlgorithm(alg.into())
+            );
         }
-        assert!(matches!(parse(&tok("{}", "{}")), Err(JwsError::UnsupportedAlgorithm(_))));
+        assert!(matches!(
+            parse(&tok("{}", "{}")),
+            Err(JwsError::UnsupportedAlgorithm(_))
+        ));
         assert_eq!(
             parse(&tok(r#"{"alg":"EdDSA","crit":["b64"]}"#, "{}")).unwrap_err(),
             JwsError::CriticalHeader
@@ -185,14 +203,42 @@ mod tests {
         assert_eq!(parse("").unwrap_err(), JwsError::Empty);
         assert_eq!(parse("a.b").unwrap_err(), JwsError::SegmentCount(2));
         assert_eq!(parse("a.b.c.d").unwrap_err(), JwsError::SegmentCount(4));
-        assert!(matches!(parse("!!.b.c"), Err(JwsError::Base64 { segment: "header" })));
-        assert!(matches!(parse(&tok(HEADER_JSON, "[1]")), Err(JwsError::Json { segment: "payload", .. })));
-        assert!(matches!(parse(&tok(HEADER_JSON, r#"{"a":1,"a":2}"#)), Err(JwsError::Json { .. })));
-        assert!(matches!(parse(&tok(HEADER_JSON, r#"{"a":1} x"#)), Err(JwsError::Json { .. })));
-        let padded = format!("{}=.{}.{}", b64url(HEADER_JSON.as_bytes()), b64url(b"{}"), b64url(&[0; 64]));
+        assert!(matches!(
+            parse("!!.b.c"),
+            Err(JwsError::Base64 { segment: "header" })
+        ));
+        assert!(matches!(
+            parse(&tok(HEADER_JSON, "[1]")),
+            Err(JwsError::Json {
+                segment: "payload",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&tok(HEADER_JSON, r#"{"a":1,"a":2}"#)),
+            Err(JwsError::Json { .. })
+        ));
+        assert!(matches!(
+            parse(&tok(HEADER_JSON, r#"{"a":1} x"#)),
+            Err(JwsError::Json { .. })
+        ));
+        let padded = format!(
+            "{}=.{}.{}",
+            b64url(HEADER_JSON.as_bytes()),
+            b64url(b"{}"),
+            b64url(&[0; 64])
+        );
         assert!(matches!(parse(&padded), Err(JwsError::Base64 { .. })));
-        let short_sig = format!("{}.{}.{}", b64url(HEADER_JSON.as_bytes()), b64url(b"{}"), b64url(&[0; 63]));
-        assert_eq!(parse(&short_sig).unwrap_err(), JwsError::SignatureLength(63));
+        let short_sig = format!(
+            "{}.{}.{}",
+            b64url(HEADER_JSON.as_bytes()),
+            b64url(b"{}"),
+            b64url(&[0; 63])
+        );
+        assert_eq!(
+            parse(&short_sig).unwrap_err(),
+            JwsError::SignatureLength(63)
+        );
     }
 
     #[test]

@@ -59,7 +59,9 @@ impl KeyPair {
 
     /// The key pair for a given seed.
     pub fn from_seed(seed: &[u8; KEY_LEN]) -> Self {
-        Self { signing: SigningKey::from_bytes(seed) }
+        Self {
+            signing: SigningKey::from_bytes(seed),
+        }
     }
 
     /// Reads the text of a seed file. Surrounding whitespace is forgiven (an editor's
@@ -151,7 +153,9 @@ mod tests {
         let kp = KeyPair::generate().unwrap();
         let text = kp.seed_text();
         assert_eq!(text.len(), 64);
-        assert!(text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         let again = KeyPair::from_seed_text(&format!("{}\n", *text)).unwrap();
         assert_eq!(again.public(), kp.public());
         assert!(KeyPair::from_seed_text(&text.to_uppercase()).is_err());

@@ -142,13 +142,30 @@ mod tests {
 
     #[test]
     fn bounds() {
-        assert_eq!(Ksuid::parse("000000000000000000000000000").unwrap().as_bytes(), &[0; 20]);
+        assert_eq!(
+            Ksuid::parse("000000000000000000000000000")
+                .unwrap()
+                .as_bytes(),
+            &[0; 20]
+        );
         let max = Ksuid::parse("aWgEPTl1tmebfsQzFP4bxwgy80V").unwrap();
         assert_eq!(max.as_bytes(), &[0xff; 20]);
-        assert_eq!(Ksuid::parse("aWgEPTl1tmebfsQzFP4bxwgy80W"), Err(KsuidError::Overflow));
-        assert_eq!(Ksuid::parse("zzzzzzzzzzzzzzzzzzzzzzzzzzz"), Err(KsuidError::Overflow));
-        assert_eq!(Ksuid::parse("3MVUmuoA6KiC9vfUlPWtgWZksO"), Err(KsuidError::WrongLength(26)));
-        assert_eq!(Ksuid::parse("3MVUmuoA6KiC9vfUlPWtgWZks-h"), Err(KsuidError::InvalidChar(25)));
+        assert_eq!(
+            Ksuid::parse("aWgEPTl1tmebfsQzFP4bxwgy80W"),
+            Err(KsuidError::Overflow)
+        );
+        assert_eq!(
+            Ksuid::parse("zzzzzzzzzzzzzzzzzzzzzzzzzzz"),
+            Err(KsuidError::Overflow)
+        );
+        assert_eq!(
+            Ksuid::parse("3MVUmuoA6KiC9vfUlPWtgWZksO"),
+            Err(KsuidError::WrongLength(26))
+        );
+        assert_eq!(
+            Ksuid::parse("3MVUmuoA6KiC9vfUlPWtgWZks-h"),
+            Err(KsuidError::InvalidChar(25))
+        );
         assert!(Ksuid::from_parts(EPOCH - 1, [0; 16]).is_err());
         assert!(Ksuid::from_parts(EPOCH + u64::from(u32::MAX) + 1, [0; 16]).is_err());
     }

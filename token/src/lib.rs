@@ -8,6 +8,7 @@
 pub mod claims;
 pub mod constraints;
 pub mod duration;
+pub mod fuzzing;
 pub mod hex;
 pub mod jws;
 pub mod keys;

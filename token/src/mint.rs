@@ -90,9 +90,19 @@ pub fn delegate(
     let public_hex = chain_public.to_hex();
     let exp = now.saturating_add(req.validity_secs);
     let tcs = hex::encode(&org.sign(format!("{jti}.{public_hex}").as_bytes()));
-    let grant_sig = org.sign(&ChainGrant::signed_bytes(&tcs, &jti, &public_hex, exp, &constraints));
+    let grant_sig = org.sign(&ChainGrant::signed_bytes(
+        &tcs,
+        &jti,
+        &public_hex,
+        exp,
+        &constraints,
+    ));
     let mut extra = serde_json::Map::new();
-    let name = if req.name.is_empty() { "lanyard_chain_issuer" } else { &req.name };
+    let name = if req.name.is_empty() {
+        "lanyard_chain_issuer"
+    } else {
+        &req.name
+    };
     extra.insert("callerid".into(), name.into());
     let claims = Claims {
         purpose: PURPOSE_CHORIA_CLIENT.into(),
@@ -103,7 +113,12 @@ pub fn delegate(
         nbf: Some(now),
         iat: Some(now),
         jti: Some(jti),
-        lanyard_chain: Some(ChainGrant { v: 1, exp, constraints, sig: hex::encode(&grant_sig) }),
+        lanyard_chain: Some(ChainGrant {
+            v: 1,
+            exp,
+            constraints,
+            sig: hex::encode(&grant_sig),
+        }),
         extra,
         ..Claims::default()
     };
@@ -202,10 +217,15 @@ impl ChainIssuer {
     /// together and that the token has the shape of a lanyard chain issuer; it
     /// does not check the org signature (the minted leaves carry it to verifiers).
     pub fn new(token: &str, key: KeyPair) -> Result<Self, MintError> {
-        let parts = jws::parse(token.trim()).map_err(|_| MintError::NotAChainIssuer("not a JWT"))?;
+        let parts =
+            jws::parse(token.trim()).map_err(|_| MintError::NotAChainIssuer("not a JWT"))?;
         let claims: Claims = serde_json::from_slice(&parts.payload)
             .map_err(|_| MintError::NotAChainIssuer("claims are not valid"))?;
-        if !claims.iss.as_deref().is_some_and(|i| i.starts_with(ORG_ISSUER_PREFIX)) {
+        if !claims
+            .iss
+            .as_deref()
+            .is_some_and(|i| i.starts_with(ORG_ISSUER_PREFIX))
+        {
             return Err(MintError::NotAChainIssuer("iss is not I-<org public key>"));
         }
         let (Some(jti), Some(public_hex), Some(tcs), Some(exp), Some(grant)) = (
@@ -220,13 +240,26 @@ impl ChainIssuer {
             ));
         };
         if tcs.contains('.') {
-            return Err(MintError::NotAChainIssuer("tcs has more than one part: this is a leaf"));
+            return Err(MintError::NotAChainIssuer(
+                "tcs has more than one part: this is a leaf",
+            ));
         }
         let seed_public = key.public().to_hex();
         if seed_public != public_hex {
-            return Err(MintError::KeyMismatch { seed_public, token_public: public_hex });
+            return Err(MintError::KeyMismatch {
+                seed_public,
+                token_public: public_hex,
+            });
         }
-        Ok(Self { key, jti, public_hex, tcs, exp, grant, claims })
+        Ok(Self {
+            key,
+            jti,
+            public_hex,
+            tcs,
+            exp,
+            grant,
+            claims,
+        })
     }
 
     /// The chain issuer token's claims.
@@ -245,7 +278,10 @@ impl ChainIssuer {
             return Err(MintError::ZeroValidity);
         }
         if now >= self.exp {
-            return Err(MintError::IssuerExpired { expired_at: self.exp, now });
+            return Err(MintError::IssuerExpired {
+                expired_at: self.exp,
+                now,
+            });
         }
         if !KNOWN_PURPOSES.contains(&req.purpose.as_str()) {
             return Err(MintError::UnknownPurpose(req.purpose.clone()));
@@ -253,18 +289,30 @@ impl ChainIssuer {
         if matches!(req.purpose.as_str(), PURPOSE_WORKLOAD | PURPOSE_AGENT) {
             subject::validate(&req.subject)?;
         }
-        constraints::check(&self.grant.constraints, &req.purpose, Some(&req.subject), &req.networks)?;
+        constraints::check(
+            &self.grant.constraints,
+            &req.purpose,
+            Some(&req.subject),
+            &req.networks,
+        )?;
         let requested = now.saturating_add(req.validity_secs);
         if requested > self.exp && !req.clamp_to_issuer {
-            return Err(MintError::BeyondIssuerExpiry { requested, issuer_exp: self.exp });
+            return Err(MintError::BeyondIssuerExpiry {
+                requested,
+                issuer_exp: self.exp,
+            });
         }
         let jti = Ksuid::generate(now)?.to_string();
         let chain_sig = self.key.sign(format!("{jti}.{}", self.tcs).as_bytes());
         let mut extra = serde_json::Map::new();
         // Choria consumers look for these names; keep them in step with `sub`.
         match req.purpose.as_str() {
-            PURPOSE_CHORIA_CLIENT => drop(extra.insert("callerid".into(), req.subject.clone().into())),
-            PURPOSE_CHORIA_SERVER => drop(extra.insert("identity".into(), req.subject.clone().into())),
+            PURPOSE_CHORIA_CLIENT => {
+                drop(extra.insert("callerid".into(), req.subject.clone().into()))
+            }
+            PURPOSE_CHORIA_SERVER => {
+                drop(extra.insert("identity".into(), req.subject.clone().into()))
+            }
             _ => {}
         }
         let claims = Claims {
@@ -272,7 +320,10 @@ impl ChainIssuer {
             tcs: Some(format!("{}.{}", self.tcs, hex::encode(&chain_sig))),
             public_key: Some(req.holder.to_hex()),
             issexp: Some(self.exp),
-            iss: Some(format!("{CHAIN_ISSUER_PREFIX}{}.{}", self.jti, self.public_hex)),
+            iss: Some(format!(
+                "{CHAIN_ISSUER_PREFIX}{}.{}",
+                self.jti, self.public_hex
+            )),
             sub: Some(req.subject.clone()),
             aud: req.audiences.clone(),
             exp: Some(requested.min(self.exp)),

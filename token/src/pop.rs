@@ -18,8 +18,8 @@ pub enum ProofError {
     /// The signature is not unpadded base64url.
     #[error("signature is not unpadded base64url")]
     Encoding,
-    /// The token has no `public_key` to check against.
-    #[error("token has no public_key")]
+    /// The token has no usable `public_key` to check against.
+    #[error("token has no usable public_key")]
     NoHolderKey,
     /// The signature does not verify.
     #[error("proof does not verify: the signer does not hold the token's seed")]
@@ -60,6 +60,10 @@ pub fn check(key: &PublicKey, nonce: &[u8], signature: &str) -> Result<(), Proof
 impl VerifiedToken {
     /// Checks a proof of possession against this token's holder key.
     pub fn check_proof(&self, nonce: &[u8], signature: &str) -> Result<(), ProofError> {
-        check(self.holder().ok_or(ProofError::NoHolderKey)?, nonce, signature)
+        check(
+            &self.holder().ok_or(ProofError::NoHolderKey)?,
+            nonce,
+            signature,
+        )
     }
 }

@@ -42,11 +42,16 @@ pub fn validate(s: &str) -> Result<(), SubjectError> {
         return Err(SubjectError::TooLong);
     }
     if let Some(rest) = s.strip_prefix("spiffe://") {
-        let (td, path) = rest.split_once('/').map_or((rest, None), |(a, b)| (a, Some(b)));
+        let (td, path) = rest
+            .split_once('/')
+            .map_or((rest, None), |(a, b)| (a, Some(b)));
         if td.is_empty() {
             return Err(SubjectError::MissingTrustDomain);
         }
-        if !td.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_')) {
+        if !td
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
+        {
             return Err(SubjectError::BadTrustDomainChar);
         }
         if let Some(path) = path {
@@ -54,7 +59,10 @@ pub fn validate(s: &str) -> Result<(), SubjectError> {
                 if seg.is_empty() || seg == "." || seg == ".." {
                     return Err(SubjectError::BadPathSegment);
                 }
-                if !seg.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+                if !seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+                {
                     return Err(SubjectError::BadPathChar);
                 }
             }
@@ -66,7 +74,11 @@ pub fn validate(s: &str) -> Result<(), SubjectError> {
             .split_once(':')
             .is_some_and(|(nid, nss)| !nid.is_empty() && !nss.is_empty())
             && rest.bytes().all(|b| b.is_ascii_graphic());
-        return if ok { Ok(()) } else { Err(SubjectError::BadUrn) };
+        return if ok {
+            Ok(())
+        } else {
+            Err(SubjectError::BadUrn)
+        };
     }
     Err(SubjectError::UnknownScheme)
 }
@@ -90,15 +102,39 @@ mod tests {
         assert_eq!(validate("spiffe://example.org/web"), Ok(()));
         assert_eq!(validate("spiffe://example.org"), Ok(()));
         assert_eq!(validate("spiffe://"), Err(SubjectError::MissingTrustDomain));
-        assert_eq!(validate("spiffe://Example.org/x"), Err(SubjectError::BadTrustDomainChar));
-        assert_eq!(validate("spiffe://example.org:80/x"), Err(SubjectError::BadTrustDomainChar));
-        assert_eq!(validate("spiffe://example.org/a//b"), Err(SubjectError::BadPathSegment));
-        assert_eq!(validate("spiffe://example.org/a/"), Err(SubjectError::BadPathSegment));
-        assert_eq!(validate("spiffe://example.org/a/../b"), Err(SubjectError::BadPathSegment));
-        assert_eq!(validate("spiffe://example.org/a?b"), Err(SubjectError::BadPathChar));
-        assert_eq!(validate("https://example.org/a"), Err(SubjectError::UnknownScheme));
+        assert_eq!(
+            validate("spiffe://Example.org/x"),
+            Err(SubjectError::BadTrustDomainChar)
+        );
+        assert_eq!(
+            validate("spiffe://example.org:80/x"),
+            Err(SubjectError::BadTrustDomainChar)
+        );
+        assert_eq!(
+            validate("spiffe://example.org/a//b"),
+            Err(SubjectError::BadPathSegment)
+        );
+        assert_eq!(
+            validate("spiffe://example.org/a/"),
+            Err(SubjectError::BadPathSegment)
+        );
+        assert_eq!(
+            validate("spiffe://example.org/a/../b"),
+            Err(SubjectError::BadPathSegment)
+        );
+        assert_eq!(
+            validate("spiffe://example.org/a?b"),
+            Err(SubjectError::BadPathChar)
+        );
+        assert_eq!(
+            validate("https://example.org/a"),
+            Err(SubjectError::UnknownScheme)
+        );
         assert_eq!(validate(""), Err(SubjectError::Empty));
-        assert_eq!(validate(&format!("spiffe://e/{}", "a".repeat(MAX_SUBJECT_LEN))), Err(SubjectError::TooLong));
+        assert_eq!(
+            validate(&format!("spiffe://e/{}", "a".repeat(MAX_SUBJECT_LEN))),
+            Err(SubjectError::TooLong)
+        );
     }
 
     #[test]
@@ -114,7 +150,10 @@ mod tests {
         assert!(is_under("spiffe://td/ns/prod", "spiffe://td/ns/prod"));
         assert!(is_under("spiffe://td/ns/prod/web", "spiffe://td/ns/prod"));
         assert!(is_under("spiffe://td/ns/prod/web", "spiffe://td/ns/"));
-        assert!(!is_under("spiffe://td/ns/production", "spiffe://td/ns/prod"));
+        assert!(!is_under(
+            "spiffe://td/ns/production",
+            "spiffe://td/ns/prod"
+        ));
         assert!(is_under("urn:lanyard:gw:1", "urn:lanyard:gw"));
         assert!(!is_under("urn:lanyard:gwx", "urn:lanyard:gw"));
     }

@@ -135,6 +135,7 @@ pub enum Rules {
 /// How a verified token is anchored to the org.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // one per verification; boxing would only add an allocation
 pub enum Anchor {
     /// Signed by the org key itself (a chain issuer, or a Choria direct token).
     Org,
@@ -152,7 +153,9 @@ pub enum Anchor {
 pub struct VerifiedToken {
     claims: Claims,
     anchor: Anchor,
-    holder: Option<PublicKey>,
+    // Raw bytes: turning them into a curve point costs as much as a third of a
+    // signature check, so it waits until a proof actually needs it.
+    holder: Option<[u8; 32]>,
     expires_at: Option<u64>,
 }
 
@@ -165,9 +168,12 @@ impl VerifiedToken {
     pub fn anchor(&self) -> &Anchor {
         &self.anchor
     }
-    /// The holder's key (`public_key`), which proofs of possession must verify with.
-    pub fn holder(&self) -> Option<&PublicKey> {
-        self.holder.as_ref()
+    /// The holder's key (`public_key`), which proofs of possession must verify
+    /// with; `None` if the token has none or it is not a valid ed25519 key.
+    pub fn holder(&self) -> Option<PublicKey> {
+        self.holder
+            .as_ref()
+            .and_then(|b| PublicKey::from_bytes(b).ok())
     }
     /// Effective expiry: min(exp, issexp), or the chain grant's expiry if sooner.
     pub fn expires_at(&self) -> Option<u64> {
@@ -183,6 +189,40 @@ pub struct Verifier {
     audience: Option<String>,
     networks: Vec<String>,
     leeway_secs: u64,
+    chain_keys: ChainKeyCache,
+}
+
+/// Chain issuer keys already decoded to curve points. A fleet has a handful of
+/// chain issuers and every leaf names one, so decoding each key once saves a
+/// point decompression per verification. Only keys whose chain signature
+/// verified are added, and the cache is emptied when full, so it stays small
+/// and an attacker can at most slow it down.
+#[derive(Debug, Clone, Default)]
+struct ChainKeyCache(std::sync::Arc<std::sync::Mutex<Vec<PublicKey>>>);
+
+impl ChainKeyCache {
+    const CAPACITY: usize = 32;
+
+    fn get_or_decode(&self, bytes: &[u8; 32]) -> Result<PublicKey, crate::KeyError> {
+        if let Ok(keys) = self.0.lock() {
+            if let Some(k) = keys.iter().find(|k| k.as_bytes() == bytes) {
+                return Ok(*k);
+            }
+        }
+        PublicKey::from_bytes(bytes)
+    }
+
+    fn remember(&self, key: PublicKey) {
+        if let Ok(mut keys) = self.0.lock() {
+            if keys.contains(&key) {
+                return;
+            }
+            if keys.len() >= Self::CAPACITY {
+                keys.clear();
+            }
+            keys.push(key);
+        }
+    }
 }
 
 /// Clock skew forgiven on `nbf` and `iat` under lanyard rules. Expiry gets none.
@@ -199,12 +239,23 @@ struct ChainRef<'a> {
 impl Verifier {
     /// lanyard rules.
     pub fn new(org: PublicKey) -> Self {
-        Self { org, rules: Rules::Lanyard, audience: None, networks: Vec::new(), leeway_secs: DEFAULT_LEEWAY_SECS }
+        Self {
+            org,
+            rules: Rules::Lanyard,
+            audience: None,
+            networks: Vec::new(),
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            chain_keys: ChainKeyCache::default(),
+        }
     }
 
     /// Choria v0.0.4 rules (no leeway, as Choria has none).
     pub fn choria(org: PublicKey) -> Self {
-        Self { rules: Rules::Choria, leeway_secs: 0, ..Self::new(org) }
+        Self {
+            rules: Rules::Choria,
+            leeway_secs: 0,
+            ..Self::new(org)
+        }
     }
 
     /// Require `aud` to contain `audience`.
@@ -233,8 +284,8 @@ impl Verifier {
     /// Verifies `token` at Unix time `now`.
     pub fn verify(&self, token: &str, now: u64) -> Result<VerifiedToken, VerifyError> {
         let parts = jws::parse(token)?;
-        let claims: Claims =
-            serde_json::from_slice(&parts.payload).map_err(|e| VerifyError::Claims(e.to_string()))?;
+        let claims: Claims = serde_json::from_slice(&parts.payload)
+            .map_err(|e| VerifyError::Claims(e.to_string()))?;
         let lenient = self.rules == Rules::Choria;
         let iss = claims.iss.as_deref().unwrap_or_default();
 
@@ -244,10 +295,11 @@ impl Verifier {
 
         // 1-3: find the key that must have signed the JWT, proving the chain on the way.
         let (signer, anchor) = if iss.starts_with(CHAIN_ISSUER_PREFIX) {
-            let chain = chain_ref(&claims, lenient)?;
+            let chain = chain_ref(&claims, lenient, &self.chain_keys)?;
             match self.rules {
                 Rules::Choria => {
-                    let org_sig = hex::decode(chain.org_tcs, true).map_err(|_| VerifyError::ChainNotSignedByOrg)?;
+                    let org_sig = hex::decode(chain.org_tcs, true)
+                        .map_err(|_| VerifyError::ChainNotSignedByOrg)?;
                     // Choria re-encodes the key in lowercase before checking.
                     let signed = format!("{}.{}", chain.jti, chain.public.to_hex());
                     if !self.org.verify(signed.as_bytes(), &org_sig) {
@@ -255,20 +307,36 @@ impl Verifier {
                     }
                 }
                 Rules::Lanyard => {
-                    let grant = claims.lanyard_chain.as_ref().ok_or(VerifyError::MissingChainGrant)?;
+                    let grant = claims
+                        .lanyard_chain
+                        .as_ref()
+                        .ok_or(VerifyError::MissingChainGrant)?;
                     self.check_grant(grant, chain.org_tcs, chain.jti, chain.public_hex)?;
                     // The chain key must not claim a later issuer expiry than the org signed.
                     let issexp = claims.issexp.unwrap_or_default();
                     if issexp != grant.exp {
-                        return Err(VerifyError::ChainExpiryMismatch { issexp, granted: grant.exp });
+                        return Err(VerifyError::ChainExpiryMismatch {
+                            issexp,
+                            granted: grant.exp,
+                        });
                     }
                 }
             }
             let leaf_jti = claims.jti.as_deref().unwrap_or_default();
-            if !chain.public.verify(format!("{leaf_jti}.{}", chain.org_tcs).as_bytes(), &chain.chain_sig) {
+            if !chain.public.verify(
+                format!("{leaf_jti}.{}", chain.org_tcs).as_bytes(),
+                &chain.chain_sig,
+            ) {
                 return Err(VerifyError::InvalidChainSignature);
             }
-            (chain.public, Anchor::Chain { jti: chain.jti.to_owned(), public_key: chain.public })
+            self.chain_keys.remember(chain.public);
+            (
+                chain.public,
+                Anchor::Chain {
+                    jti: chain.jti.to_owned(),
+                    public_key: chain.public,
+                },
+            )
         } else {
             if self.rules == Rules::Lanyard {
                 self.check_org_issued(&claims, iss)?;
@@ -286,20 +354,36 @@ impl Verifier {
 
         // lanyard's claim rules.
         let holder = match claims.public_key.as_deref() {
-            Some(h) => Some(PublicKey::from_hex(h, lenient).map_err(|e| invalid("public_key", e))?),
+            Some(h) => {
+                Some(hex::decode_array::<32>(h, lenient).map_err(|e| invalid("public_key", e))?)
+            }
             None => None,
         };
         if self.rules == Rules::Lanyard {
             self.check_lanyard_claims(&claims, &anchor, holder.as_ref())?;
         }
-        Ok(VerifiedToken { claims, anchor, holder, expires_at })
+        Ok(VerifiedToken {
+            claims,
+            anchor,
+            holder,
+            expires_at,
+        })
     }
 
     /// The org grant covers Choria's `tcs` part 1, the chain's id, key, expiry and
     /// constraints, so this one org signature proves all of them.
-    fn check_grant(&self, grant: &ChainGrant, org_tcs: &str, jti: &str, public_hex: &str) -> Result<(), VerifyError> {
+    fn check_grant(
+        &self,
+        grant: &ChainGrant,
+        org_tcs: &str,
+        jti: &str,
+        public_hex: &str,
+    ) -> Result<(), VerifyError> {
         if grant.v != 1 {
-            return Err(invalid("lanyard_chain", format!("unsupported version {}", grant.v)));
+            return Err(invalid(
+                "lanyard_chain",
+                format!("unsupported version {}", grant.v),
+            ));
         }
         let sig = hex::decode(&grant.sig, false).map_err(|_| VerifyError::ChainNotSignedByOrg)?;
         let msg = ChainGrant::signed_bytes(org_tcs, jti, public_hex, grant.exp, &grant.constraints);
@@ -322,17 +406,26 @@ impl Verifier {
         if tcs.contains('.') {
             return Err(invalid("tcs", "a chain issuer's tcs has exactly one part"));
         }
-        let grant = claims.lanyard_chain.as_ref().ok_or(VerifyError::MissingChainGrant)?;
+        let grant = claims
+            .lanyard_chain
+            .as_ref()
+            .ok_or(VerifyError::MissingChainGrant)?;
         self.check_grant(grant, tcs, jti, public_hex)?;
         match claims.exp {
             Some(exp) if exp == grant.exp => Ok(()),
-            Some(exp) => Err(VerifyError::ChainExpiryMismatch { issexp: exp, granted: grant.exp }),
+            Some(exp) => Err(VerifyError::ChainExpiryMismatch {
+                issexp: exp,
+                granted: grant.exp,
+            }),
             None => Err(VerifyError::MissingClaim("exp")),
         }
     }
 
     fn check_time(&self, claims: &Claims, now: u64) -> Result<Option<u64>, VerifyError> {
-        let chained = claims.iss.as_deref().is_some_and(|i| i.starts_with(CHAIN_ISSUER_PREFIX));
+        let chained = claims
+            .iss
+            .as_deref()
+            .is_some_and(|i| i.starts_with(CHAIN_ISSUER_PREFIX));
         let mut expires_at = match self.rules {
             // Choria: exp is optional on direct tokens; issexp counts on chained ones.
             Rules::Choria => claims.exp,
@@ -348,7 +441,10 @@ impl Verifier {
         }
         if let Some(exp) = expires_at {
             if now >= exp {
-                return Err(VerifyError::Expired { expired_at: exp, now });
+                return Err(VerifyError::Expired {
+                    expired_at: exp,
+                    now,
+                });
             }
         }
         if let Some(nbf) = claims.nbf {
@@ -368,27 +464,43 @@ impl Verifier {
         &self,
         claims: &Claims,
         anchor: &Anchor,
-        holder: Option<&PublicKey>,
+        holder: Option<&[u8; 32]>,
     ) -> Result<(), VerifyError> {
         if let Anchor::Chain { .. } = anchor {
-            let grant = claims.lanyard_chain.as_ref().ok_or(VerifyError::MissingChainGrant)?;
-            constraints::check(&grant.constraints, &claims.purpose, claims.sub.as_deref(), &claims.networks)?;
+            let grant = claims
+                .lanyard_chain
+                .as_ref()
+                .ok_or(VerifyError::MissingChainGrant)?;
+            constraints::check(
+                &grant.constraints,
+                &claims.purpose,
+                claims.sub.as_deref(),
+                &claims.networks,
+            )?;
         }
         if matches!(claims.purpose.as_str(), PURPOSE_WORKLOAD | PURPOSE_AGENT) {
-            subject::validate(claims.sub.as_deref().ok_or(VerifyError::MissingClaim("sub"))?)?;
+            subject::validate(
+                claims
+                    .sub
+                    .as_deref()
+                    .ok_or(VerifyError::MissingClaim("sub"))?,
+            )?;
             // Not a bearer token: without a holder key nothing can prove possession.
             if holder.is_none() {
                 return Err(VerifyError::MissingClaim("public_key"));
             }
         }
         if let (Some(cnf), Some(holder)) = (&claims.cnf, holder) {
-            if *cnf != Confirmation::for_key(holder) {
+            if *cnf != Confirmation::for_bytes(holder) {
                 return Err(VerifyError::ConfirmationMismatch);
             }
         }
         if let Some(aud) = &self.audience {
             if !claims.aud.iter().any(|a| a == aud) {
-                return Err(VerifyError::AudienceMismatch { expected: aud.clone(), actual: claims.aud.clone() });
+                return Err(VerifyError::AudienceMismatch {
+                    expected: aud.clone(),
+                    actual: claims.aud.clone(),
+                });
             }
         }
         if !self.networks.is_empty() && !claims.networks.iter().any(|n| self.networks.contains(n)) {
@@ -402,17 +514,38 @@ impl Verifier {
 }
 
 fn invalid(claim: &'static str, reason: impl ToString) -> VerifyError {
-    VerifyError::InvalidClaim { claim, reason: reason.to_string() }
+    VerifyError::InvalidClaim {
+        claim,
+        reason: reason.to_string(),
+    }
 }
 
 /// Presence of `jti`, `public_key`, `tcs`, `iat`, `exp`, and `jti`'s time == `iat`:
 /// Choria's `verifyIssuerRequiredClaims`.
 fn required_chain_claims(claims: &Claims) -> Result<(&str, &str, &str), VerifyError> {
-    let public_hex = claims.public_key.as_deref().filter(|s| !s.is_empty()).ok_or(VerifyError::MissingClaim("public_key"))?;
-    let tcs = claims.tcs.as_deref().filter(|s| !s.is_empty()).ok_or(VerifyError::MissingClaim("tcs"))?;
-    let jti = claims.jti.as_deref().filter(|s| !s.is_empty()).ok_or(VerifyError::MissingClaim("jti"))?;
-    let iat = claims.iat.filter(|&t| t != 0).ok_or(VerifyError::MissingClaim("iat"))?;
-    claims.exp.filter(|&t| t != 0).ok_or(VerifyError::MissingClaim("exp"))?;
+    let public_hex = claims
+        .public_key
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or(VerifyError::MissingClaim("public_key"))?;
+    let tcs = claims
+        .tcs
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or(VerifyError::MissingClaim("tcs"))?;
+    let jti = claims
+        .jti
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or(VerifyError::MissingClaim("jti"))?;
+    let iat = claims
+        .iat
+        .filter(|&t| t != 0)
+        .ok_or(VerifyError::MissingClaim("iat"))?;
+    claims
+        .exp
+        .filter(|&t| t != 0)
+        .ok_or(VerifyError::MissingClaim("exp"))?;
     if Ksuid::parse(jti)?.unix_secs() != iat {
         return Err(VerifyError::IdNotBasedOnIssuedTime);
     }
@@ -421,9 +554,16 @@ fn required_chain_claims(claims: &Claims) -> Result<(&str, &str, &str), VerifyEr
 
 /// Splits `iss = C-<jti>.<pub>` and `tcs = <org sig>.<chain sig>` (Choria's
 /// `ParseChainIssuerData`).
-fn chain_ref(claims: &Claims, lenient: bool) -> Result<ChainRef<'_>, VerifyError> {
+fn chain_ref<'a>(
+    claims: &'a Claims,
+    lenient: bool,
+    keys: &ChainKeyCache,
+) -> Result<ChainRef<'a>, VerifyError> {
     required_chain_claims(claims)?;
-    claims.issexp.filter(|&t| t != 0).ok_or(VerifyError::MissingClaim("issexp"))?;
+    claims
+        .issexp
+        .filter(|&t| t != 0)
+        .ok_or(VerifyError::MissingClaim("issexp"))?;
     let iss = claims.iss.as_deref().unwrap_or_default();
     let data = iss.strip_prefix(CHAIN_ISSUER_PREFIX).unwrap_or_default();
     let mut it = data.split('.');
@@ -433,11 +573,20 @@ fn chain_ref(claims: &Claims, lenient: bool) -> Result<ChainRef<'_>, VerifyError
     if jti.is_empty() || public_hex.is_empty() {
         return Err(VerifyError::UnsupportedIssuer(iss.to_owned()));
     }
-    let public = PublicKey::from_hex(public_hex, lenient).map_err(|e| invalid("iss", format!("chain public key: {e}")))?;
+    let public = hex::decode_array::<32>(public_hex, lenient)
+        .map_err(crate::KeyError::from)
+        .and_then(|b| keys.get_or_decode(&b))
+        .map_err(|e| invalid("iss", format!("chain public key: {e}")))?;
     let tcs = claims.tcs.as_deref().unwrap_or_default();
     let mut it = tcs.split('.');
     let (Some(org_tcs), Some(sig), None) = (it.next(), it.next(), it.next()) else {
-        return Err(invalid("tcs", format!("a leaf's tcs has exactly 2 dot-separated parts, found {}", tcs.split('.').count())));
+        return Err(invalid(
+            "tcs",
+            format!(
+                "a leaf's tcs has exactly 2 dot-separated parts, found {}",
+                tcs.split('.').count()
+            ),
+        ));
     };
     if org_tcs.is_empty() || sig.is_empty() {
         return Err(invalid("tcs", "empty part"));
@@ -446,5 +595,11 @@ fn chain_ref(claims: &Claims, lenient: bool) -> Result<ChainRef<'_>, VerifyError
     if !lenient {
         hex::decode(org_tcs, false).map_err(|e| invalid("tcs", e))?;
     }
-    Ok(ChainRef { jti, public_hex, public, org_tcs, chain_sig })
+    Ok(ChainRef {
+        jti,
+        public_hex,
+        public,
+        org_tcs,
+        chain_sig,
+    })
 }

@@ -33,29 +33,51 @@ fn forge(claims: &Claims, key: &KeyPair) -> String {
 fn mint_verifies_under_lanyard_and_choria_rules() {
     let org = Org::new(30 * DAY, Constraints::default());
     let (token, holder) = leaf(&org, "spiffe://example.org/web");
-    let v = Verifier::new(org.org.public()).with_audience("billing").with_networks(vec!["prod".into()]);
+    let v = Verifier::new(org.org.public())
+        .with_audience("billing")
+        .with_networks(vec!["prod".into()]);
     let ok = v.verify(&token, T0 + 20).unwrap();
     assert_eq!(ok.claims().sub.as_deref(), Some("spiffe://example.org/web"));
     assert_eq!(ok.claims().purpose, "lanyard_workload");
-    assert_eq!(ok.holder(), Some(&holder.public()));
-    assert!(matches!(ok.anchor(), Anchor::Chain { public_key, .. } if *public_key == org.chain_key.public()));
+    assert_eq!(ok.holder(), Some(holder.public()));
+    assert!(
+        matches!(ok.anchor(), Anchor::Chain { public_key, .. } if *public_key == org.chain_key.public())
+    );
     assert_eq!(ok.expires_at(), Some(T0 + 10 + 3600));
     // cnf carries the same key as public_key, as an OKP JWK.
     let cnf = ok.claims().cnf.as_ref().unwrap();
-    assert_eq!((cnf.jwk.kty.as_str(), cnf.jwk.crv.as_str()), ("OKP", "Ed25519"));
-    assert_eq!(jws::b64url_decode(&cnf.jwk.x).unwrap(), holder.public().as_bytes());
+    assert_eq!(
+        (cnf.jwk.kty.as_str(), cnf.jwk.crv.as_str()),
+        ("OKP", "Ed25519")
+    );
+    assert_eq!(
+        jws::b64url_decode(&cnf.jwk.x).unwrap(),
+        holder.public().as_bytes()
+    );
 
-    Verifier::choria(org.org.public()).verify(&token, T0 + 20).unwrap();
+    Verifier::choria(org.org.public())
+        .verify(&token, T0 + 20)
+        .unwrap();
     // And the chain issuer token itself.
-    Verifier::new(org.org.public()).verify(&org.chain_jwt, T0 + 20).unwrap();
-    Verifier::choria(org.org.public()).verify(&org.chain_jwt, T0 + 20).unwrap();
+    Verifier::new(org.org.public())
+        .verify(&org.chain_jwt, T0 + 20)
+        .unwrap();
+    Verifier::choria(org.org.public())
+        .verify(&org.chain_jwt, T0 + 20)
+        .unwrap();
 
     // Proof of possession with the holder's seed, and not with anyone else's.
     let sig = pop::prove(&holder, b"server-nonce-1").unwrap();
     ok.check_proof(b"server-nonce-1", &sig).unwrap();
-    assert_eq!(ok.check_proof(b"server-nonce-2", &sig), Err(lanyard_token::ProofError::Invalid));
+    assert_eq!(
+        ok.check_proof(b"server-nonce-2", &sig),
+        Err(lanyard_token::ProofError::Invalid)
+    );
     let other = pop::prove(&org.chain_key, b"server-nonce-1").unwrap();
-    assert_eq!(ok.check_proof(b"server-nonce-1", &other), Err(lanyard_token::ProofError::Invalid));
+    assert_eq!(
+        ok.check_proof(b"server-nonce-1", &other),
+        Err(lanyard_token::ProofError::Invalid)
+    );
 }
 
 #[test]
@@ -63,8 +85,14 @@ fn wrong_org_is_refused() {
     let org = Org::new(30 * DAY, Constraints::default());
     let (token, _) = leaf(&org, "spiffe://example.org/web");
     let other = KeyPair::generate().unwrap().public();
-    assert_eq!(Verifier::new(other).verify(&token, T0 + 20).unwrap_err(), VerifyError::ChainNotSignedByOrg);
-    assert_eq!(Verifier::choria(other).verify(&token, T0 + 20).unwrap_err(), VerifyError::ChainNotSignedByOrg);
+    assert_eq!(
+        Verifier::new(other).verify(&token, T0 + 20).unwrap_err(),
+        VerifyError::ChainNotSignedByOrg
+    );
+    assert_eq!(
+        Verifier::choria(other).verify(&token, T0 + 20).unwrap_err(),
+        VerifyError::ChainNotSignedByOrg
+    );
 }
 
 #[test]
@@ -81,26 +109,51 @@ fn expired_chain_cannot_extend_its_leaves() {
     claims.iat = Some(now);
     claims.nbf = Some(now);
     let jti = lanyard_token::Ksuid::generate(now).unwrap().to_string();
-    let org_tcs = claims.tcs.as_ref().unwrap().split('.').next().unwrap().to_owned();
+    let org_tcs = claims
+        .tcs
+        .as_ref()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
     let chain_sig = org.chain_key.sign(format!("{jti}.{org_tcs}").as_bytes());
     claims.tcs = Some(format!("{org_tcs}.{}", hex::encode(&chain_sig)));
     claims.jti = Some(jti);
     let forged = forge(&claims, &org.chain_key);
 
     // Plain Choria rules accept it: this is the hole.
-    Verifier::choria(org.org.public()).verify(&forged, now).unwrap();
+    Verifier::choria(org.org.public())
+        .verify(&forged, now)
+        .unwrap();
     // lanyard's org-signed grant pins the chain expiry.
     assert_eq!(
-        Verifier::new(org.org.public()).verify(&forged, now).unwrap_err(),
-        VerifyError::ChainExpiryMismatch { issexp: later, granted: T0 + DAY }
+        Verifier::new(org.org.public())
+            .verify(&forged, now)
+            .unwrap_err(),
+        VerifyError::ChainExpiryMismatch {
+            issexp: later,
+            granted: T0 + DAY
+        }
     );
     // Editing the grant's expiry too breaks the org signature.
     claims.lanyard_chain.as_mut().unwrap().exp = later;
     let forged = forge(&claims, &org.chain_key);
-    assert_eq!(Verifier::new(org.org.public()).verify(&forged, now).unwrap_err(), VerifyError::ChainNotSignedByOrg);
+    assert_eq!(
+        Verifier::new(org.org.public())
+            .verify(&forged, now)
+            .unwrap_err(),
+        VerifyError::ChainNotSignedByOrg
+    );
     // And minting through the API is refused once the chain has expired.
     let holder = KeyPair::generate().unwrap().public();
-    let err = org.issuer().mint(&LeafRequest::workload("spiffe://example.org/web", holder, 60), now).unwrap_err();
+    let err = org
+        .issuer()
+        .mint(
+            &LeafRequest::workload("spiffe://example.org/web", holder, 60),
+            now,
+        )
+        .unwrap_err();
     assert!(matches!(err, MintError::IssuerExpired { .. }), "{err}");
 }
 
@@ -111,14 +164,23 @@ fn leaves_expire_with_their_chain() {
     let issuer = org.issuer();
     let mut req = LeafRequest::workload("spiffe://example.org/web", holder, 2 * DAY);
     let err = issuer.mint(&req, T0).unwrap_err();
-    assert!(matches!(err, MintError::BeyondIssuerExpiry { issuer_exp, .. } if issuer_exp == T0 + DAY), "{err}");
+    assert!(
+        matches!(err, MintError::BeyondIssuerExpiry { issuer_exp, .. } if issuer_exp == T0 + DAY),
+        "{err}"
+    );
     req.clamp_to_issuer = true;
     let token = issuer.mint(&req, T0).unwrap();
     assert_eq!(payload(&token).exp, Some(T0 + DAY));
     let v = Verifier::new(org.org.public());
     v.verify(&token, T0 + DAY - 1).unwrap();
-    assert!(matches!(v.verify(&token, T0 + DAY).unwrap_err(), VerifyError::Expired { .. }));
-    assert!(matches!(v.verify(&token, T0 - 3600).unwrap_err(), VerifyError::NotYetValid { .. }));
+    assert!(matches!(
+        v.verify(&token, T0 + DAY).unwrap_err(),
+        VerifyError::Expired { .. }
+    ));
+    assert!(matches!(
+        v.verify(&token, T0 - 3600).unwrap_err(),
+        VerifyError::NotYetValid { .. }
+    ));
 }
 
 #[test]
@@ -134,27 +196,43 @@ fn constraints_bind_mint_and_verify() {
     let mut req = LeafRequest::workload("spiffe://example.org/ns/prod/web", holder, 60);
     req.networks = vec!["prod".into()];
     let good = issuer.mint(&req, T0).unwrap();
-    Verifier::new(org.org.public()).verify(&good, T0 + 1).unwrap();
+    Verifier::new(org.org.public())
+        .verify(&good, T0 + 1)
+        .unwrap();
 
     let mut outside = req.clone();
     outside.subject = "spiffe://example.org/ns/production/web".into();
-    assert!(matches!(issuer.mint(&outside, T0), Err(MintError::Constraint(_))));
+    assert!(matches!(
+        issuer.mint(&outside, T0),
+        Err(MintError::Constraint(_))
+    ));
     let mut no_net = req.clone();
     no_net.networks.clear();
-    assert!(matches!(issuer.mint(&no_net, T0), Err(MintError::Constraint(_))));
+    assert!(matches!(
+        issuer.mint(&no_net, T0),
+        Err(MintError::Constraint(_))
+    ));
     let mut other_net = req.clone();
     other_net.networks = vec!["prod".into(), "dev".into()];
-    assert!(matches!(issuer.mint(&other_net, T0), Err(MintError::Constraint(_))));
+    assert!(matches!(
+        issuer.mint(&other_net, T0),
+        Err(MintError::Constraint(_))
+    ));
     let mut agent = req.clone();
     agent.purpose = "lanyard_agent".into();
-    assert!(matches!(issuer.mint(&agent, T0), Err(MintError::Constraint(_))));
+    assert!(matches!(
+        issuer.mint(&agent, T0),
+        Err(MintError::Constraint(_))
+    ));
 
     // The chain key signing around the API is caught by the verifier.
     let mut claims = payload(&good);
     claims.sub = Some("spiffe://example.org/ns/dev/db".into());
     let forged = forge(&claims, &org.chain_key);
     assert!(matches!(
-        Verifier::new(org.org.public()).verify(&forged, T0 + 1).unwrap_err(),
+        Verifier::new(org.org.public())
+            .verify(&forged, T0 + 1)
+            .unwrap_err(),
         VerifyError::Constraint(_)
     ));
 }
@@ -166,17 +244,26 @@ fn audience_network_and_cnf_checks() {
     let v = Verifier::new(org.org.public());
     v.verify(&token, T0 + 20).unwrap();
     assert!(matches!(
-        v.clone().with_audience("payments").verify(&token, T0 + 20).unwrap_err(),
+        v.clone()
+            .with_audience("payments")
+            .verify(&token, T0 + 20)
+            .unwrap_err(),
         VerifyError::AudienceMismatch { .. }
     ));
     assert!(matches!(
-        v.clone().with_networks(vec!["dev".into()]).verify(&token, T0 + 20).unwrap_err(),
+        v.clone()
+            .with_networks(vec!["dev".into()])
+            .verify(&token, T0 + 20)
+            .unwrap_err(),
         VerifyError::NetworkNotAccepted { .. }
     ));
     let mut claims = payload(&token);
-    claims.cnf = Some(lanyard_token::Confirmation::for_key(&KeyPair::generate().unwrap().public()));
+    claims.cnf = Some(lanyard_token::Confirmation::for_key(
+        &KeyPair::generate().unwrap().public(),
+    ));
     assert_eq!(
-        v.verify(&forge(&claims, &org.chain_key), T0 + 20).unwrap_err(),
+        v.verify(&forge(&claims, &org.chain_key), T0 + 20)
+            .unwrap_err(),
         VerifyError::ConfirmationMismatch
     );
 }
@@ -187,7 +274,9 @@ fn mint_refuses_bad_requests() {
     let issuer = org.issuer();
     let holder = KeyPair::generate().unwrap().public();
     for bad in ["", "web", "spiffe://example.org/a//b", "https://x/y"] {
-        let err = issuer.mint(&LeafRequest::workload(bad, holder, 60), T0).unwrap_err();
+        let err = issuer
+            .mint(&LeafRequest::workload(bad, holder, 60), T0)
+            .unwrap_err();
         assert!(matches!(err, MintError::Subject(_)), "{bad}: {err}");
     }
     assert!(matches!(
@@ -195,7 +284,8 @@ fn mint_refuses_bad_requests() {
         Err(MintError::ZeroValidity)
     ));
     // A seed that is not the chain issuer's.
-    let err = lanyard_token::ChainIssuer::new(&org.chain_jwt, KeyPair::generate().unwrap()).unwrap_err();
+    let err =
+        lanyard_token::ChainIssuer::new(&org.chain_jwt, KeyPair::generate().unwrap()).unwrap_err();
     assert!(matches!(err, MintError::KeyMismatch { .. }));
     // A leaf is not a chain issuer.
     let (leaf_token, holder_key) = leaf(&org, "spiffe://example.org/web");
@@ -222,21 +312,54 @@ fn malformed_inputs_get_clear_errors() {
             assert!(!err.to_string().is_empty());
         }
     };
-    check("", &|e| *e == VerifyError::Malformed(JwsError::Empty), "empty");
+    check(
+        "",
+        &|e| *e == VerifyError::Malformed(JwsError::Empty),
+        "empty",
+    );
     let huge = "a".repeat(1 << 20);
-    check(&huge, &|e| matches!(e, VerifyError::Malformed(JwsError::TooLarge(_))), "1 MiB");
-    check("@@@.@@@.@@@", &|e| matches!(e, VerifyError::Malformed(JwsError::Base64 { .. })), "base64");
+    check(
+        &huge,
+        &|e| matches!(e, VerifyError::Malformed(JwsError::TooLarge(_))),
+        "1 MiB",
+    );
+    check(
+        "@@@.@@@.@@@",
+        &|e| matches!(e, VerifyError::Malformed(JwsError::Base64 { .. })),
+        "base64",
+    );
     let array = format!("{}.{}.{sig}", b64(jws::HEADER_JSON), b64("[1,2]"));
-    check(&array, &|e| matches!(e, VerifyError::Malformed(JwsError::Json { .. })), "JSON array");
+    check(
+        &array,
+        &|e| matches!(e, VerifyError::Malformed(JwsError::Json { .. })),
+        "JSON array",
+    );
     let string = format!("{}.{}.{sig}", b64(jws::HEADER_JSON), b64("\"x\""));
-    check(&string, &|e| matches!(e, VerifyError::Malformed(JwsError::Json { .. })), "JSON string");
+    check(
+        &string,
+        &|e| matches!(e, VerifyError::Malformed(JwsError::Json { .. })),
+        "JSON string",
+    );
     let parts: Vec<&str> = token.split('.').collect();
     for alg in ["none", "HS256"] {
-        let t = format!("{}.{}.{}", b64(&format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#)), parts[1], parts[2]);
-        check(&t, &|e| *e == VerifyError::Malformed(JwsError::UnsupportedAlgorithm(alg.into())), alg);
+        let t = format!(
+            "{}.{}.{}",
+            b64(&format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#)),
+            parts[1],
+            parts[2]
+        );
+        check(
+            &t,
+            &|e| *e == VerifyError::Malformed(JwsError::UnsupportedAlgorithm(alg.into())),
+            alg,
+        );
     }
     let unsigned = format!("{}.{}.", b64(r#"{"alg":"none"}"#), parts[1]);
-    check(&unsigned, &|e| matches!(e, VerifyError::Malformed(_)), "alg none, empty signature");
+    check(
+        &unsigned,
+        &|e| matches!(e, VerifyError::Malformed(_)),
+        "alg none, empty signature",
+    );
 
     // Claim-level damage, re-signed by the chain key so only the claim rule can catch it.
     let claims = payload(&token);
@@ -247,24 +370,60 @@ fn malformed_inputs_get_clear_errors() {
     };
     let upper = resign(&|c| c.public_key = c.public_key.as_ref().map(|k| k.to_uppercase()));
     let err = v.verify(&upper, T0 + 20).unwrap_err();
-    assert!(matches!(err, VerifyError::InvalidClaim { claim: "public_key", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            VerifyError::InvalidClaim {
+                claim: "public_key",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("lowercase"), "{err}");
     let upper_tcs = resign(&|c| c.tcs = c.tcs.as_ref().map(|k| k.to_uppercase()));
-    assert!(matches!(v.verify(&upper_tcs, T0 + 20).unwrap_err(), VerifyError::InvalidClaim { claim: "tcs", .. }));
+    assert!(matches!(
+        v.verify(&upper_tcs, T0 + 20).unwrap_err(),
+        VerifyError::InvalidClaim { claim: "tcs", .. }
+    ));
     let three = resign(&|c| c.tcs = c.tcs.as_ref().map(|k| format!("{k}.abcd")));
-    check(&three, &|e| matches!(e, VerifyError::InvalidClaim { claim: "tcs", reason } if reason.contains("found 3")), "tcs 3 parts");
+    check(
+        &three,
+        &|e| matches!(e, VerifyError::InvalidClaim { claim: "tcs", reason } if reason.contains("found 3")),
+        "tcs 3 parts",
+    );
     let short_jti = resign(&|c| c.jti = Some("3MVUmuoA6KiC9vfUlPWtgWZks".into()));
-    check(&short_jti, &|e| *e == VerifyError::Ksuid(KsuidError::WrongLength(25)), "short KSUID");
-    let other_time = resign(&|c| c.jti = Some(lanyard_token::Ksuid::generate(T0 + 99).unwrap().to_string()));
-    check(&other_time, &|e| *e == VerifyError::IdNotBasedOnIssuedTime, "KSUID time != iat");
+    check(
+        &short_jti,
+        &|e| *e == VerifyError::Ksuid(KsuidError::WrongLength(25)),
+        "short KSUID",
+    );
+    let other_time =
+        resign(&|c| c.jti = Some(lanyard_token::Ksuid::generate(T0 + 99).unwrap().to_string()));
+    check(
+        &other_time,
+        &|e| *e == VerifyError::IdNotBasedOnIssuedTime,
+        "KSUID time != iat",
+    );
     let no_issexp = resign(&|c| c.issexp = None);
-    check(&no_issexp, &|e| *e == VerifyError::MissingClaim("issexp"), "no issexp");
+    check(
+        &no_issexp,
+        &|e| *e == VerifyError::MissingClaim("issexp"),
+        "no issexp",
+    );
     let float_exp = {
         let mut j = serde_json::to_value(&claims).unwrap();
         j["exp"] = serde_json::json!(1.5e9);
         jws::encode(&serde_json::to_vec(&j).unwrap(), |m| org.chain_key.sign(m))
     };
-    check(&float_exp, &|e| matches!(e, VerifyError::Claims(_)), "float exp");
+    check(
+        &float_exp,
+        &|e| matches!(e, VerifyError::Claims(_)),
+        "float exp",
+    );
     let unknown_purpose = resign(&|c| c.purpose = "root".into());
-    assert_eq!(v.verify(&unknown_purpose, T0 + 20).unwrap_err(), VerifyError::UnknownPurpose("root".into()));
+    assert_eq!(
+        v.verify(&unknown_purpose, T0 + 20).unwrap_err(),
+        VerifyError::UnknownPurpose("root".into())
+    );
 }

@@ -55,7 +55,11 @@ fn expected_lines() -> Vec<(String, String, String)> {
         .map(|l| {
             let mut it = l.split_whitespace();
             let (file, key) = (it.next().unwrap(), it.next().unwrap());
-            (file.to_owned(), key.to_owned(), it.collect::<Vec<_>>().join(" "))
+            (
+                file.to_owned(),
+                key.to_owned(),
+                it.collect::<Vec<_>>().join(" "),
+            )
         })
         .collect()
 }
@@ -68,7 +72,13 @@ fn every_chain_vector_matches_choria_v004() {
     // Two verdicts (org, wrong) for every token file: none is skipped.
     let jwt_files = std::fs::read_dir(common::vectors().join("chain"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".jwt"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".jwt")
+        })
         .count();
     assert_eq!(lines.len(), 2 * jwt_files);
     for (file, key, verdict) in lines {
@@ -88,11 +98,15 @@ fn lanyard_rules_refuse_plain_choria_chains() {
     // No org-signed chain grant: Choria's chain-expiry hole is open on these.
     let org = public("chain/org_issuer.public");
     for file in ["chain_issuer.jwt", "client.jwt", "server.jwt"] {
-        let err = Verifier::new(org).verify(read(&format!("chain/{file}")).trim(), now()).unwrap_err();
+        let err = Verifier::new(org)
+            .verify(read(&format!("chain/{file}")).trim(), now())
+            .unwrap_err();
         assert_eq!(err, VerifyError::MissingChainGrant, "{file}");
     }
     // Signed directly by the org with a free-form iss: only Choria accepts those.
-    let err = Verifier::new(org).verify(read("chain/server_direct.jwt").trim(), now()).unwrap_err();
+    let err = Verifier::new(org)
+        .verify(read("chain/server_direct.jwt").trim(), now())
+        .unwrap_err();
     assert!(matches!(err, VerifyError::UnsupportedIssuer(_)), "{err}");
 }
 
@@ -113,10 +127,26 @@ fn nonce_signature_vector() {
 
 #[test]
 fn seed_files_match_their_public_files() {
-    for name in ["org_issuer", "chain_issuer", "client", "server", "attacker", "unrelated"] {
-        let kp = lanyard_token::KeyPair::from_seed_text(&read(&format!("chain/{name}.seed"))).unwrap();
-        assert_eq!(kp.public(), public(&format!("chain/{name}.public")), "{name}");
-        assert_eq!(kp.seed_text().as_str(), read(&format!("chain/{name}.seed")), "{name}");
+    for name in [
+        "org_issuer",
+        "chain_issuer",
+        "client",
+        "server",
+        "attacker",
+        "unrelated",
+    ] {
+        let kp =
+            lanyard_token::KeyPair::from_seed_text(&read(&format!("chain/{name}.seed"))).unwrap();
+        assert_eq!(
+            kp.public(),
+            public(&format!("chain/{name}.public")),
+            "{name}"
+        );
+        assert_eq!(
+            kp.seed_text().as_str(),
+            read(&format!("chain/{name}.seed")),
+            "{name}"
+        );
     }
 }
 
@@ -127,16 +157,22 @@ fn upstream_fixtures() {
     let token = read(&format!("{ed}/good-provisioning.jwt"));
     assert!(token.ends_with('\n'));
     let token = lanyard_token::token_text(&token);
-    let ok = Verifier::choria(public(&format!("{ed}/signer.public"))).verify(token, now()).unwrap();
+    let ok = Verifier::choria(public(&format!("{ed}/signer.public")))
+        .verify(token, now())
+        .unwrap();
     assert_eq!(ok.claims().purpose, "choria_provisioning");
     assert_eq!(
-        Verifier::choria(public(&format!("{ed}/other.public"))).verify(token, now()).unwrap_err(),
+        Verifier::choria(public(&format!("{ed}/other.public")))
+            .verify(token, now())
+            .unwrap_err(),
         VerifyError::BadSignature
     );
     // Legacy RS256: detected and refused by name, never tried as EdDSA.
     let rsa = read("upstream/tokens/testdata/rsa/good-provisioning.jwt");
     assert_eq!(
-        Verifier::choria(public(&format!("{ed}/signer.public"))).verify(rsa.trim(), now()).unwrap_err(),
+        Verifier::choria(public(&format!("{ed}/signer.public")))
+            .verify(rsa.trim(), now())
+            .unwrap_err(),
         VerifyError::Malformed(JwsError::UnsupportedAlgorithm("RS256".into()))
     );
 }

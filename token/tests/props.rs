@@ -16,8 +16,9 @@ fn segment() -> impl Strategy<Value = String> {
 
 fn subject() -> impl Strategy<Value = String> {
     prop_oneof![
-        ("[a-z0-9.-]{1,20}", prop::collection::vec(segment(), 0..4))
-            .prop_map(|(td, path)| path.iter().fold(format!("spiffe://{td}"), |acc, s| format!("{acc}/{s}"))),
+        ("[a-z0-9.-]{1,20}", prop::collection::vec(segment(), 0..4)).prop_map(|(td, path)| path
+            .iter()
+            .fold(format!("spiffe://{td}"), |acc, s| format!("{acc}/{s}"))),
         ("[a-z]{1,8}", "[a-zA-Z0-9:._-]{1,20}").prop_map(|(nid, nss)| format!("urn:{nid}:{nss}")),
     ]
 }
@@ -28,7 +29,9 @@ struct Fixture {
 
 fn fixture() -> &'static Fixture {
     static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
-    F.get_or_init(|| Fixture { org: Org::new(400 * 86_400, Constraints::default()) })
+    F.get_or_init(|| Fixture {
+        org: Org::new(400 * 86_400, Constraints::default()),
+    })
 }
 
 proptest! {
@@ -59,7 +62,7 @@ proptest! {
                 prop_assert_eq!(&ok.claims().aud, &auds);
                 prop_assert_eq!(&ok.claims().networks, &nets);
                 prop_assert_eq!(ok.claims().attrs.get("note"), Some(&serde_json::Value::from(attr.clone())));
-                prop_assert_eq!(ok.holder(), Some(&holder.public()));
+                prop_assert_eq!(ok.holder(), Some(holder.public()));
             } else {
                 let expired = matches!(res, Err(lanyard_token::VerifyError::Expired { .. }));
                 prop_assert!(expired);

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use lanyard_token::{claims::Constraints, delegate, ChainIssuer, DelegateRequest, KeyPair, PublicKey};
+use lanyard_token::{
+    claims::Constraints, delegate, ChainIssuer, DelegateRequest, KeyPair, PublicKey,
+};
 
 /// The Choria interop vectors, copied byte for byte from `shared/interop/choria`.
 pub fn vectors() -> PathBuf {
@@ -42,9 +44,17 @@ impl Org {
     pub fn new(validity_secs: u64, constraints: Constraints) -> Self {
         let org = KeyPair::generate().unwrap();
         let chain_key = KeyPair::generate().unwrap();
-        let req = DelegateRequest { name: "test-chain".into(), validity_secs, constraints };
+        let req = DelegateRequest {
+            name: "test-chain".into(),
+            validity_secs,
+            constraints,
+        };
         let chain_jwt = delegate(&org, &chain_key.public(), &req, T0).unwrap();
-        Self { org, chain_key, chain_jwt }
+        Self {
+            org,
+            chain_key,
+            chain_jwt,
+        }
     }
 
     pub fn issuer(&self) -> ChainIssuer {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every lanyard test on a fresh Debian machine with the Rust toolchain.
+# It installs whatever the tests need; later issues add components here
+# (PostgreSQL, dockerd, the Python spiffe venv, helm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tests run on 2 cores; keep the linker and test threads from oversubscribing.
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== format"
+cargo fmt --all --check
+echo "== clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+cargo test --workspace --all-targets --locked
+echo "== doc tests"
+cargo test --workspace --doc --locked
+echo "== fuzz corpus replay (regressions)"
+cargo test -p lanyard-token --test fuzz_corpus --locked
+echo "all tests passed"
