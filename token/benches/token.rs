@@ -107,6 +107,10 @@ fn main() {
         println!("ratio mint_vs_ed25519_sign {:.2}", mint / sign);
         println!("ratio mint_vs_2_ed25519_sign {:.2}", mint / (2.0 * sign));
         println!(
+            "ratio chain_verify_cold_vs_3_ed25519_verify {:.2}",
+            cold / (3.0 * verify)
+        );
+        println!(
             "ratio chain_verify_vs_3_ed25519_verify {:.2}",
             vl / (3.0 * verify)
         );
