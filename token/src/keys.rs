@@ -31,7 +31,7 @@ pub enum KeyError {
 
 /// Fills `buf` from the OS random source.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), KeyError> {
-    getrandom::getrandom(buf).map_err(|e| KeyError::Rng(e.to_string()))
+    getrandom::fill(buf).map_err(|e| KeyError::Rng(e.to_string()))
 }
 
 /// An ed25519 key pair made from a 32 byte seed. The seed is wiped on drop.

@@ -520,32 +520,26 @@ fn invalid(claim: &'static str, reason: impl ToString) -> VerifyError {
     }
 }
 
+/// A claim Choria requires: present and not empty.
+fn required_text<'a>(v: &'a Option<String>, name: &'static str) -> Result<&'a str, VerifyError> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or(VerifyError::MissingClaim(name))
+}
+
+/// A time claim Choria requires: present and not zero.
+fn required_time(v: Option<u64>, name: &'static str) -> Result<u64, VerifyError> {
+    v.filter(|&t| t != 0).ok_or(VerifyError::MissingClaim(name))
+}
+
 /// Presence of `jti`, `public_key`, `tcs`, `iat`, `exp`, and `jti`'s time == `iat`:
 /// Choria's `verifyIssuerRequiredClaims`.
 fn required_chain_claims(claims: &Claims) -> Result<(&str, &str, &str), VerifyError> {
-    let public_hex = claims
-        .public_key
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or(VerifyError::MissingClaim("public_key"))?;
-    let tcs = claims
-        .tcs
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or(VerifyError::MissingClaim("tcs"))?;
-    let jti = claims
-        .jti
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or(VerifyError::MissingClaim("jti"))?;
-    let iat = claims
-        .iat
-        .filter(|&t| t != 0)
-        .ok_or(VerifyError::MissingClaim("iat"))?;
-    claims
-        .exp
-        .filter(|&t| t != 0)
-        .ok_or(VerifyError::MissingClaim("exp"))?;
+    let public_hex = required_text(&claims.public_key, "public_key")?;
+    let tcs = required_text(&claims.tcs, "tcs")?;
+    let jti = required_text(&claims.jti, "jti")?;
+    let iat = required_time(claims.iat, "iat")?;
+    required_time(claims.exp, "exp")?;
     if Ksuid::parse(jti)?.unix_secs() != iat {
         return Err(VerifyError::IdNotBasedOnIssuedTime);
     }
@@ -560,10 +554,7 @@ fn chain_ref<'a>(
     keys: &ChainKeyCache,
 ) -> Result<ChainRef<'a>, VerifyError> {
     required_chain_claims(claims)?;
-    claims
-        .issexp
-        .filter(|&t| t != 0)
-        .ok_or(VerifyError::MissingClaim("issexp"))?;
+    required_time(claims.issexp, "issexp")?;
     let iss = claims.iss.as_deref().unwrap_or_default();
     let data = iss.strip_prefix(CHAIN_ISSUER_PREFIX).unwrap_or_default();
     let mut it = data.split('.');
