@@ -1,7 +1,8 @@
 //! Mint and verify against the raw ed25519 operations they are built from.
 //!
-//! Run: `cargo bench -p lanyard-token --bench token`. After criterion's own output
-//! it prints `ratio NAME VALUE` lines computed from this same run's estimates.
+//! Run: `cargo bench -p lanyard-token --bench token`. After criterion's per-op
+//! figures it prints `ratio NAME VALUE` lines, each measured by interleaving the two
+//! operations in one run (see `interleaved_ratio`).
 
 use std::hint::black_box;
 
@@ -76,49 +77,81 @@ fn benches(c: &mut Criterion) {
 
 criterion_group!(token, benches);
 
-/// Mean time in ns from criterion's estimates for `token/<id>` in this run.
-fn mean_ns(id: &str) -> Option<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let text =
-        std::fs::read_to_string(target.join(format!("criterion/token/{id}/new/estimates.json")))
-            .ok()?;
-    // Deliberately tiny: find "mean":{..."point_estimate":X
-    let after = &text[text.find("\"mean\"")?..];
-    let after = &after[after.find("\"point_estimate\":")? + 17..];
-    after[..after.find([',', '}'])?].trim().parse().ok()
+/// Median over rounds of time(a) / time(b), with `a` and `b` run in alternating
+/// batches so that both see the same machine. On a shared, noisy host this is far
+/// steadier than dividing two benchmarks that ran a minute apart.
+fn interleaved_ratio(rounds: usize, batch: u32, mut a: impl FnMut(), mut b: impl FnMut()) -> f64 {
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|i| {
+            // Alternate which goes first, so neither always gets a warm cache.
+            if i % 2 == 0 {
+                let ta = time(&mut a);
+                ta / time(&mut b)
+            } else {
+                let tb = time(&mut b);
+                time(&mut a) / tb
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
 }
 
 fn main() {
     token();
     Criterion::default().configure_from_args().final_summary();
-    let get = |id| mean_ns(id);
-    if let (Some(sign), Some(verify), Some(mint), Some(vl), Some(cold), Some(vc)) = (
-        get("ed25519_sign"),
-        get("ed25519_verify"),
-        get("leaf_mint"),
-        get("chain_verify_lanyard"),
-        get("chain_verify_lanyard_cold"),
-        get("chain_verify_choria"),
-    ) {
-        println!("figure ed25519_sign_ns {sign:.0} ns");
-        println!("figure ed25519_verify_ns {verify:.0} ns");
-        println!("ratio mint_vs_ed25519_sign {:.2}", mint / sign);
-        println!("ratio mint_vs_2_ed25519_sign {:.2}", mint / (2.0 * sign));
-        println!(
-            "ratio chain_verify_cold_vs_3_ed25519_verify {:.2}",
-            cold / (3.0 * verify)
-        );
-        println!(
-            "ratio chain_verify_vs_3_ed25519_verify {:.2}",
-            vl / (3.0 * verify)
-        );
-        println!(
-            "ratio choria_chain_verify_vs_3_ed25519_verify {:.2}",
-            vc / (3.0 * verify)
-        );
-    } else {
-        println!("(ratios need all six benchmarks in one run: do not filter)");
-    }
+    let s = setup();
+    let sig = s.org.sign(&s.msg);
+    let public = s.org.public();
+    let org = s.org.public();
+    let lanyard = Verifier::new(org);
+    let choria = Verifier::choria(org);
+    let (rounds, batch) = (41, 200);
+    let sign = || {
+        black_box(s.org.sign(black_box(&s.msg)));
+    };
+    let sign2 = || {
+        black_box(s.org.sign(black_box(&s.msg)));
+        black_box(s.org.sign(black_box(&s.msg)));
+    };
+    let verify3 = || {
+        for _ in 0..3 {
+            black_box(public.verify(black_box(&s.msg), &sig));
+        }
+    };
+    let mint = || drop(black_box(s.issuer.mint(black_box(&s.req), NOW)));
+    println!(
+        "ratio mint_vs_ed25519_sign {:.2}",
+        interleaved_ratio(rounds, batch, mint, sign)
+    );
+    println!(
+        "ratio mint_vs_2_ed25519_sign {:.2}",
+        interleaved_ratio(rounds, batch, mint, sign2)
+    );
+    let warm = || drop(black_box(lanyard.verify(black_box(&s.leaf), NOW + 1)));
+    println!(
+        "ratio chain_verify_vs_3_ed25519_verify {:.2}",
+        interleaved_ratio(rounds, batch, warm, verify3)
+    );
+    let cold = || {
+        drop(black_box(
+            Verifier::new(org).verify(black_box(&s.leaf), NOW + 1),
+        ))
+    };
+    println!(
+        "ratio chain_verify_cold_vs_3_ed25519_verify {:.2}",
+        interleaved_ratio(rounds, batch, cold, verify3)
+    );
+    let ch = || drop(black_box(choria.verify(black_box(&s.leaf), NOW + 1)));
+    println!(
+        "ratio choria_chain_verify_vs_3_ed25519_verify {:.2}",
+        interleaved_ratio(rounds, batch, ch, verify3)
+    );
 }
