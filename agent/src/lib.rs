@@ -1,1 +1,5 @@
-//! Placeholder: this crate is filled by a later issue (see DESIGN.md, Components).
+//! The lanyard agent (work in progress; see the README's Status table).
+pub mod authority;
+pub mod config;
+pub mod peer;
+pub mod svid;

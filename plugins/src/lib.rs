@@ -1,1 +1,51 @@
-//! Placeholder: this crate is filled by a later issue (see DESIGN.md, Components).
+//! Attestation plugins: who is this process, in facts the kernel vouches for.
+//!
+//! A [`WorkloadAttestor`] turns a [`ProcessRef`] (what `SO_PEERCRED` said at accept)
+//! into [`Selector`]s. Plugins know nothing about gRPC, caches or entries; the agent
+//! runs them and decides. Attestors are blocking (they read `/proc`); the agent
+//! runs them on its blocking pool.
+
+pub mod selector;
+pub mod unix;
+
+pub use selector::{Selector, SelectorError};
+
+/// The process a request came from, as the kernel reported it at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessRef {
+    /// Process id.
+    pub pid: i32,
+    /// Effective uid at connect time (`SO_PEERCRED`).
+    pub uid: u32,
+    /// Effective gid at connect time (`SO_PEERCRED`).
+    pub gid: u32,
+}
+
+/// Why an attestor could not vouch for a process. Any error fails the request
+/// closed: a partial selector set is never used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestError {
+    /// The process went away while it was being examined.
+    #[error("process {0} exited during attestation")]
+    ProcessGone(i32),
+    /// Reading `/proc` or a file it points to failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `/proc` held something this attestor cannot parse.
+    #[error("unexpected contents in {0}")]
+    Parse(String),
+}
+
+/// Derives selectors for a process.
+pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug {
+    /// The selector type this attestor emits (`unix`, `container`, …).
+    fn name(&self) -> &'static str;
+    /// Selectors for `process`, all of type [`WorkloadAttestor::name`].
+    fn attest(&self, process: &ProcessRef) -> Result<Vec<Selector>, AttestError>;
+}

@@ -4,6 +4,7 @@
 //!
 //! - [`spiffe`]: the SPIFFE Workload API, from `spiffe/workload.proto`, unchanged
 //!   and without a package, so its paths are `/SpiffeWorkloadAPI/...`.
+//! - [`workload`]: `lanyard.workload.v1`, seed + JWT credentials for workloads.
 
 /// The SPIFFE Workload API (proto package: none).
 pub mod spiffe {
@@ -11,5 +12,17 @@ pub mod spiffe {
     include!("gen/_.rs");
 }
 
+/// `lanyard.workload.v1`: seed + JWT credentials on the agent socket.
+pub mod workload {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    include!("gen/lanyard.workload.v1.rs");
+}
+
 /// The `.proto` sources and where their generated code lives: used by the drift test.
-pub const SOURCES: &[(&str, &str)] = &[("spiffe/workload.proto", "src/gen/_.rs")];
+pub const SOURCES: &[(&str, &str)] = &[
+    ("spiffe/workload.proto", "src/gen/_.rs"),
+    (
+        "lanyard/workload/v1/workload.proto",
+        "src/gen/lanyard.workload.v1.rs",
+    ),
+];

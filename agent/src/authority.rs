@@ -1,0 +1,261 @@
+//! `Authority`: the one seam between "who are you" and "sign this" (DESIGN.md).
+//! [`LocalAuthority`] holds a chain issuer credential (standalone mode); the
+//! upstream issuer's client will implement the same trait. The cache and the
+//! servers never know which one they talk to.
+
+use futures_util::future::BoxFuture;
+use lanyard_token::{ChainIssuer, KeyPair, LeafRequest, PublicKey, Verifier};
+
+use crate::config::AuthorityFiles;
+use crate::svid::{JwtSigner, SvidError, X509Signer, X509Svid};
+
+/// Why the authority did not sign.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// A credential file could not be read or is invalid.
+    #[error("authority file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The chain issuer refused to mint (expired, out of constraints, …).
+    #[error("mint refused: {0}")]
+    Mint(#[from] lanyard_token::MintError),
+    /// An SVID could not be made.
+    #[error(transparent)]
+    Svid(#[from] SvidError),
+}
+
+/// What to mint a seed + JWT credential for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRequest {
+    /// The entry's subject.
+    pub subject: String,
+    /// Audiences (already canonical: sorted, no duplicates).
+    pub audiences: Vec<String>,
+    /// Networks.
+    pub networks: Vec<String>,
+    /// Lifetime in seconds (clamped to the chain issuer).
+    pub ttl_secs: u64,
+    /// Attested facts recorded in the token's `attrs`.
+    pub attrs: Vec<String>,
+}
+
+/// Trust material the agent publishes.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The trust domain.
+    pub trust_domain: String,
+    /// X.509 roots, DER.
+    pub x509_roots: Vec<Vec<u8>>,
+    /// The JWKS document (every key has a `kid`).
+    pub jwks: Vec<u8>,
+    /// The org public key, hex.
+    pub org_public: String,
+}
+
+/// Signs on the agent's behalf.
+pub trait Authority: Send + Sync + std::fmt::Debug {
+    /// A chained JWT for `holder`.
+    fn mint_credential<'a>(
+        &'a self,
+        req: &'a CredentialRequest,
+        holder: PublicKey,
+        now: u64,
+    ) -> BoxFuture<'a, Result<(String, u64), AuthorityError>>;
+    /// An ES256 JWT-SVID.
+    fn jwt_svid<'a>(
+        &'a self,
+        spiffe_id: &'a str,
+        audiences: &'a [String],
+        ttl_secs: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<(String, u64), AuthorityError>>;
+    /// An X.509-SVID.
+    fn x509_svid<'a>(
+        &'a self,
+        spiffe_id: &'a str,
+        ttl_secs: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<X509Svid, AuthorityError>>;
+    /// The current bundle.
+    fn bundle(&self) -> Bundle;
+    /// Checks a JWT-SVID against the bundle; returns its claims.
+    fn validate_jwt_svid(
+        &self,
+        token: &str,
+        audience: &str,
+        now: u64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String>;
+    /// A verifier for seed + JWT credentials (org key only).
+    fn verifier(&self) -> Verifier;
+    /// When the authority itself stops being able to sign.
+    fn expires_at(&self) -> u64;
+}
+
+/// Standalone mode: signs with a chain issuer credential held on this host.
+#[derive(Debug)]
+pub struct LocalAuthority {
+    chain: ChainIssuer,
+    org: PublicKey,
+    x509: X509Signer,
+    jwt: JwtSigner,
+    bundle: Bundle,
+}
+
+fn read(path: &std::path::Path) -> Result<String, AuthorityError> {
+    std::fs::read_to_string(path).map_err(|e| AuthorityError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn bad(path: &std::path::Path, reason: impl ToString) -> AuthorityError {
+    AuthorityError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// PEM certificates to DER.
+pub fn pem_certs(text: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut body = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        match line.trim() {
+            "-----BEGIN CERTIFICATE-----" => {
+                inside = true;
+                body.clear();
+            }
+            "-----END CERTIFICATE-----" => {
+                inside = false;
+                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(&body) {
+                    out.push(der);
+                }
+            }
+            l if inside => body.push_str(l),
+            _ => {}
+        }
+    }
+    out
+}
+
+use base64::Engine as _;
+
+impl LocalAuthority {
+    /// Loads and checks the chain issuer credential: it must verify against the org
+    /// key right now, so a misconfigured agent fails at start, not at first request.
+    pub fn load(
+        files: &AuthorityFiles,
+        trust_domain: &str,
+        now: u64,
+    ) -> Result<Self, AuthorityError> {
+        let org = PublicKey::from_file_text(&read(&files.org_public)?)
+            .map_err(|e| bad(&files.org_public, e))?;
+        let jwt = read(&files.chain_jwt)?;
+        let verified = Verifier::new(org)
+            .verify(jwt.trim(), now)
+            .map_err(|e| bad(&files.chain_jwt, e))?;
+        let key = KeyPair::from_seed_text(&read(&files.chain_seed)?)
+            .map_err(|e| bad(&files.chain_seed, e))?;
+        let chain =
+            ChainIssuer::new(jwt.trim(), key.clone()).map_err(|e| bad(&files.chain_jwt, e))?;
+        let roots = pem_certs(&read(&files.org_crt)?);
+        let chain_crt = pem_certs(&read(&files.chain_crt)?)
+            .into_iter()
+            .next()
+            .ok_or_else(|| bad(&files.chain_crt, "no certificate"))?;
+        if roots.is_empty() {
+            return Err(bad(&files.org_crt, "no certificate"));
+        }
+        let nbf = verified.claims().nbf.unwrap_or(now);
+        let x509 = X509Signer::new(&key, chain_crt, nbf, chain.expires_at())?;
+        let jwt_signer = JwtSigner::derive(&key)?;
+        let jwks = serde_json::json!({"keys": [jwt_signer.jwk()], "spiffe_refresh_hint": 300});
+        let bundle = Bundle {
+            trust_domain: trust_domain.to_owned(),
+            x509_roots: roots,
+            jwks: serde_json::to_vec(&jwks).unwrap_or_default(),
+            org_public: org.to_hex(),
+        };
+        Ok(Self {
+            chain,
+            org,
+            x509,
+            jwt: jwt_signer,
+            bundle,
+        })
+    }
+}
+
+impl Authority for LocalAuthority {
+    fn mint_credential<'a>(
+        &'a self,
+        req: &'a CredentialRequest,
+        holder: PublicKey,
+        now: u64,
+    ) -> BoxFuture<'a, Result<(String, u64), AuthorityError>> {
+        Box::pin(async move {
+            let mut leaf = LeafRequest::workload(req.subject.clone(), holder, req.ttl_secs);
+            leaf.audiences = req.audiences.clone();
+            leaf.networks = req.networks.clone();
+            leaf.clamp_to_issuer = true;
+            if !req.attrs.is_empty() {
+                leaf.attrs
+                    .insert("selectors".into(), req.attrs.clone().into());
+            }
+            let token = self.chain.mint(&leaf, now)?;
+            let exp = now
+                .saturating_add(req.ttl_secs)
+                .min(self.chain.expires_at());
+            Ok((token, exp))
+        })
+    }
+
+    fn jwt_svid<'a>(
+        &'a self,
+        spiffe_id: &'a str,
+        audiences: &'a [String],
+        ttl_secs: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<(String, u64), AuthorityError>> {
+        Box::pin(async move {
+            let exp = now.saturating_add(ttl_secs).min(self.chain.expires_at());
+            Ok((self.jwt.sign(spiffe_id, audiences, now, exp)?, exp))
+        })
+    }
+
+    fn x509_svid<'a>(
+        &'a self,
+        spiffe_id: &'a str,
+        ttl_secs: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<X509Svid, AuthorityError>> {
+        Box::pin(async move { Ok(self.x509.sign(spiffe_id, now, ttl_secs)?) })
+    }
+
+    fn bundle(&self) -> Bundle {
+        self.bundle.clone()
+    }
+
+    fn validate_jwt_svid(
+        &self,
+        token: &str,
+        audience: &str,
+        now: u64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        self.jwt.validate(token, audience, now)
+    }
+
+    fn verifier(&self) -> Verifier {
+        Verifier::new(self.org)
+    }
+
+    fn expires_at(&self) -> u64 {
+        self.chain.expires_at()
+    }
+}

@@ -1,0 +1,369 @@
+//! The agent's TOML configuration. Every key is documented in the README; each
+//! `LANYARD_<KEY>` environment variable overrides the top-level key of that name.
+//! Any error names the key and the bad value; the CLI exits 64 on it.
+
+use std::path::{Path, PathBuf};
+
+use lanyard_plugins::Selector;
+use lanyard_token::{duration, subject};
+use serde::Deserialize;
+
+/// A configuration error: which key, what value, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`{}: {reason}", if value.is_empty() { String::new() } else { format!(" = {value:?}") })]
+pub struct ConfigError {
+    /// Dotted path of the key, e.g. `entries[0].ttl`.
+    pub key: String,
+    /// The offending value, if there is one.
+    pub value: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn err(key: impl Into<String>, value: impl Into<String>, reason: impl ToString) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.to_string(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    trust_domain: Option<String>,
+    socket_path: Option<String>,
+    data_dir: Option<String>,
+    health_addr: Option<String>,
+    drain_timeout: Option<String>,
+    authority: Option<RawAuthority>,
+    #[serde(default)]
+    entries: Vec<RawEntry>,
+    #[serde(default)]
+    plugins: RawPlugins,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    chain_jwt: String,
+    chain_seed: String,
+    org_public: String,
+    chain_crt: Option<String>,
+    org_crt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    subject: String,
+    selectors: Vec<String>,
+    ttl: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    networks: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    unix: Option<RawUnix>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnix {
+    max_hash_bytes: Option<u64>,
+}
+
+/// Where the standalone authority's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityFiles {
+    /// The chain issuer token.
+    pub chain_jwt: PathBuf,
+    /// The chain issuer seed.
+    pub chain_seed: PathBuf,
+    /// The org public key.
+    pub org_public: PathBuf,
+    /// The chain issuer's X.509 CA certificate (default: `chain.crt` beside `chain_jwt`).
+    pub chain_crt: PathBuf,
+    /// The org root certificate (default: `org.crt` beside `chain_jwt`).
+    pub org_crt: PathBuf,
+}
+
+/// A registration entry: who gets which identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// SPIFFE ID or `urn:` name.
+    pub subject: String,
+    /// All must be among the caller's selectors.
+    pub selectors: Vec<Selector>,
+    /// Credential lifetime in seconds.
+    pub ttl_secs: u64,
+    /// Default audiences of the seed + JWT credential.
+    pub audiences: Vec<String>,
+    /// Networks the credential is a member of.
+    pub networks: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The SPIFFE trust domain.
+    pub trust_domain: String,
+    /// The Workload API socket.
+    pub socket_path: PathBuf,
+    /// Persistent state (the credential cache).
+    pub data_dir: PathBuf,
+    /// `host:port` for `/healthz`, `/readyz`, `/metrics`; `None` disables.
+    pub health_addr: Option<std::net::SocketAddr>,
+    /// How long SIGTERM waits for in-flight requests.
+    pub drain_timeout: std::time::Duration,
+    /// Standalone authority files.
+    pub authority: AuthorityFiles,
+    /// Registration entries.
+    pub entries: Vec<Entry>,
+    /// Largest binary the unix attestor hashes.
+    pub unix_max_hash_bytes: u64,
+}
+
+/// Default credential lifetime.
+pub const DEFAULT_TTL_SECS: u64 = 3600;
+
+impl Config {
+    /// Reads and validates a config file; relative paths are relative to its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("--config", path.display().to_string(), e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, |k| std::env::var(k).ok())
+    }
+
+    /// Parses config text; `env` looks up `LANYARD_*` overrides.
+    pub fn parse(
+        text: &str,
+        base: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            // The error's span points into the offending line: name its key.
+            let key = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map(|before| {
+                    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                    let line = text[line_start..].lines().next().unwrap_or_default();
+                    line.split('=').next().unwrap_or_default().trim().to_owned()
+                })
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| "(file)".to_owned());
+            err(
+                key,
+                "",
+                e.message().lines().next().unwrap_or("invalid TOML"),
+            )
+        })?;
+        let pick =
+            |key: &str, v: Option<String>| env(&format!("LANYARD_{}", key.to_uppercase())).or(v);
+        let path = |p: &str| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+
+        let trust_domain = pick("trust_domain", raw.trust_domain)
+            .ok_or_else(|| err("trust_domain", "", "is required"))?;
+        subject::validate(&format!("spiffe://{trust_domain}"))
+            .map_err(|e| err("trust_domain", &trust_domain, e))?;
+        if trust_domain.contains('/') {
+            return Err(err(
+                "trust_domain",
+                &trust_domain,
+                "a trust domain has no path",
+            ));
+        }
+        let socket_path = pick("socket_path", raw.socket_path)
+            .ok_or_else(|| err("socket_path", "", "is required"))?;
+        let data_dir =
+            pick("data_dir", raw.data_dir).ok_or_else(|| err("data_dir", "", "is required"))?;
+        let health_addr = match pick("health_addr", raw.health_addr) {
+            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9188))),
+            Some(s) if s.is_empty() || s == "off" => None,
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|e| err("health_addr", &s, format!("not host:port ({e})")))?,
+            ),
+        };
+        let drain = pick("drain_timeout", raw.drain_timeout).unwrap_or_else(|| "10s".to_owned());
+        let drain_timeout = std::time::Duration::from_secs(
+            duration::parse_secs(&drain).map_err(|e| err("drain_timeout", &drain, e))?,
+        );
+        let a = raw.authority.ok_or_else(|| {
+            err(
+                "authority",
+                "",
+                "is required (standalone mode: chain_jwt, chain_seed, org_public)",
+            )
+        })?;
+        let chain_jwt = path(&a.chain_jwt);
+        let sibling = |name: &str| chain_jwt.parent().unwrap_or(Path::new(".")).join(name);
+        let authority = AuthorityFiles {
+            chain_crt: a
+                .chain_crt
+                .as_deref()
+                .map_or_else(|| sibling("chain.crt"), path),
+            org_crt: a
+                .org_crt
+                .as_deref()
+                .map_or_else(|| sibling("org.crt"), path),
+            chain_seed: path(&a.chain_seed),
+            org_public: path(&a.org_public),
+            chain_jwt,
+        };
+        let mut entries = Vec::with_capacity(raw.entries.len());
+        for (i, e) in raw.entries.into_iter().enumerate() {
+            entries.push(entry(i, e, &trust_domain)?);
+        }
+        Ok(Self {
+            trust_domain,
+            socket_path: path(&socket_path),
+            data_dir: path(&data_dir),
+            health_addr,
+            drain_timeout,
+            authority,
+            entries,
+            unix_max_hash_bytes: raw
+                .plugins
+                .unix
+                .and_then(|u| u.max_hash_bytes)
+                .unwrap_or(lanyard_plugins::unix::DEFAULT_MAX_HASH_BYTES),
+        })
+    }
+}
+
+fn entry(i: usize, e: RawEntry, trust_domain: &str) -> Result<Entry, ConfigError> {
+    let key = |k: &str| format!("entries[{i}].{k}");
+    subject::validate(&e.subject).map_err(|x| err(key("subject"), &e.subject, x))?;
+    if let Some(rest) = e.subject.strip_prefix("spiffe://") {
+        let td = rest.split('/').next().unwrap_or_default();
+        if td != trust_domain {
+            return Err(err(
+                key("subject"),
+                &e.subject,
+                format!("is outside trust domain {trust_domain}"),
+            ));
+        }
+    }
+    if e.selectors.is_empty() {
+        // An entry with no selectors would match every process on the host.
+        return Err(err(key("selectors"), "[]", "needs at least one selector"));
+    }
+    let selectors = e
+        .selectors
+        .iter()
+        .map(|s| Selector::parse(s).map_err(|x| err(key("selectors"), s, x)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ttl_secs = match &e.ttl {
+        None => DEFAULT_TTL_SECS,
+        Some(t) => match duration::parse_secs(t) {
+            Ok(0) => return Err(err(key("ttl"), t, "must be more than zero")),
+            Ok(s) => s,
+            Err(x) => return Err(err(key("ttl"), t, x)),
+        },
+    };
+    Ok(Entry {
+        subject: e.subject,
+        selectors,
+        ttl_secs,
+        audiences: e.audiences,
+        networks: e.networks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+trust_domain = "example.org"
+socket_path = "run/agent.sock"
+data_dir = "/var/lib/lanyard"
+[authority]
+chain_jwt = "chain.jwt"
+chain_seed = "chain.seed"
+org_public = "org.public"
+[[entries]]
+subject = "spiffe://example.org/web"
+selectors = ["unix:uid:1000", "unix:path:/usr/bin/web"]
+ttl = "1h"
+audiences = []
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/lanyard"), |_| None)
+    }
+
+    #[test]
+    fn contract_keys_parse() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.trust_domain, "example.org");
+        assert_eq!(c.socket_path, Path::new("/etc/lanyard/run/agent.sock"));
+        assert_eq!(c.data_dir, Path::new("/var/lib/lanyard"));
+        assert_eq!(c.authority.chain_crt, Path::new("/etc/lanyard/chain.crt"));
+        assert_eq!(c.entries[0].ttl_secs, 3600);
+        assert_eq!(c.entries[0].selectors.len(), 2);
+    }
+
+    #[test]
+    fn env_overrides() {
+        let c = Config::parse(GOOD, Path::new("/"), |k| {
+            (k == "LANYARD_SOCKET_PATH").then(|| "/tmp/x.sock".into())
+        })
+        .unwrap();
+        assert_eq!(c.socket_path, Path::new("/tmp/x.sock"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                GOOD.replace("ttl = \"1h\"", "ttl = \"1 hour\""),
+                "entries[0].ttl",
+            ),
+            (GOOD.replace("unix:uid:1000", "uid"), "entries[0].selectors"),
+            (
+                GOOD.replace("spiffe://example.org/web", "spiffe://other.org/web"),
+                "entries[0].subject",
+            ),
+            (
+                GOOD.replace(
+                    "trust_domain = \"example.org\"",
+                    "trust_domain = \"Example.org\"",
+                ),
+                "trust_domain",
+            ),
+            (GOOD.replace("data_dir", "datadir"), "datadir"),
+            (
+                GOOD.replace("[authority]", "[authority]\nextra = 1"),
+                "extra",
+            ),
+            (
+                GOOD.replace(
+                    "selectors = [\"unix:uid:1000\", \"unix:path:/usr/bin/web\"]",
+                    "selectors = []",
+                ),
+                "entries[0].selectors",
+            ),
+            ("trust_domain = 1".to_owned(), "trust_domain"),
+        ];
+        for (text, key) in cases {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.to_string().contains(key), "{e}");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Who is on the other end of a connection, pinned so that it cannot be swapped.
+//!
+//! At accept the agent reads `SO_PEERCRED` and takes a pidfd (`SO_PEERPIDFD`, or
+//! `pidfd_open` on kernels before 6.5). Before any response leaves, [`Peer::still_same`]
+//! checks that the pidfd has not signalled exit and that the process's start time
+//! and uid are unchanged, so a PID reused while the request was in flight can
+//! never receive the old process's identity.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use lanyard_plugins::ProcessRef;
+
+mod sys;
+
+/// Why a caller could not be pinned, or is no longer the process it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The socket has no peer credentials (not a Unix socket peer).
+    #[error("no peer credentials: {0}")]
+    Credentials(std::io::Error),
+    /// The kernel did not report the peer's pid (it is in another pid namespace).
+    #[error("peer pid is not visible from the agent's pid namespace")]
+    NoPid,
+    /// No pidfd could be taken.
+    #[error("cannot take a pidfd for pid {pid}: {source}")]
+    Pidfd {
+        /// The peer pid.
+        pid: i32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The process exited or was replaced.
+    #[error("caller pid {0} exited or was replaced before the response")]
+    Changed(i32),
+}
+
+/// The pinned peer of one connection.
+#[derive(Debug)]
+pub struct Peer {
+    process: ProcessRef,
+    start_time: u64,
+    pidfd: OwnedFd,
+}
+
+impl Peer {
+    /// Pins the peer of `stream`.
+    pub fn of(stream: &tokio::net::UnixStream) -> Result<Arc<Self>, PeerError> {
+        let cred = stream.peer_cred().map_err(PeerError::Credentials)?;
+        let pid = cred.pid().filter(|&p| p > 0).ok_or(PeerError::NoPid)?;
+        let (pidfd, exact) = match sys::peer_pidfd(stream.as_fd()) {
+            Ok(fd) => (fd, true),
+            Err(_) => {
+                let p = rustix::process::Pid::from_raw(pid).ok_or(PeerError::NoPid)?;
+                let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+                    .map_err(|e| PeerError::Pidfd {
+                        pid,
+                        source: e.into(),
+                    })?;
+                (fd, false)
+            }
+        };
+        let start_time = start_time(pid).ok_or(PeerError::Changed(pid))?;
+        let peer = Self {
+            process: ProcessRef {
+                pid,
+                uid: cred.uid(),
+                gid: cred.gid(),
+            },
+            start_time,
+            pidfd,
+        };
+        // With pidfd_open the pid could have been reused between connect and open;
+        // the original peer must still be alive (it holds the socket), and the pidfd
+        // must refer to a live process whose uid matches what SO_PEERCRED said.
+        if !exact {
+            peer.still_same()?;
+        }
+        Ok(Arc::new(peer))
+    }
+
+    /// The process as attestors see it.
+    pub fn process(&self) -> &ProcessRef {
+        &self.process
+    }
+
+    /// Fails unless the caller is still the process pinned at accept.
+    pub fn still_same(&self) -> Result<(), PeerError> {
+        let pid = self.process.pid;
+        let changed = || PeerError::Changed(pid);
+        if sys::pidfd_exited(&self.pidfd) {
+            return Err(changed());
+        }
+        if start_time(pid) != Some(self.start_time) {
+            return Err(changed());
+        }
+        if effective_uid(pid) != Some(self.process.uid) {
+            return Err(changed());
+        }
+        // /proc was read while the pidfd's process was alive: check once more that
+        // it did not exit (and the pid get reused) during those reads.
+        if sys::pidfd_exited(&self.pidfd) {
+            return Err(changed());
+        }
+        Ok(())
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm (field 2) may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The effective uid from `/proc/PID/status`.
+fn effective_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pins_and_detects_exit() {
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let me = Peer::of(&a).unwrap();
+        assert_eq!(me.process().pid, std::process::id() as i32);
+        me.still_same().unwrap();
+
+        // A child that connects, then exits: its pin must fail afterwards.
+        let dir = std::env::temp_dir().join(format!("lanyard-peer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); sys.stdin.read()"])
+            .arg(&sock)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        let peer = Peer::of(&conn).unwrap();
+        assert_eq!(peer.process().pid, child.id() as i32);
+        peer.still_same().unwrap();
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert!(matches!(peer.still_same(), Err(PeerError::Changed(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn parses_start_time_with_odd_comm() {
+        assert!(start_time(std::process::id() as i32).is_some());
+        assert_eq!(
+            effective_uid(std::process::id() as i32),
+            Some(rustix::process::geteuid().as_raw())
+        );
+    }
+}

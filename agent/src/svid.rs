@@ -1,0 +1,389 @@
+//! SPIFFE SVIDs: JWT-SVIDs (ES256, as SPIFFE clients require) and X.509-SVIDs,
+//! both anchored on the org key.
+//!
+//! - X.509: the org root certificate (self-signed by the org ed25519 key) signs a CA
+//!   certificate for the chain issuer key at `lanyard org delegate`; the agent signs
+//!   SVIDs with the chain key. The bundle is the org root, whose public key is the
+//!   org public key.
+//! - JWT: the ES256 key is derived from the chain seed, so every agent holding the
+//!   same chain credential signs with the same key and publishes the same `kid`.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use lanyard_token::KeyPair;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
+};
+use sha2::{Digest as _, Sha256};
+
+/// Why an SVID could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SvidError {
+    /// Certificate generation failed.
+    #[error("x509: {0}")]
+    X509(#[from] rcgen::Error),
+    /// A key could not be derived or used.
+    #[error("key: {0}")]
+    Key(String),
+    /// The SPIFFE ID is not a valid URI for a SAN.
+    #[error("subject {0:?} cannot be an X.509-SVID URI SAN")]
+    Subject(String),
+}
+
+/// PKCS#8 v1 for an ed25519 seed (RFC 8410).
+fn ed25519_pkcs8(seed_hex: &str) -> Result<Vec<u8>, SvidError> {
+    let seed =
+        lanyard_token::hex::decode(seed_hex, false).map_err(|e| SvidError::Key(e.to_string()))?;
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(&seed);
+    Ok(der)
+}
+
+/// An rcgen signing key for an ed25519 key pair.
+pub fn rcgen_ed25519(key: &KeyPair) -> Result<rcgen::KeyPair, SvidError> {
+    let der = ed25519_pkcs8(&key.seed_text())?;
+    Ok(rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &der.into(),
+        &PKCS_ED25519,
+    )?)
+}
+
+fn dn(cn: String) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "lanyard");
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn time(unix: u64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(i64::MAX))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The org root's parameters: derived from the org key alone, so anyone can
+/// rebuild the issuer name a chain CA certificate must name.
+pub fn org_root_params(org_public_hex: &str, not_before: u64, not_after: u64) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(format!(
+        "lanyard org {}",
+        &org_public_hex[..16.min(org_public_hex.len())]
+    ));
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = time(not_before);
+    p.not_after = time(not_after);
+    p
+}
+
+/// A chain issuer CA's parameters, from its public key and token validity.
+pub fn chain_ca_params(
+    chain_public_hex: &str,
+    trust_domain: Option<&str>,
+    not_before: u64,
+    not_after: u64,
+) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(format!(
+        "lanyard chain {}",
+        &chain_public_hex[..16.min(chain_public_hex.len())]
+    ));
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    if let Some(td) = trust_domain {
+        if let Ok(uri) = format!("spiffe://{td}").try_into() {
+            p.subject_alt_names = vec![SanType::URI(uri)];
+        }
+    }
+    p.not_before = time(not_before);
+    p.not_after = time(not_after);
+    p
+}
+
+/// Certificates for a chain issuer, made where the org seed is: `(org.crt, chain.crt)` in PEM.
+pub fn delegate_certs(
+    org: &KeyPair,
+    chain_public: &lanyard_token::PublicKey,
+    not_before: u64,
+    not_after: u64,
+) -> Result<(String, String), SvidError> {
+    let org_key = rcgen_ed25519(org)?;
+    let org_hex = org.public().to_hex();
+    // The root outlives any chain issuer it certifies.
+    let root = org_root_params(
+        &org_hex,
+        not_before,
+        not_after.saturating_add(10 * 365 * 86_400),
+    )
+    .self_signed(&org_key)?;
+    let issuer = Issuer::new(org_root_params(&org_hex, not_before, not_after), org_key);
+    let chain_key = Ed25519Public(*chain_public.as_bytes());
+    let chain = chain_ca_params(&chain_public.to_hex(), None, not_before, not_after)
+        .signed_by(&chain_key, &issuer)?;
+    Ok((root.pem(), chain.pem()))
+}
+
+/// An ed25519 public key for rcgen to certify (the chain issuer's).
+struct Ed25519Public([u8; 32]);
+
+impl rcgen::PublicKeyData for Ed25519Public {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &PKCS_ED25519
+    }
+}
+
+/// An X.509-SVID: leaf certificate chain (DER, leaf first) and its PKCS#8 key.
+#[derive(Debug, Clone)]
+pub struct X509Svid {
+    /// Leaf, then the chain CA certificate.
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER of the leaf's P-256 key.
+    pub key_pkcs8: Vec<u8>,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// Signs X.509-SVIDs with the chain issuer key.
+pub struct X509Signer {
+    issuer: Issuer<'static, rcgen::KeyPair>,
+    chain_der: Vec<u8>,
+    not_after: u64,
+}
+
+impl std::fmt::Debug for X509Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X509Signer")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl X509Signer {
+    /// A signer for the chain key whose CA certificate (signed by the org) is `chain_der`.
+    pub fn new(
+        chain_key: &KeyPair,
+        chain_der: Vec<u8>,
+        not_before: u64,
+        not_after: u64,
+    ) -> Result<Self, SvidError> {
+        let params = chain_ca_params(&chain_key.public().to_hex(), None, not_before, not_after);
+        Ok(Self {
+            issuer: Issuer::new(params, rcgen_ed25519(chain_key)?),
+            chain_der,
+            not_after,
+        })
+    }
+
+    /// An X.509-SVID for `spiffe_id`, valid from `now` for `ttl` (clamped to the chain).
+    pub fn sign(&self, spiffe_id: &str, now: u64, ttl: u64) -> Result<X509Svid, SvidError> {
+        let key = rcgen::KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn("lanyard workload".to_owned());
+        let uri = spiffe_id
+            .to_owned()
+            .try_into()
+            .map_err(|_| SvidError::Subject(spiffe_id.to_owned()))?;
+        p.subject_alt_names = vec![SanType::URI(uri)];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyAgreement,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        // Allow a little clock skew at the relying party.
+        p.not_before = time(now.saturating_sub(60));
+        let expires_at = now.saturating_add(ttl).min(self.not_after);
+        p.not_after = time(expires_at);
+        let mut serial = [0u8; 16];
+        lanyard_token::keys::random_bytes(&mut serial)
+            .map_err(|e| SvidError::Key(e.to_string()))?;
+        serial[0] &= 0x7f;
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let cert = p.signed_by(&key, &self.issuer)?;
+        Ok(X509Svid {
+            chain: vec![cert.der().to_vec(), self.chain_der.clone()],
+            key_pkcs8: key.serialize_der(),
+            expires_at,
+        })
+    }
+}
+
+/// The ES256 key that signs JWT-SVIDs, derived from the chain seed.
+pub struct JwtSigner {
+    key: EcdsaKeyPair,
+    kid: String,
+    jwk: serde_json::Value,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for JwtSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtSigner {
+    /// Derives the P-256 key: SHA-256 over a label and the chain seed (re-hashed
+    /// with a counter in the negligible case the result is not a valid scalar).
+    pub fn derive(chain_key: &KeyPair) -> Result<Self, SvidError> {
+        let seed = chain_key.seed_text();
+        for counter in 0u8..=255 {
+            let scalar = Sha256::new()
+                .chain_update(b"lanyard jwt-svid es256 v1\0")
+                .chain_update([counter])
+                .chain_update(seed.as_bytes())
+                .finalize();
+            // RFC 5915 ECPrivateKey with the P-256 curve OID; the public key is computed.
+            let mut der = vec![0x30, 0x31, 0x02, 0x01, 0x01, 0x04, 0x20];
+            der.extend_from_slice(&scalar);
+            der.extend_from_slice(&[
+                0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+            ]);
+            if let Ok(key) =
+                EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+            {
+                return Ok(Self::from_key(key));
+            }
+        }
+        Err(SvidError::Key("could not derive a P-256 key".into()))
+    }
+
+    fn from_key(key: EcdsaKeyPair) -> Self {
+        let point = key.public_key().as_ref().to_vec(); // 0x04 || X || Y
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(&point[1..33]),
+            URL_SAFE_NO_PAD.encode(&point[33..65]),
+        );
+        // RFC 7638 thumbprint: the required members in lexicographic order.
+        let thumb = Sha256::digest(format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#
+        ));
+        let kid = URL_SAFE_NO_PAD.encode(thumb);
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "jwt-svid", "alg": "ES256"});
+        Self {
+            key,
+            kid,
+            jwk,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// The key id in JWT headers and the bundle.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public JWK (with `kid`).
+    pub fn jwk(&self) -> &serde_json::Value {
+        &self.jwk
+    }
+
+    /// Signs a JWT-SVID.
+    pub fn sign(
+        &self,
+        spiffe_id: &str,
+        audiences: &[String],
+        now: u64,
+        exp: u64,
+    ) -> Result<String, SvidError> {
+        let header = serde_json::json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
+        let mut jti = [0u8; 16];
+        lanyard_token::keys::random_bytes(&mut jti).map_err(|e| SvidError::Key(e.to_string()))?;
+        let claims = serde_json::json!({
+            "sub": spiffe_id, "aud": audiences, "exp": exp, "iat": now,
+            "jti": URL_SAFE_NO_PAD.encode(jti),
+        });
+        let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
+        out.push('.');
+        out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = self
+            .key
+            .sign(&self.rng, out.as_bytes())
+            .map_err(|_| SvidError::Key("ES256 sign failed".into()))?;
+        out.push('.');
+        out.push_str(&URL_SAFE_NO_PAD.encode(sig.as_ref()));
+        Ok(out)
+    }
+
+    /// Validates a JWT-SVID signed by this key for `audience`; returns its claims.
+    pub fn validate(
+        &self,
+        token: &str,
+        audience: &str,
+        now: u64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+        if token.len() > lanyard_token::jws::MAX_TOKEN_LEN {
+            return Err("token too large".into());
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not a compact JWS".into());
+        };
+        let header: serde_json::Value = URL_SAFE_NO_PAD
+            .decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or("bad header")?;
+        if header["alg"] != "ES256" {
+            return Err(format!("unsupported alg {}", header["alg"]));
+        }
+        if header["kid"] != self.kid.as_str() {
+            return Err("unknown kid: not signed by this trust domain's key".into());
+        }
+        let sig = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| "bad signature encoding")?;
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
+            .verify(format!("{h}.{p}").as_bytes(), &sig)
+            .map_err(|_| "bad signature")?;
+        let claims: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
+            .decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or("bad claims")?;
+        let exp = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or("missing exp")?;
+        if now >= exp {
+            return Err("token has expired".into());
+        }
+        let aud_ok = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => a == audience,
+            Some(serde_json::Value::Array(v)) => v.iter().any(|a| a == audience),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(format!("audience {audience:?} not in token"));
+        }
+        if claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .is_none()
+        {
+            return Err("missing sub".into());
+        }
+        Ok(claims)
+    }
+}

@@ -1,0 +1,98 @@
+//! Selectors: `type:value`, where value may itself contain colons
+//! (`unix:uid:1000`, `unix:path:/usr/bin/web`, `docker:label:app:web`).
+
+/// Why a selector string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SelectorError {
+    /// No `type:` prefix, or an empty value.
+    #[error("selector {0:?} must look like type:value (e.g. unix:uid:1000)")]
+    Syntax(String),
+    /// The type is not lowercase `[a-z0-9_]`.
+    #[error("selector type in {0:?} must be lowercase letters, digits or _")]
+    BadType(String),
+    /// Control characters have no place in a selector.
+    #[error("selector {0:?} contains a control character")]
+    Control(String),
+}
+
+/// One fact about a workload, e.g. `unix:uid:1000`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Selector(String);
+
+impl Selector {
+    /// Parses and checks `type:value`.
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        let (ty, value) = s
+            .split_once(':')
+            .ok_or_else(|| SelectorError::Syntax(s.to_owned()))?;
+        if ty.is_empty() || value.is_empty() {
+            return Err(SelectorError::Syntax(s.to_owned()));
+        }
+        if !ty
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(SelectorError::BadType(s.to_owned()));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(SelectorError::Control(s.to_owned()));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// Builds `ty:key:value` from parts the attestor trusts.
+    pub fn new(ty: &str, key: &str, value: impl std::fmt::Display) -> Self {
+        Self(format!("{ty}:{key}:{value}"))
+    }
+
+    /// The selector type (`unix`).
+    pub fn kind(&self) -> &str {
+        self.0.split_once(':').map_or("", |(t, _)| t)
+    }
+
+    /// The whole selector text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse() {
+        assert_eq!(Selector::parse("unix:uid:1000").unwrap().kind(), "unix");
+        assert_eq!(
+            Selector::parse("unix:path:/usr/bin/a:b").unwrap().as_str(),
+            "unix:path:/usr/bin/a:b"
+        );
+        assert!(matches!(
+            Selector::parse("uid"),
+            Err(SelectorError::Syntax(_))
+        ));
+        assert!(matches!(
+            Selector::parse("unix:"),
+            Err(SelectorError::Syntax(_))
+        ));
+        assert!(matches!(
+            Selector::parse(":x"),
+            Err(SelectorError::Syntax(_))
+        ));
+        assert!(matches!(
+            Selector::parse("Unix:uid:1"),
+            Err(SelectorError::BadType(_))
+        ));
+        assert!(matches!(
+            Selector::parse("unix:uid:1\n"),
+            Err(SelectorError::Control(_))
+        ));
+    }
+}

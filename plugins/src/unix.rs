@@ -1,0 +1,267 @@
+//! The `unix` workload attestor: uid, gid, user and group names, supplementary
+//! groups, the executable's path and its SHA-256.
+//!
+//! The uid and gid come from `SO_PEERCRED` (the kernel's word at connect time), not
+//! from `/proc`, which the process could have changed since. Hashing is cached by
+//! (device, inode, size, mtime) and capped in size, because hashing a large binary
+//! on every call would let any local process burn the agent's CPU.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{AttestError, ProcessRef, Selector, WorkloadAttestor};
+
+/// Default largest binary that is hashed: 256 MiB.
+pub const DEFAULT_MAX_HASH_BYTES: u64 = 256 << 20;
+/// How many binaries' hashes are remembered before the cache starts over.
+pub const HASH_CACHE_ENTRIES: usize = 4096;
+
+/// The `unix` attestor.
+#[derive(Debug)]
+pub struct UnixAttestor {
+    proc_root: PathBuf,
+    etc_root: PathBuf,
+    max_hash_bytes: u64,
+    hashes: Mutex<HashMap<FileId, String>>,
+}
+
+/// What identifies a binary's contents without reading them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Default for UnixAttestor {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_HASH_BYTES)
+    }
+}
+
+impl UnixAttestor {
+    /// An attestor reading the host's `/proc` and `/etc`.
+    pub fn new(max_hash_bytes: u64) -> Self {
+        Self {
+            proc_root: PathBuf::from("/proc"),
+            etc_root: PathBuf::from("/etc"),
+            max_hash_bytes,
+            hashes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads `/proc` and `/etc` under other roots (tests, or an agent whose host
+    /// filesystem is mounted elsewhere).
+    pub fn with_roots(
+        mut self,
+        proc_root: impl Into<PathBuf>,
+        etc_root: impl Into<PathBuf>,
+    ) -> Self {
+        self.proc_root = proc_root.into();
+        self.etc_root = etc_root.into();
+        self
+    }
+
+    fn proc_path(&self, pid: i32, rel: &str) -> PathBuf {
+        self.proc_root.join(pid.to_string()).join(rel)
+    }
+
+    fn io(&self, pid: i32, what: &Path, e: std::io::Error) -> AttestError {
+        if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) {
+            AttestError::ProcessGone(pid)
+        } else {
+            AttestError::Io {
+                what: what.display().to_string(),
+                source: e,
+            }
+        }
+    }
+
+    /// SHA-256 of the process's executable, read through `/proc/PID/exe` so that it
+    /// is the inode actually running even if the path was replaced. `None` if the
+    /// binary is larger than the cap (the selector is then absent, which can only
+    /// narrow what the workload matches).
+    fn exe_sha256(&self, pid: i32) -> Result<Option<String>, AttestError> {
+        let path = self.proc_path(pid, "exe");
+        let mut file = File::open(&path).map_err(|e| self.io(pid, &path, e))?;
+        let meta = file.metadata().map_err(|e| self.io(pid, &path, e))?;
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        };
+        if let Some(h) = self.hashes.lock().ok().and_then(|c| c.get(&id).cloned()) {
+            return Ok(Some(h));
+        }
+        if meta.size() > self.max_hash_bytes {
+            return Ok(None);
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| self.io(pid, &path, e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > self.max_hash_bytes {
+                return Ok(None); // grew while we read it
+            }
+            hasher.update(&buf[..n]);
+        }
+        let hex = lanyard_token::hex::encode(&hasher.finalize());
+        if let Ok(mut cache) = self.hashes.lock() {
+            if cache.len() >= HASH_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(id, hex.clone());
+        }
+        Ok(Some(hex))
+    }
+
+    /// Supplementary groups from `/proc/PID/status`.
+    fn groups(&self, pid: i32) -> Result<Vec<u32>, AttestError> {
+        let path = self.proc_path(pid, "status");
+        let status = std::fs::read_to_string(&path).map_err(|e| self.io(pid, &path, e))?;
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .ok_or_else(|| AttestError::Parse(path.display().to_string()))?;
+        line.split_whitespace()
+            .map(|g| {
+                g.parse()
+                    .map_err(|_| AttestError::Parse(path.display().to_string()))
+            })
+            .collect()
+    }
+
+    /// Looks up a name for `id` in an `/etc/passwd`-style file (name:x:id:…).
+    fn name_of(&self, file: &str, id: u32) -> Option<String> {
+        let text = std::fs::read_to_string(self.etc_root.join(file)).ok()?;
+        let id = id.to_string();
+        text.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let (name, _, num) = (f.next()?, f.next()?, f.next()?);
+            (num == id && !name.is_empty()).then(|| name.to_owned())
+        })
+    }
+}
+
+impl WorkloadAttestor for UnixAttestor {
+    fn name(&self) -> &'static str {
+        "unix"
+    }
+
+    fn attest(&self, p: &ProcessRef) -> Result<Vec<Selector>, AttestError> {
+        let mut out = vec![
+            Selector::new("unix", "uid", p.uid),
+            Selector::new("unix", "gid", p.gid),
+        ];
+        if let Some(user) = self.name_of("passwd", p.uid) {
+            out.push(Selector::new("unix", "user", user));
+        }
+        if let Some(group) = self.name_of("group", p.gid) {
+            out.push(Selector::new("unix", "group", group));
+        }
+        for g in self.groups(p.pid)? {
+            out.push(Selector::new("unix", "supplementary_gid", g));
+        }
+        let exe = self.proc_path(p.pid, "exe");
+        let path = std::fs::read_link(&exe).map_err(|e| self.io(p.pid, &exe, e))?;
+        out.push(Selector::new("unix", "path", path.display()));
+        if let Some(hash) = self.exe_sha256(p.pid)? {
+            out.push(Selector::new("unix", "sha256", hash));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> ProcessRef {
+        ProcessRef {
+            pid: std::process::id() as i32,
+            uid: 4242,
+            gid: 4343,
+        }
+    }
+
+    #[test]
+    fn attests_this_process() {
+        let a = UnixAttestor::default();
+        let sel: Vec<String> = a
+            .attest(&me())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(sel.contains(&"unix:uid:4242".to_owned()), "{sel:?}");
+        assert!(sel.contains(&"unix:gid:4343".to_owned()));
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            sel.contains(&format!("unix:path:{}", exe.display())),
+            "{sel:?}"
+        );
+        let bytes = std::fs::read(&exe).unwrap();
+        let want = lanyard_token::hex::encode(&Sha256::digest(&bytes));
+        assert!(sel.contains(&format!("unix:sha256:{want}")));
+    }
+
+    #[test]
+    fn size_cap_drops_only_the_hash() {
+        let a = UnixAttestor::new(16);
+        let sel = a.attest(&me()).unwrap();
+        assert!(sel.iter().all(|s| !s.as_str().starts_with("unix:sha256:")));
+        assert!(sel.iter().any(|s| s.as_str().starts_with("unix:path:")));
+    }
+
+    #[test]
+    fn names_from_etc() {
+        let dir = std::env::temp_dir().join(format!("lanyard-unix-etc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:4242:4343::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("group"), "web:x:4343:\n").unwrap();
+        let a = UnixAttestor::default().with_roots("/proc", &dir);
+        let sel: Vec<String> = a
+            .attest(&me())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(sel.contains(&"unix:user:web".to_owned()));
+        assert!(sel.contains(&"unix:group:web".to_owned()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gone_process_is_an_error() {
+        let a = UnixAttestor::default();
+        let err = a
+            .attest(&ProcessRef {
+                pid: i32::MAX,
+                uid: 0,
+                gid: 0,
+            })
+            .unwrap_err();
+        assert!(matches!(err, AttestError::ProcessGone(_)), "{err}");
+    }
+}
