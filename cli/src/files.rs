@@ -1,11 +1,10 @@
 //! Key and token files on disk: written atomically, seeds 0600 and never overwritten.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use lanyard_agent::fsutil::{write_atomic, Replace};
 use lanyard_token::{KeyPair, PublicKey};
 
 /// What a file holds, which decides its mode and whether it may be replaced.
@@ -17,54 +16,22 @@ pub enum Kind {
     Public,
 }
 
-/// Writes `contents` to `path` so that a crash leaves either the old file or the
-/// whole new one, never a partial file: temp file, fsync, then link or rename.
+/// Writes `contents` to `path` atomically (see `lanyard_agent::fsutil`).
 pub fn write(path: &Path, contents: &[u8], kind: Kind) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    let (mode, replace) = match kind {
+        Kind::Secret => (0o600, Replace::Never),
+        Kind::Public => (0o644, Replace::Yes),
     };
-    let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mode = if kind == Kind::Secret { 0o600 } else { 0o644 };
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(contents)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        match kind {
-            // link() fails if the target exists: no race between check and create.
-            Kind::Secret => fs::hard_link(&tmp, path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    anyhow::anyhow!(
-                        "refusing to overwrite existing seed file {}; move it away first",
-                        path.display()
-                    )
-                } else {
-                    anyhow::Error::new(e).context(format!("cannot create {}", path.display()))
-                }
-            }),
-            Kind::Public => {
-                fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-            }
+    write_atomic(path, contents, mode, replace).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "refusing to overwrite existing seed file {}; move it away first",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
         }
-    })();
-    let _ = fs::remove_file(&tmp);
-    result?;
-    // Make the new directory entry durable too.
-    if let Ok(d) = fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    })
 }
 
 /// Reads a small text file (keys and tokens are far below the limit).

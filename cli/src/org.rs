@@ -14,7 +14,8 @@ use crate::{clock, files};
 pub enum OrgCommand {
     /// Create the org issuer key: DIR/org.seed (0600) and DIR/org.public.
     Init(InitArgs),
-    /// Delegate a chain issuer: DIR/chain.seed, DIR/chain.public, DIR/chain.jwt.
+    /// Delegate a chain issuer: DIR/chain.seed, DIR/chain.public, DIR/chain.jwt,
+    /// plus DIR/chain.crt and DIR/org.crt (its X.509 CA and the org root).
     Delegate(DelegateArgs),
 }
 
@@ -86,17 +87,32 @@ pub fn delegate_cmd(a: &DelegateArgs) -> Result<()> {
         },
     };
     // Sign before writing anything, so a refused request leaves no stray seed.
-    let token = delegate(&org, &chain.public(), &req, clock::now()?).context("cannot delegate")?;
+    let now = clock::now()?;
+    let token = delegate(&org, &chain.public(), &req, now).context("cannot delegate")?;
+    // X.509 anchored on the same org key: its root, and a CA certificate for the chain key.
+    let (org_crt, chain_crt) =
+        lanyard_agent::svid::delegate_certs(&org, &chain.public(), now, now + a.validity)
+            .context("cannot make the chain issuer's certificates")?;
     let (seed, public) = files::write_key_pair(&a.out, "chain", &chain)?;
     let jwt = a.out.join("chain.jwt");
     files::write(&jwt, token.as_bytes(), files::Kind::Public)?;
+    files::write(
+        &a.out.join("chain.crt"),
+        chain_crt.as_bytes(),
+        files::Kind::Public,
+    )?;
+    files::write(
+        &a.out.join("org.crt"),
+        org_crt.as_bytes(),
+        files::Kind::Public,
+    )?;
     println!(
         "chain issuer {} valid for {}",
         chain.public(),
         duration::format_secs(a.validity)
     );
     println!(
-        "wrote {}, {} and {}",
+        "wrote {}, {}, {}, chain.crt (its X.509 CA) and org.crt (the org root)",
         seed.display(),
         public.display(),
         jwt.display()

@@ -94,7 +94,13 @@ fn org_delegate_mint_view_verify() {
         "--network",
         "iot",
     ]);
-    for f in ["chain.seed", "chain.public", "chain.jwt"] {
+    for f in [
+        "chain.seed",
+        "chain.public",
+        "chain.jwt",
+        "chain.crt",
+        "org.crt",
+    ] {
         assert!(Path::new(&t.p(&format!("chain/{f}"))).exists(), "{f}");
     }
     assert_eq!(mode(&t.p("chain/chain.seed")), 0o600);
