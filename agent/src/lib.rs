@@ -1,6 +1,17 @@
-//! The lanyard agent (work in progress; see the README's Status table).
+//! The lanyard agent: a Unix-socket Workload API that attests each caller from
+//! kernel facts and hands out SPIFFE SVIDs and seed + JWT credentials.
+//!
+//! Start with [`app::build`], then [`app::Bound::wait_termination`].
+
+pub mod api;
+pub mod app;
+pub mod attest;
 pub mod authority;
+pub mod cache;
 pub mod config;
 pub mod fsutil;
+pub mod health;
+pub mod metrics;
 pub mod peer;
+pub mod server;
 pub mod svid;

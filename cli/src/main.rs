@@ -1,13 +1,15 @@
 //! `lanyard`: one multi-call binary for operators.
 //!
 //! Exit codes: 0 success; 1 a token or proof is invalid (one line on stderr says
-//! why); 2 the command could not run (bad arguments, unreadable files).
+//! why); 2 the command could not run (bad arguments, unreadable files); 64 the
+//! agent's configuration is invalid (the message names the key).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent_cmd;
 mod clock;
 mod demo;
 mod files;
@@ -33,6 +35,18 @@ enum Command {
     /// Mint, view, verify tokens; prove possession of a seed.
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// Run the agent: the Workload API on a Unix socket (config: see README).
+    Agent {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// A complete local deployment (org, chain issuer, agent) until Ctrl-C.
+    Dev {
+        /// Keep everything here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Walk through org → chain issuer → workload token in a temporary directory.
     Demo {
         /// Work here instead of a new temporary directory.
@@ -46,6 +60,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Org(c) => org::run(c).map(|()| ExitCode::SUCCESS),
         Command::Token(c) => tokens::run(c),
+        Command::Agent { config } => agent_cmd::agent(&config),
+        Command::Dev { dir } => agent_cmd::dev(dir),
         Command::Demo { dir } => demo::run(dir).map(|()| ExitCode::SUCCESS),
     };
     match result {

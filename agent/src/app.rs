@@ -1,0 +1,152 @@
+//! `build(config) -> Bound`, then `wait_termination()`: everything is bound (and
+//! every error reported) before the agent reports ready; SIGTERM first stops new
+//! work and ends streams, then drains with a hard deadline.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use lanyard_proto::spiffe::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use lanyard_proto::workload::credentials_server::CredentialsServer;
+use tokio::sync::watch;
+
+use crate::api::spiffe::SpiffeService;
+use crate::api::workload::CredentialsService;
+use crate::api::{now, Ctx};
+use crate::attest::Pipeline;
+use crate::authority::{Authority, AuthorityError, LocalAuthority};
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The authority's files are missing or invalid.
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    /// A socket, directory or address could not be bound.
+    #[error("{what}: {source}")]
+    Bind {
+        /// What was being bound.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct Bound {
+    socket_path: PathBuf,
+    health_addr: Option<std::net::SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    cache: Arc<Cache>,
+    drain: std::time::Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn bind_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let what = what.into();
+    move |source| BuildError::Bind { what, source }
+}
+
+/// Binds everything for `config` and starts serving.
+pub async fn build(config: Config) -> Result<Bound, BuildError> {
+    let authority: Arc<dyn Authority> = Arc::new(LocalAuthority::load(&config.authority, &config.trust_domain, now())?);
+    std::fs::create_dir_all(&config.data_dir).map_err(bind_err(format!("data_dir {}", config.data_dir.display())))?;
+    let cache = Arc::new(Cache::new(authority.clone(), config.data_dir.clone()));
+    let restored = cache.load(now());
+    tracing::info!(restored, "credential cache loaded");
+
+    let attestors: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> =
+        vec![Box::new(lanyard_plugins::unix::UnixAttestor::new(config.unix_max_hash_bytes))];
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let ctx = Arc::new(Ctx {
+        pipeline: Pipeline::new(attestors, config.entries.clone()),
+        cache: cache.clone(),
+        authority,
+        metrics: Arc::new(Metrics::default()),
+        shutdown: shutdown_rx.clone(),
+        nonces: Mutex::new(HashMap::new()),
+    });
+
+    let listener = crate::server::bind(&config.socket_path).map_err(bind_err(format!("socket_path {}", config.socket_path.display())))?;
+    let mut tasks = Vec::new();
+    let mut health_addr = None;
+    if let Some(addr) = config.health_addr {
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(bind_err(format!("health_addr {addr}")))?;
+        health_addr = l.local_addr().ok();
+        tasks.push(tokio::spawn(crate::health::serve(l, ctx.clone(), ready_rx, shutdown_rx.clone())));
+    }
+
+    let mut stop = shutdown_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(SpiffeWorkloadApiServer::new(SpiffeService(ctx.clone())))
+        .add_service(CredentialsServer::new(CredentialsService(ctx.clone())))
+        .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    let server = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "workload API server failed");
+        }
+    });
+
+    tasks.push(tokio::spawn(cache.clone().persist_loop(std::time::Duration::from_millis(200), shutdown_rx.clone())));
+    let (rot_cache, mut rot_stop) = (cache.clone(), shutdown_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => rot_cache.rotate_due(now()).await,
+                _ = rot_stop.changed() => return,
+            }
+        }
+    }));
+    let _ = ready_tx.send(true);
+    // Keep readiness alive as long as the agent runs.
+    tasks.push(tokio::spawn(async move {
+        let mut s = shutdown_rx;
+        let _ = s.wait_for(|v| *v).await;
+        let _ = ready_tx.send(false);
+    }));
+    tracing::info!(socket = %config.socket_path.display(), "lanyard agent ready");
+    Ok(Bound { socket_path: config.socket_path, health_addr, shutdown, server, cache, drain: config.drain_timeout, tasks })
+}
+
+impl Bound {
+    /// Where the health server listens, if enabled.
+    pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
+        self.health_addr
+    }
+
+    /// Waits for SIGTERM or SIGINT, then drains.
+    pub async fn wait_termination(self) -> std::io::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            r = tokio::signal::ctrl_c() => { r?; tracing::info!("interrupt: draining"); }
+        }
+        self.drain().await;
+        Ok(())
+    }
+
+    /// Stops accepting, ends streams, and waits at most the drain deadline.
+    pub async fn drain(self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(self.drain, self.server).await.is_err() {
+            tracing::warn!(deadline = ?self.drain, "drain deadline passed; closing remaining connections");
+        }
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
+        }
+        if let Err(e) = self.cache.save() {
+            tracing::error!(error = %e, "cannot persist the credential cache at shutdown");
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+}

@@ -1,0 +1,382 @@
+//! The credential cache: one mint in flight per key, rotation at half-life with
+//! jitter, a still-valid credential kept when renewal fails, a hard size bound,
+//! and persistence to `data_dir` so that a restarted agent serves at once.
+//!
+//! Memory bound: at most [`MAX_ENTRIES`] keys. A key is an identity plus a
+//! canonical audience set (sorted, de-duplicated `Vec`, so `{"ab","cd"}` and
+//! `{"a","bcd"}` never collide). When full, the least recently used key is
+//! dropped; an X.509-SVID entry is the largest, about 2 KiB.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::authority::{Authority, AuthorityError, CredentialRequest};
+use crate::fsutil::{write_atomic, Replace};
+
+/// Most keys held; see the module docs.
+pub const MAX_ENTRIES: usize = 8192;
+/// The cache file in `data_dir`.
+pub const CACHE_FILE: &str = "cache.json";
+
+/// What kind of credential a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// ed25519 seed + chained JWT.
+    Credential,
+    /// ES256 JWT-SVID.
+    JwtSvid,
+    /// X.509-SVID.
+    X509Svid,
+}
+
+/// A cache key: kind, identity and canonical audience set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Key {
+    /// What is cached.
+    pub kind: Kind,
+    /// The identity.
+    pub subject: String,
+    /// Sorted, de-duplicated audiences.
+    pub audiences: Vec<String>,
+}
+
+impl Key {
+    /// A key with its audiences made canonical.
+    pub fn new(kind: Kind, subject: &str, audiences: impl IntoIterator<Item = String>) -> Self {
+        let mut audiences: Vec<String> = audiences.into_iter().collect();
+        audiences.sort();
+        audiences.dedup();
+        Self { kind, subject: subject.to_owned(), audiences }
+    }
+}
+
+/// How to mint (again) what a key names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    /// Lifetime in seconds.
+    pub ttl_secs: u64,
+    /// Networks of a seed + JWT credential.
+    pub networks: Vec<String>,
+    /// Selectors recorded in the credential.
+    pub attrs: Vec<String>,
+}
+
+/// A cached credential.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Value {
+    /// Seed (hex) and chained JWT.
+    Credential {
+        /// The seed, 64 hex characters.
+        seed: Zeroizing<String>,
+        /// The JWT.
+        jwt: String,
+    },
+    /// A JWT-SVID.
+    JwtSvid {
+        /// The token.
+        token: String,
+    },
+    /// An X.509-SVID.
+    X509Svid {
+        /// Base64 DER certificates, leaf first.
+        chain: Vec<String>,
+        /// Base64 PKCS#8 key.
+        key: Zeroizing<String>,
+    },
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Credential { .. } => f.write_str("Credential(..)"),
+            Value::JwtSvid { .. } => f.write_str("JwtSvid(..)"),
+            Value::X509Svid { .. } => f.write_str("X509Svid(..)"),
+        }
+    }
+}
+
+/// A value with its times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    /// The credential.
+    pub value: Value,
+    /// Unix seconds.
+    pub issued_at: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// When rotation starts.
+    pub refresh_at: u64,
+    /// How it was minted.
+    pub spec: Spec,
+}
+
+#[derive(Debug)]
+struct Slot {
+    value: tokio::sync::Mutex<Option<Stored>>,
+    last_used: AtomicU64,
+}
+
+/// Why the cache could not produce a credential.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The authority failed and nothing valid is cached.
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    /// A key could not be generated.
+    #[error("key generation: {0}")]
+    Key(String),
+}
+
+/// The cache. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Cache {
+    authority: Arc<dyn Authority>,
+    slots: Mutex<HashMap<Key, Arc<Slot>>>,
+    generation: watch::Sender<u64>,
+    dirty: tokio::sync::Notify,
+    path: PathBuf,
+}
+
+fn refresh_point(issued: u64, expires: u64) -> u64 {
+    let life = expires.saturating_sub(issued);
+    // Half-life, minus up to 10% of the lifetime so a fleet does not renew in step.
+    let mut r = [0u8; 2];
+    let _ = lanyard_token::keys::random_bytes(&mut r);
+    let jitter = life / 10 * u64::from(u16::from_le_bytes(r)) / u64::from(u16::MAX);
+    issued + life / 2 - jitter.min(life / 2)
+}
+
+impl Cache {
+    /// An empty cache persisting to `data_dir/cache.json`.
+    pub fn new(authority: Arc<dyn Authority>, data_dir: PathBuf) -> Self {
+        Self {
+            authority,
+            slots: Mutex::new(HashMap::new()),
+            generation: watch::channel(0).0,
+            dirty: tokio::sync::Notify::new(),
+            path: data_dir.join(CACHE_FILE),
+        }
+    }
+
+    /// Bumps whenever a cached value changes: streams resend on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.slots.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slot(&self, key: &Key, now: u64) -> Arc<Slot> {
+        let Ok(mut slots) = self.slots.lock() else {
+            return Arc::new(Slot { value: tokio::sync::Mutex::new(None), last_used: AtomicU64::new(now) });
+        };
+        if let Some(s) = slots.get(key) {
+            s.last_used.store(now, Ordering::Relaxed);
+            return s.clone();
+        }
+        if slots.len() >= MAX_ENTRIES {
+            if let Some(oldest) = slots.iter().min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed)).map(|(k, _)| k.clone()) {
+                slots.remove(&oldest);
+            }
+        }
+        let s = Arc::new(Slot { value: tokio::sync::Mutex::new(None), last_used: AtomicU64::new(now) });
+        slots.insert(key.clone(), s.clone());
+        s
+    }
+
+    /// The credential for `key`: cached if fresh, else minted (once, however many
+    /// callers ask at the same time). If minting fails, a still-valid cached value
+    /// is returned.
+    pub async fn get(&self, key: &Key, spec: &Spec, now: u64) -> Result<Stored, CacheError> {
+        let slot = self.slot(key, now);
+        let mut guard = slot.value.lock().await;
+        if let Some(s) = guard.as_ref() {
+            if now < s.refresh_at && s.spec == *spec {
+                return Ok(s.clone());
+            }
+        }
+        match self.mint(key, spec, now).await {
+            Ok(fresh) => {
+                *guard = Some(fresh.clone());
+                drop(guard);
+                self.changed();
+                Ok(fresh)
+            }
+            Err(e) => match guard.as_ref() {
+                Some(s) if now < s.expires_at => {
+                    tracing::warn!(subject = %key.subject, error = %e, "renewal failed; serving the still-valid credential");
+                    Ok(s.clone())
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+        self.dirty.notify_one();
+    }
+
+    async fn mint(&self, key: &Key, spec: &Spec, now: u64) -> Result<Stored, CacheError> {
+        let (value, expires_at) = match key.kind {
+            Kind::Credential => {
+                let holder = lanyard_token::KeyPair::generate().map_err(|e| CacheError::Key(e.to_string()))?;
+                let req = CredentialRequest {
+                    subject: key.subject.clone(),
+                    audiences: key.audiences.clone(),
+                    networks: spec.networks.clone(),
+                    ttl_secs: spec.ttl_secs,
+                    attrs: spec.attrs.clone(),
+                };
+                let (jwt, exp) = self.authority.mint_credential(&req, holder.public(), now).await?;
+                (Value::Credential { seed: holder.seed_text(), jwt }, exp)
+            }
+            Kind::JwtSvid => {
+                let (token, exp) = self.authority.jwt_svid(&key.subject, &key.audiences, spec.ttl_secs, now).await?;
+                (Value::JwtSvid { token }, exp)
+            }
+            Kind::X509Svid => {
+                let svid = self.authority.x509_svid(&key.subject, spec.ttl_secs, now).await?;
+                let chain = svid.chain.iter().map(|c| STANDARD.encode(c)).collect();
+                (Value::X509Svid { chain, key: Zeroizing::new(STANDARD.encode(&svid.key_pkcs8)) }, svid.expires_at)
+            }
+        };
+        Ok(Stored { value, issued_at: now, expires_at, refresh_at: refresh_point(now, expires_at), spec: spec.clone() })
+    }
+
+    /// Re-mints every key past its refresh point. Run periodically.
+    pub async fn rotate_due(&self, now: u64) {
+        let due: Vec<(Key, Spec)> = {
+            let Ok(slots) = self.slots.lock() else { return };
+            slots
+                .iter()
+                .filter_map(|(k, s)| {
+                    let v = s.value.try_lock().ok()?;
+                    let st = v.as_ref()?;
+                    (now >= st.refresh_at).then(|| (k.clone(), st.spec.clone()))
+                })
+                .collect()
+        };
+        for (key, spec) in due {
+            if let Err(e) = self.get(&key, &spec, now).await {
+                tracing::warn!(subject = %key.subject, error = %e, "rotation failed");
+            }
+        }
+    }
+
+    /// Seconds until the soonest cached expiry (for metrics).
+    pub fn soonest_expiry(&self) -> Option<u64> {
+        let slots = self.slots.lock().ok()?;
+        slots.values().filter_map(|s| s.value.try_lock().ok().and_then(|v| v.as_ref().map(|x| x.expires_at))).min()
+    }
+
+    /// Loads the persisted cache, dropping anything expired or unreadable. A seed +
+    /// JWT credential must still verify against the org key and match its seed.
+    pub fn load(&self, now: u64) -> usize {
+        let Ok(text) = std::fs::read_to_string(&self.path) else { return 0 };
+        let Ok(file) = serde_json::from_str::<CacheFile>(&text) else {
+            tracing::warn!(path = %self.path.display(), "cache file unreadable; starting empty");
+            return 0;
+        };
+        let verifier = self.authority.verifier();
+        let mut n = 0;
+        for (key, stored) in file.entries {
+            if now >= stored.expires_at {
+                continue;
+            }
+            if let Value::Credential { seed, jwt } = &stored.value {
+                let ok = verifier.verify(jwt, now).ok().and_then(|t| t.holder()).zip(lanyard_token::KeyPair::from_seed_text(seed).ok());
+                if !ok.is_some_and(|(h, k)| h == k.public()) {
+                    continue;
+                }
+            }
+            let slot = self.slot(&key, now);
+            let loaded = match slot.value.try_lock() {
+                Ok(mut v) => {
+                    *v = Some(stored);
+                    true
+                }
+                Err(_) => false,
+            };
+            n += usize::from(loaded);
+        }
+        n
+    }
+
+    /// Writes the cache file (0600, atomically).
+    pub fn save(&self) -> std::io::Result<()> {
+        let entries: Vec<(Key, Stored)> = {
+            let Ok(slots) = self.slots.lock() else { return Ok(()) };
+            slots
+                .iter()
+                .filter_map(|(k, s)| s.value.try_lock().ok().and_then(|v| v.clone()).map(|v| (k.clone(), v)))
+                .collect()
+        };
+        let bytes = Zeroizing::new(serde_json::to_vec(&CacheFile { version: 1, entries }).map_err(std::io::Error::other)?);
+        write_atomic(&self.path, &bytes, 0o600, Replace::Yes)
+    }
+
+    /// Saves after changes, at most every `debounce`, until `stop` fires.
+    pub async fn persist_loop(self: Arc<Self>, debounce: std::time::Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = self.dirty.notified() => {}
+                _ = stop.changed() => break,
+            }
+            tokio::time::sleep(debounce).await;
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.save()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the credential cache; serving from memory"),
+                Err(e) => tracing::error!(error = %e, "cache writer panicked"),
+            }
+        }
+        let _ = self.save();
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    entries: Vec<(Key, Stored)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audience_sets_do_not_collide() {
+        let a = Key::new(Kind::JwtSvid, "spiffe://t/x", ["ab".to_owned(), "cd".to_owned()]);
+        let b = Key::new(Kind::JwtSvid, "spiffe://t/x", ["a".to_owned(), "bcd".to_owned()]);
+        assert_ne!(a, b);
+        let c = Key::new(Kind::JwtSvid, "spiffe://t/x", ["cd".to_owned(), "ab".to_owned(), "ab".to_owned()]);
+        assert_eq!(a, c);
+    }
+
+    #[test]
+    fn refresh_is_near_half_life() {
+        for _ in 0..100 {
+            let r = refresh_point(1000, 2000);
+            assert!((1400..=1500).contains(&r), "{r}");
+        }
+    }
+}

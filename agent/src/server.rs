@@ -1,0 +1,89 @@
+//! The Unix socket listener: each accepted connection is pinned to its peer
+//! process before gRPC sees a byte of it.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tonic::transport::server::Connected;
+
+use crate::peer::Peer;
+
+/// A connection and its pinned peer; tonic puts the peer in every request's extensions.
+#[derive(Debug)]
+pub struct PeerStream {
+    io: UnixStream,
+    peer: Arc<Peer>,
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = Arc<Peer>;
+    fn connect_info(&self) -> Arc<Peer> {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Binds the socket: parent directory created, a stale socket replaced (never a
+/// regular file), mode 0777 because access is decided by attestation.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt as _;
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists and is not a socket", path.display())));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    Ok(listener)
+}
+
+/// Accepted, pinned connections. A connection whose peer cannot be pinned is
+/// closed at once; accept errors (EMFILE, …) back off instead of spinning.
+pub fn incoming(listener: UnixListener) -> impl futures_util::Stream<Item = std::io::Result<PeerStream>> {
+    futures_util::stream::unfold(listener, |l| async move {
+        loop {
+            match l.accept().await {
+                Ok((io, _)) => match Peer::of(&io) {
+                    Ok(peer) => return Some((Ok(PeerStream { io, peer }), l)),
+                    Err(e) => tracing::warn!(error = %e, "closing a connection whose peer cannot be pinned"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+}
