@@ -55,14 +55,20 @@ fn bind_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildErro
 
 /// Binds everything for `config` and starts serving.
 pub async fn build(config: Config) -> Result<Bound, BuildError> {
-    let authority: Arc<dyn Authority> = Arc::new(LocalAuthority::load(&config.authority, &config.trust_domain, now())?);
-    std::fs::create_dir_all(&config.data_dir).map_err(bind_err(format!("data_dir {}", config.data_dir.display())))?;
+    let authority: Arc<dyn Authority> = Arc::new(LocalAuthority::load(
+        &config.authority,
+        &config.trust_domain,
+        now(),
+    )?);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(bind_err(format!("data_dir {}", config.data_dir.display())))?;
     let cache = Arc::new(Cache::new(authority.clone(), config.data_dir.clone()));
     let restored = cache.load(now());
     tracing::info!(restored, "credential cache loaded");
 
-    let attestors: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> =
-        vec![Box::new(lanyard_plugins::unix::UnixAttestor::new(config.unix_max_hash_bytes))];
+    let attestors: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> = vec![Box::new(
+        lanyard_plugins::unix::UnixAttestor::new(config.unix_max_hash_bytes),
+    )];
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
@@ -74,13 +80,23 @@ pub async fn build(config: Config) -> Result<Bound, BuildError> {
         nonces: Mutex::new(HashMap::new()),
     });
 
-    let listener = crate::server::bind(&config.socket_path).map_err(bind_err(format!("socket_path {}", config.socket_path.display())))?;
+    let listener = crate::server::bind(&config.socket_path).map_err(bind_err(format!(
+        "socket_path {}",
+        config.socket_path.display()
+    )))?;
     let mut tasks = Vec::new();
     let mut health_addr = None;
     if let Some(addr) = config.health_addr {
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(bind_err(format!("health_addr {addr}")))?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_err(format!("health_addr {addr}")))?;
         health_addr = l.local_addr().ok();
-        tasks.push(tokio::spawn(crate::health::serve(l, ctx.clone(), ready_rx, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(crate::health::serve(
+            l,
+            ctx.clone(),
+            ready_rx,
+            shutdown_rx.clone(),
+        )));
     }
 
     let mut stop = shutdown_rx.clone();
@@ -96,7 +112,10 @@ pub async fn build(config: Config) -> Result<Bound, BuildError> {
         }
     });
 
-    tasks.push(tokio::spawn(cache.clone().persist_loop(std::time::Duration::from_millis(200), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(cache.clone().persist_loop(
+        std::time::Duration::from_millis(200),
+        shutdown_rx.clone(),
+    )));
     let (rot_cache, mut rot_stop) = (cache.clone(), shutdown_rx.clone());
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -115,7 +134,15 @@ pub async fn build(config: Config) -> Result<Bound, BuildError> {
         let _ = ready_tx.send(false);
     }));
     tracing::info!(socket = %config.socket_path.display(), "lanyard agent ready");
-    Ok(Bound { socket_path: config.socket_path, health_addr, shutdown, server, cache, drain: config.drain_timeout, tasks })
+    Ok(Bound {
+        socket_path: config.socket_path,
+        health_addr,
+        shutdown,
+        server,
+        cache,
+        drain: config.drain_timeout,
+        tasks,
+    })
 }
 
 impl Bound {

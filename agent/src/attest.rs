@@ -58,24 +58,40 @@ impl Pipeline {
     }
 
     /// Selectors and entries for a process, synchronously (for `lanyard attest`).
-    pub fn attest_blocking(&self, process: &lanyard_plugins::ProcessRef) -> Result<AttestedWorkload, PipelineError> {
+    pub fn attest_blocking(
+        &self,
+        process: &lanyard_plugins::ProcessRef,
+    ) -> Result<AttestedWorkload, PipelineError> {
         let mut selectors = Vec::new();
         for a in &self.attestors {
-            selectors.extend(a.attest(process).map_err(|source| PipelineError::Attestor { plugin: a.name(), source })?);
+            selectors.extend(
+                a.attest(process)
+                    .map_err(|source| PipelineError::Attestor {
+                        plugin: a.name(),
+                        source,
+                    })?,
+            );
         }
         selectors.sort();
         selectors.dedup();
         let entries = self
             .entries
             .iter()
-            .filter(|e| e.selectors.iter().all(|s| selectors.binary_search(s).is_ok()))
+            .filter(|e| {
+                e.selectors
+                    .iter()
+                    .all(|s| selectors.binary_search(s).is_ok())
+            })
             .cloned()
             .collect();
         Ok(AttestedWorkload { selectors, entries })
     }
 
     /// Attests the caller on the blocking pool; returns the result and its latency.
-    pub async fn attest(self: &Arc<Self>, peer: &Arc<Peer>) -> (Result<AttestedWorkload, PipelineError>, f64) {
+    pub async fn attest(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+    ) -> (Result<AttestedWorkload, PipelineError>, f64) {
         let start = Instant::now();
         let (me, process) = (self.clone(), *peer.process());
         let res = tokio::task::spawn_blocking(move || me.attest_blocking(&process))

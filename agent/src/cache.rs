@@ -55,7 +55,11 @@ impl Key {
         let mut audiences: Vec<String> = audiences.into_iter().collect();
         audiences.sort();
         audiences.dedup();
-        Self { kind, subject: subject.to_owned(), audiences }
+        Self {
+            kind,
+            subject: subject.to_owned(),
+            audiences,
+        }
     }
 }
 
@@ -186,18 +190,28 @@ impl Cache {
 
     fn slot(&self, key: &Key, now: u64) -> Arc<Slot> {
         let Ok(mut slots) = self.slots.lock() else {
-            return Arc::new(Slot { value: tokio::sync::Mutex::new(None), last_used: AtomicU64::new(now) });
+            return Arc::new(Slot {
+                value: tokio::sync::Mutex::new(None),
+                last_used: AtomicU64::new(now),
+            });
         };
         if let Some(s) = slots.get(key) {
             s.last_used.store(now, Ordering::Relaxed);
             return s.clone();
         }
         if slots.len() >= MAX_ENTRIES {
-            if let Some(oldest) = slots.iter().min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed)).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = slots
+                .iter()
+                .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone())
+            {
                 slots.remove(&oldest);
             }
         }
-        let s = Arc::new(Slot { value: tokio::sync::Mutex::new(None), last_used: AtomicU64::new(now) });
+        let s = Arc::new(Slot {
+            value: tokio::sync::Mutex::new(None),
+            last_used: AtomicU64::new(now),
+        });
         slots.insert(key.clone(), s.clone());
         s
     }
@@ -238,7 +252,8 @@ impl Cache {
     async fn mint(&self, key: &Key, spec: &Spec, now: u64) -> Result<Stored, CacheError> {
         let (value, expires_at) = match key.kind {
             Kind::Credential => {
-                let holder = lanyard_token::KeyPair::generate().map_err(|e| CacheError::Key(e.to_string()))?;
+                let holder = lanyard_token::KeyPair::generate()
+                    .map_err(|e| CacheError::Key(e.to_string()))?;
                 let req = CredentialRequest {
                     subject: key.subject.clone(),
                     audiences: key.audiences.clone(),
@@ -246,20 +261,47 @@ impl Cache {
                     ttl_secs: spec.ttl_secs,
                     attrs: spec.attrs.clone(),
                 };
-                let (jwt, exp) = self.authority.mint_credential(&req, holder.public(), now).await?;
-                (Value::Credential { seed: holder.seed_text(), jwt }, exp)
+                let (jwt, exp) = self
+                    .authority
+                    .mint_credential(&req, holder.public(), now)
+                    .await?;
+                (
+                    Value::Credential {
+                        seed: holder.seed_text(),
+                        jwt,
+                    },
+                    exp,
+                )
             }
             Kind::JwtSvid => {
-                let (token, exp) = self.authority.jwt_svid(&key.subject, &key.audiences, spec.ttl_secs, now).await?;
+                let (token, exp) = self
+                    .authority
+                    .jwt_svid(&key.subject, &key.audiences, spec.ttl_secs, now)
+                    .await?;
                 (Value::JwtSvid { token }, exp)
             }
             Kind::X509Svid => {
-                let svid = self.authority.x509_svid(&key.subject, spec.ttl_secs, now).await?;
+                let svid = self
+                    .authority
+                    .x509_svid(&key.subject, spec.ttl_secs, now)
+                    .await?;
                 let chain = svid.chain.iter().map(|c| STANDARD.encode(c)).collect();
-                (Value::X509Svid { chain, key: Zeroizing::new(STANDARD.encode(&svid.key_pkcs8)) }, svid.expires_at)
+                (
+                    Value::X509Svid {
+                        chain,
+                        key: Zeroizing::new(STANDARD.encode(&svid.key_pkcs8)),
+                    },
+                    svid.expires_at,
+                )
             }
         };
-        Ok(Stored { value, issued_at: now, expires_at, refresh_at: refresh_point(now, expires_at), spec: spec.clone() })
+        Ok(Stored {
+            value,
+            issued_at: now,
+            expires_at,
+            refresh_at: refresh_point(now, expires_at),
+            spec: spec.clone(),
+        })
     }
 
     /// Re-mints every key past its refresh point. Run periodically.
@@ -285,13 +327,23 @@ impl Cache {
     /// Seconds until the soonest cached expiry (for metrics).
     pub fn soonest_expiry(&self) -> Option<u64> {
         let slots = self.slots.lock().ok()?;
-        slots.values().filter_map(|s| s.value.try_lock().ok().and_then(|v| v.as_ref().map(|x| x.expires_at))).min()
+        slots
+            .values()
+            .filter_map(|s| {
+                s.value
+                    .try_lock()
+                    .ok()
+                    .and_then(|v| v.as_ref().map(|x| x.expires_at))
+            })
+            .min()
     }
 
     /// Loads the persisted cache, dropping anything expired or unreadable. A seed +
     /// JWT credential must still verify against the org key and match its seed.
     pub fn load(&self, now: u64) -> usize {
-        let Ok(text) = std::fs::read_to_string(&self.path) else { return 0 };
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return 0;
+        };
         let Ok(file) = serde_json::from_str::<CacheFile>(&text) else {
             tracing::warn!(path = %self.path.display(), "cache file unreadable; starting empty");
             return 0;
@@ -303,7 +355,11 @@ impl Cache {
                 continue;
             }
             if let Value::Credential { seed, jwt } = &stored.value {
-                let ok = verifier.verify(jwt, now).ok().and_then(|t| t.holder()).zip(lanyard_token::KeyPair::from_seed_text(seed).ok());
+                let ok = verifier
+                    .verify(jwt, now)
+                    .ok()
+                    .and_then(|t| t.holder())
+                    .zip(lanyard_token::KeyPair::from_seed_text(seed).ok());
                 if !ok.is_some_and(|(h, k)| h == k.public()) {
                     continue;
                 }
@@ -324,18 +380,36 @@ impl Cache {
     /// Writes the cache file (0600, atomically).
     pub fn save(&self) -> std::io::Result<()> {
         let entries: Vec<(Key, Stored)> = {
-            let Ok(slots) = self.slots.lock() else { return Ok(()) };
+            let Ok(slots) = self.slots.lock() else {
+                return Ok(());
+            };
             slots
                 .iter()
-                .filter_map(|(k, s)| s.value.try_lock().ok().and_then(|v| v.clone()).map(|v| (k.clone(), v)))
+                .filter_map(|(k, s)| {
+                    s.value
+                        .try_lock()
+                        .ok()
+                        .and_then(|v| v.clone())
+                        .map(|v| (k.clone(), v))
+                })
                 .collect()
         };
-        let bytes = Zeroizing::new(serde_json::to_vec(&CacheFile { version: 1, entries }).map_err(std::io::Error::other)?);
+        let bytes = Zeroizing::new(
+            serde_json::to_vec(&CacheFile {
+                version: 1,
+                entries,
+            })
+            .map_err(std::io::Error::other)?,
+        );
         write_atomic(&self.path, &bytes, 0o600, Replace::Yes)
     }
 
     /// Saves after changes, at most every `debounce`, until `stop` fires.
-    pub async fn persist_loop(self: Arc<Self>, debounce: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    pub async fn persist_loop(
+        self: Arc<Self>,
+        debounce: std::time::Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
             tokio::select! {
                 () = self.dirty.notified() => {}
@@ -345,7 +419,9 @@ impl Cache {
             let me = self.clone();
             match tokio::task::spawn_blocking(move || me.save()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the credential cache; serving from memory"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot persist the credential cache; serving from memory")
+                }
                 Err(e) => tracing::error!(error = %e, "cache writer panicked"),
             }
         }
@@ -365,10 +441,22 @@ mod tests {
 
     #[test]
     fn audience_sets_do_not_collide() {
-        let a = Key::new(Kind::JwtSvid, "spiffe://t/x", ["ab".to_owned(), "cd".to_owned()]);
-        let b = Key::new(Kind::JwtSvid, "spiffe://t/x", ["a".to_owned(), "bcd".to_owned()]);
+        let a = Key::new(
+            Kind::JwtSvid,
+            "spiffe://t/x",
+            ["ab".to_owned(), "cd".to_owned()],
+        );
+        let b = Key::new(
+            Kind::JwtSvid,
+            "spiffe://t/x",
+            ["a".to_owned(), "bcd".to_owned()],
+        );
         assert_ne!(a, b);
-        let c = Key::new(Kind::JwtSvid, "spiffe://t/x", ["cd".to_owned(), "ab".to_owned(), "ab".to_owned()]);
+        let c = Key::new(
+            Kind::JwtSvid,
+            "spiffe://t/x",
+            ["cd".to_owned(), "ab".to_owned(), "ab".to_owned()],
+        );
         assert_eq!(a, c);
     }
 

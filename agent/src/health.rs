@@ -9,7 +9,11 @@ use tokio::sync::watch;
 
 use crate::api::{now, Ctx};
 
-async fn handle(ctx: Arc<Ctx>, ready: watch::Receiver<bool>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(
+    ctx: Arc<Ctx>,
+    ready: watch::Receiver<bool>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (code, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" => {
@@ -17,13 +21,19 @@ async fn handle(ctx: Arc<Ctx>, ready: watch::Receiver<bool>, req: Request<hyper:
             if *ready.borrow() && authority_ok {
                 (StatusCode::OK, "ready\n".to_owned())
             } else if !authority_ok {
-                (StatusCode::SERVICE_UNAVAILABLE, "not ready: the chain issuer credential has expired\n".to_owned())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: the chain issuer credential has expired\n".to_owned(),
+                )
             } else {
                 (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
             }
         }
         "/metrics" => {
-            let ttl = ctx.cache.soonest_expiry().map(|e| i64::try_from(e).unwrap_or(i64::MAX) - i64::try_from(now()).unwrap_or(0));
+            let ttl = ctx
+                .cache
+                .soonest_expiry()
+                .map(|e| i64::try_from(e).unwrap_or(i64::MAX) - i64::try_from(now()).unwrap_or(0));
             (StatusCode::OK, ctx.metrics.render(ctx.cache.len(), ttl))
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
@@ -34,7 +44,12 @@ async fn handle(ctx: Arc<Ctx>, ready: watch::Receiver<bool>, req: Request<hyper:
 }
 
 /// Serves until `shutdown` turns true.
-pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, ready: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: Arc<Ctx>,
+    ready: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
@@ -42,9 +57,12 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, ready: watc
         };
         let (ctx, ready) = (ctx.clone(), ready.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(ctx.clone(), ready.clone(), req));
+            let svc =
+                hyper::service::service_fn(move |req| handle(ctx.clone(), ready.clone(), req));
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
         });
     }
 }

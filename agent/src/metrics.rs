@@ -41,19 +41,33 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE lanyard_requests_total counter");
         if let Ok(m) = self.requests.lock() {
             for ((rpc, code), n) in m.iter() {
-                let _ = writeln!(out, "lanyard_requests_total{{rpc=\"{rpc}\",code=\"{code}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "lanyard_requests_total{{rpc=\"{rpc}\",code=\"{code}\"}} {n}"
+                );
             }
         }
         let _ = writeln!(out, "# TYPE lanyard_attestation_seconds histogram");
         if let Ok(h) = self.attest.lock() {
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "lanyard_attestation_seconds_bucket{{le=\"{b}\"}} {}", h.0[i]);
+                let _ = writeln!(
+                    out,
+                    "lanyard_attestation_seconds_bucket{{le=\"{b}\"}} {}",
+                    h.0[i]
+                );
             }
-            let _ = writeln!(out, "lanyard_attestation_seconds_bucket{{le=\"+Inf\"}} {}", h.1);
+            let _ = writeln!(
+                out,
+                "lanyard_attestation_seconds_bucket{{le=\"+Inf\"}} {}",
+                h.1
+            );
             let _ = writeln!(out, "lanyard_attestation_seconds_sum {}", h.2);
             let _ = writeln!(out, "lanyard_attestation_seconds_count {}", h.1);
         }
-        let _ = writeln!(out, "# TYPE lanyard_cache_entries gauge\nlanyard_cache_entries {cache_entries}");
+        let _ = writeln!(
+            out,
+            "# TYPE lanyard_cache_entries gauge\nlanyard_cache_entries {cache_entries}"
+        );
         if let Some(s) = secs_to_expiry {
             let _ = writeln!(out, "# TYPE lanyard_credential_expiry_seconds gauge\nlanyard_credential_expiry_seconds {s}");
         }

@@ -28,13 +28,21 @@ impl Connected for PeerStream {
 }
 
 impl AsyncRead for PeerStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PeerStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -43,7 +51,11 @@ impl AsyncWrite for PeerStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -60,7 +72,10 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt as _;
         if !meta.file_type().is_socket() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists and is not a socket", path.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
         }
         std::fs::remove_file(path)?;
     }
@@ -71,13 +86,17 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Accepted, pinned connections. A connection whose peer cannot be pinned is
 /// closed at once; accept errors (EMFILE, …) back off instead of spinning.
-pub fn incoming(listener: UnixListener) -> impl futures_util::Stream<Item = std::io::Result<PeerStream>> {
+pub fn incoming(
+    listener: UnixListener,
+) -> impl futures_util::Stream<Item = std::io::Result<PeerStream>> {
     futures_util::stream::unfold(listener, |l| async move {
         loop {
             match l.accept().await {
                 Ok((io, _)) => match Peer::of(&io) {
                     Ok(peer) => return Some((Ok(PeerStream { io, peer }), l)),
-                    Err(e) => tracing::warn!(error = %e, "closing a connection whose peer cannot be pinned"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "closing a connection whose peer cannot be pinned")
+                    }
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

@@ -15,11 +15,17 @@ const EXIT_CONFIG: u8 = 64;
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Runs an agent from a config file until SIGTERM.
@@ -57,13 +63,18 @@ pub fn dev(dir: Option<PathBuf>) -> Result<ExitCode> {
     init_logging();
     let (dir, temporary) = match dir {
         Some(d) => (d, false),
-        None => (std::env::temp_dir().join(format!("lanyard-dev-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("lanyard-dev-{}", std::process::id())),
+            true,
+        ),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let uid = rustix_uid();
     let result = (|| {
         if !dir.join("org/org.seed").exists() {
-            org::init(&InitArgs { out: dir.join("org") })?;
+            org::init(&InitArgs {
+                out: dir.join("org"),
+            })?;
             org::delegate_cmd(&DelegateArgs {
                 org_seed: dir.join("org/org.seed"),
                 out: dir.join("chain"),
@@ -95,15 +106,31 @@ ttl = "1h"
         std::fs::write(&config_path, config)?;
         let config = Config::load(&config_path).map_err(anyhow::Error::new)?;
         run(config, |bound| {
-            println!("lanyard dev: agent running for uid {uid} as spiffe://example.org/dev/uid/{uid}");
+            println!(
+                "lanyard dev: agent running for uid {uid} as spiffe://example.org/dev/uid/{uid}"
+            );
             println!("  socket:   {}", socket.display());
             if let Some(h) = bound.health_addr() {
                 println!("  health:   http://{h}/readyz   metrics: http://{h}/metrics");
             }
             println!("  org key:  {}", dir.join("org/org.public").display());
-            println!("\n  export SPIFFE_ENDPOINT_SOCKET=unix://{}", socket.display());
-            println!("  lanyard fetch --socket {} --out-dir {}/creds", socket.display(), dir.display());
-            println!("\nCtrl-C stops the agent{}.", if temporary { " and removes this directory" } else { "" });
+            println!(
+                "\n  export SPIFFE_ENDPOINT_SOCKET=unix://{}",
+                socket.display()
+            );
+            println!(
+                "  lanyard fetch --socket {} --out-dir {}/creds",
+                socket.display(),
+                dir.display()
+            );
+            println!(
+                "\nCtrl-C stops the agent{}.",
+                if temporary {
+                    " and removes this directory"
+                } else {
+                    ""
+                }
+            );
         })
     })();
     if temporary {
@@ -116,6 +143,11 @@ fn rustix_uid() -> u32 {
     // /proc/self/status is always there on Linux and needs no unsafe.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|u| u.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|u| u.parse().ok())
+        })
         .unwrap_or(0)
 }

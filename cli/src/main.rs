@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod agent_cmd;
 mod clock;
 mod demo;
+mod fetch;
 mod files;
 mod org;
 mod tokens;
@@ -41,6 +42,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Sidecar: write this process's credentials from the agent socket to files.
+    Fetch(fetch::FetchArgs),
     /// A complete local deployment (org, chain issuer, agent) until Ctrl-C.
     Dev {
         /// Keep everything here instead of a temporary directory.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Token(c) => tokens::run(c),
         Command::Agent { config } => agent_cmd::agent(&config),
         Command::Dev { dir } => agent_cmd::dev(dir),
+        Command::Fetch(a) => fetch::run(&a),
         Command::Demo { dir } => demo::run(dir).map(|()| ExitCode::SUCCESS),
     };
     match result {

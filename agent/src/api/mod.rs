@@ -50,13 +50,20 @@ pub type Stream<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> 
 
 impl Ctx {
     /// Header, peer and attestation, in that order; fails closed.
-    pub async fn authorize<T>(&self, req: &Request<T>, rpc: &'static str) -> Result<(Arc<Peer>, AttestedWorkload), Status> {
+    pub async fn authorize<T>(
+        &self,
+        req: &Request<T>,
+        rpc: &'static str,
+    ) -> Result<(Arc<Peer>, AttestedWorkload), Status> {
         let peer = self.check_header(req, rpc)?;
         let (res, secs) = self.pipeline.attest(&peer).await;
         self.metrics.attestation(secs);
         let attested = res.map_err(|e| {
             let status = match &e {
-                PipelineError::Attestor { source: lanyard_plugins::AttestError::ProcessGone(_), .. } => Status::unauthenticated(e.to_string()),
+                PipelineError::Attestor {
+                    source: lanyard_plugins::AttestError::ProcessGone(_),
+                    ..
+                } => Status::unauthenticated(e.to_string()),
                 _ => Status::permission_denied(format!("attestation failed: {e}")),
             };
             self.deny(rpc, &peer, status)
@@ -65,17 +72,30 @@ impl Ctx {
             let sel: Vec<&str> = attested.selectors().iter().map(|s| s.as_str()).collect();
             tracing::info!(rpc, pid = peer.process().pid, uid = peer.process().uid, selectors = ?sel, "denied: no entry matches the caller's selectors");
             self.metrics.request(rpc, tonic::Code::PermissionDenied);
-            return Err(Status::permission_denied("no identity issued: no registration entry matches this process"));
+            return Err(Status::permission_denied(
+                "no identity issued: no registration entry matches this process",
+            ));
         }
         Ok((peer, attested))
     }
 
     /// The header and the peer only (for calls that need no identity).
-    pub fn check_header<T>(&self, req: &Request<T>, rpc: &'static str) -> Result<Arc<Peer>, Status> {
-        if req.metadata().get(SECURITY_HEADER).and_then(|v| v.to_str().ok()) != Some("true") {
+    pub fn check_header<T>(
+        &self,
+        req: &Request<T>,
+        rpc: &'static str,
+    ) -> Result<Arc<Peer>, Status> {
+        if req
+            .metadata()
+            .get(SECURITY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            != Some("true")
+        {
             tracing::info!(rpc, "denied: missing {SECURITY_HEADER} header");
             self.metrics.request(rpc, tonic::Code::InvalidArgument);
-            return Err(Status::invalid_argument("security header missing from request"));
+            return Err(Status::invalid_argument(
+                "security header missing from request",
+            ));
         }
         req.extensions().get::<Arc<Peer>>().cloned().ok_or_else(|| {
             self.metrics.request(rpc, tonic::Code::Unauthenticated);
@@ -92,16 +112,27 @@ impl Ctx {
     /// The last check before anything leaves: the caller is still the process
     /// that connected. Otherwise nothing is sent.
     pub fn recheck(&self, rpc: &'static str, peer: &Peer) -> Result<(), Status> {
-        peer.still_same().map_err(|e| self.deny(rpc, peer, Status::unauthenticated(e.to_string())))
+        peer.still_same()
+            .map_err(|e| self.deny(rpc, peer, Status::unauthenticated(e.to_string())))
     }
 
     /// A cached credential for an entry.
-    pub async fn credential(&self, kind: Kind, entry: &Entry, audiences: impl IntoIterator<Item = String>, attrs: &AttestedWorkload) -> Result<Stored, Status> {
+    pub async fn credential(
+        &self,
+        kind: Kind,
+        entry: &Entry,
+        audiences: impl IntoIterator<Item = String>,
+        attrs: &AttestedWorkload,
+    ) -> Result<Stored, Status> {
         let key = Key::new(kind, &entry.subject, audiences);
         let spec = Spec {
             ttl_secs: entry.ttl_secs,
             networks: entry.networks.clone(),
-            attrs: if kind == Kind::Credential { attrs.selectors().iter().map(ToString::to_string).collect() } else { Vec::new() },
+            attrs: if kind == Kind::Credential {
+                attrs.selectors().iter().map(ToString::to_string).collect()
+            } else {
+                Vec::new()
+            },
         };
         self.cache.get(&key, &spec, now()).await.map_err(|e| {
             tracing::warn!(subject = %entry.subject, error = %e, "cannot mint");
@@ -111,7 +142,12 @@ impl Ctx {
 
     /// Runs `make` now and on every cache change until the client leaves or the
     /// agent shuts down, sending each result after a recheck of the caller.
-    pub fn stream<T, F, Fut>(self: &Arc<Self>, rpc: &'static str, peer: Arc<Peer>, make: F) -> Stream<T>
+    pub fn stream<T, F, Fut>(
+        self: &Arc<Self>,
+        rpc: &'static str,
+        peer: Arc<Peer>,
+        make: F,
+    ) -> Stream<T>
     where
         T: Send + PartialEq + Clone + 'static,
         F: Fn(Arc<Ctx>) -> Fut + Send + 'static,
@@ -124,7 +160,9 @@ impl Ctx {
             let mut shutdown = ctx.shutdown.clone();
             let mut last: Option<T> = None;
             loop {
-                let msg = make(ctx.clone()).await.and_then(|m| ctx.recheck(rpc, &peer).map(|()| m));
+                let msg = make(ctx.clone())
+                    .await
+                    .and_then(|m| ctx.recheck(rpc, &peer).map(|()| m));
                 let failed = msg.is_err();
                 if let Ok(m) = &msg {
                     if last.as_ref() == Some(m) {

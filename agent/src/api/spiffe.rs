@@ -6,9 +6,9 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use lanyard_proto::spiffe::{
-    spiffe_workload_api_server::SpiffeWorkloadApi, JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest,
-    JwtsvidResponse, ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
-    X509svid, X509svidRequest, X509svidResponse,
+    spiffe_workload_api_server::SpiffeWorkloadApi, JwtBundlesRequest, JwtBundlesResponse, Jwtsvid,
+    JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest, ValidateJwtsvidResponse,
+    X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest, X509svidResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -34,8 +34,12 @@ fn to_prost(v: &serde_json::Value) -> prost_types::Value {
         serde_json::Value::Bool(b) => K::BoolValue(*b),
         serde_json::Value::Number(n) => K::NumberValue(n.as_f64().unwrap_or_default()),
         serde_json::Value::String(s) => K::StringValue(s.clone()),
-        serde_json::Value::Array(a) => K::ListValue(prost_types::ListValue { values: a.iter().map(to_prost).collect() }),
-        serde_json::Value::Object(o) => K::StructValue(prost_types::Struct { fields: o.iter().map(|(k, v)| (k.clone(), to_prost(v))).collect() }),
+        serde_json::Value::Array(a) => K::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_prost).collect(),
+        }),
+        serde_json::Value::Object(o) => K::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), to_prost(v))).collect(),
+        }),
     };
     prost_types::Value { kind: Some(kind) }
 }
@@ -46,7 +50,10 @@ impl SpiffeWorkloadApi for SpiffeService {
     type FetchX509BundlesStream = Stream<X509BundlesResponse>;
     type FetchJWTBundlesStream = Stream<JwtBundlesResponse>;
 
-    async fn fetch_x509svid(&self, req: Request<X509svidRequest>) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+    async fn fetch_x509svid(
+        &self,
+        req: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         const RPC: &str = "FetchX509SVID";
         let (peer, attested) = self.0.authorize(&req, RPC).await?;
         let stream = self.0.stream(RPC, peer, move |ctx| {
@@ -54,10 +61,18 @@ impl SpiffeWorkloadApi for SpiffeService {
             async move {
                 let bundle = x509_bundle(&ctx);
                 let mut svids = Vec::new();
-                for e in attested.entries().iter().filter(|e| e.subject.starts_with("spiffe://")) {
+                for e in attested
+                    .entries()
+                    .iter()
+                    .filter(|e| e.subject.starts_with("spiffe://"))
+                {
                     let s = ctx.credential(Kind::X509Svid, e, [], &attested).await?;
                     if let Value::X509Svid { chain, key } = &s.value {
-                        let der: Vec<u8> = chain.iter().filter_map(|c| STANDARD.decode(c).ok()).flatten().collect();
+                        let der: Vec<u8> = chain
+                            .iter()
+                            .filter_map(|c| STANDARD.decode(c).ok())
+                            .flatten()
+                            .collect();
                         svids.push(X509svid {
                             spiffe_id: e.subject.clone(),
                             x509_svid: der,
@@ -68,24 +83,39 @@ impl SpiffeWorkloadApi for SpiffeService {
                     }
                 }
                 if svids.is_empty() {
-                    return Err(Status::permission_denied("no SPIFFE identity issued to this process"));
+                    return Err(Status::permission_denied(
+                        "no SPIFFE identity issued to this process",
+                    ));
                 }
-                Ok(X509svidResponse { svids, crl: Vec::new(), federated_bundles: HashMap::new() })
+                Ok(X509svidResponse {
+                    svids,
+                    crl: Vec::new(),
+                    federated_bundles: HashMap::new(),
+                })
             }
         });
         Ok(Response::new(stream))
     }
 
-    async fn fetch_x509_bundles(&self, req: Request<X509BundlesRequest>) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         const RPC: &str = "FetchX509Bundles";
         let (peer, _) = self.0.authorize(&req, RPC).await?;
         let stream = self.0.stream(RPC, peer, |ctx| async move {
-            Ok(X509BundlesResponse { crl: Vec::new(), bundles: HashMap::from([(td_id(&ctx), x509_bundle(&ctx))]) })
+            Ok(X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: HashMap::from([(td_id(&ctx), x509_bundle(&ctx))]),
+            })
         });
         Ok(Response::new(stream))
     }
 
-    async fn fetch_jwtsvid(&self, req: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
         const RPC: &str = "FetchJWTSVID";
         if req.get_ref().audience.iter().all(String::is_empty) {
             self.0.check_header(&req, RPC)?;
@@ -94,33 +124,58 @@ impl SpiffeWorkloadApi for SpiffeService {
         }
         let (peer, attested) = self.0.authorize(&req, RPC).await?;
         let want = &req.get_ref().spiffe_id;
-        let audiences: Vec<String> = req.get_ref().audience.iter().filter(|a| !a.is_empty()).cloned().collect();
+        let audiences: Vec<String> = req
+            .get_ref()
+            .audience
+            .iter()
+            .filter(|a| !a.is_empty())
+            .cloned()
+            .collect();
         let mut svids = Vec::new();
-        for e in attested.entries().iter().filter(|e| e.subject.starts_with("spiffe://") && (want.is_empty() || *want == e.subject)) {
-            let s = self.0.credential(Kind::JwtSvid, e, audiences.clone(), &attested).await?;
+        for e in attested.entries().iter().filter(|e| {
+            e.subject.starts_with("spiffe://") && (want.is_empty() || *want == e.subject)
+        }) {
+            let s = self
+                .0
+                .credential(Kind::JwtSvid, e, audiences.clone(), &attested)
+                .await?;
             if let Value::JwtSvid { token } = s.value {
-                svids.push(Jwtsvid { spiffe_id: e.subject.clone(), svid: token, hint: String::new() });
+                svids.push(Jwtsvid {
+                    spiffe_id: e.subject.clone(),
+                    svid: token,
+                    hint: String::new(),
+                });
             }
         }
         if svids.is_empty() {
             self.0.metrics.request(RPC, tonic::Code::PermissionDenied);
-            return Err(Status::permission_denied("no identity issued for the requested SPIFFE ID"));
+            return Err(Status::permission_denied(
+                "no identity issued for the requested SPIFFE ID",
+            ));
         }
         self.0.recheck(RPC, &peer)?;
         self.0.metrics.request(RPC, tonic::Code::Ok);
         Ok(Response::new(JwtsvidResponse { svids }))
     }
 
-    async fn fetch_jwt_bundles(&self, req: Request<JwtBundlesRequest>) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         const RPC: &str = "FetchJWTBundles";
         let (peer, _) = self.0.authorize(&req, RPC).await?;
         let stream = self.0.stream(RPC, peer, |ctx| async move {
-            Ok(JwtBundlesResponse { bundles: HashMap::from([(td_id(&ctx), ctx.authority.bundle().jwks)]) })
+            Ok(JwtBundlesResponse {
+                bundles: HashMap::from([(td_id(&ctx), ctx.authority.bundle().jwks)]),
+            })
         });
         Ok(Response::new(stream))
     }
 
-    async fn validate_jwtsvid(&self, req: Request<ValidateJwtsvidRequest>) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         const RPC: &str = "ValidateJWTSVID";
         let peer = self.0.check_header(&req, RPC)?;
         let r = req.get_ref();
@@ -132,14 +187,28 @@ impl SpiffeWorkloadApi for SpiffeService {
             self.0.metrics.request(RPC, tonic::Code::InvalidArgument);
             return Err(Status::invalid_argument("svid must be specified"));
         }
-        let claims = self.0.authority.validate_jwt_svid(&r.svid, &r.audience, now()).map_err(|e| {
-            self.0.metrics.request(RPC, tonic::Code::InvalidArgument);
-            Status::invalid_argument(format!("invalid JWT-SVID: {e}"))
-        })?;
+        let claims = self
+            .0
+            .authority
+            .validate_jwt_svid(&r.svid, &r.audience, now())
+            .map_err(|e| {
+                self.0.metrics.request(RPC, tonic::Code::InvalidArgument);
+                Status::invalid_argument(format!("invalid JWT-SVID: {e}"))
+            })?;
         self.0.recheck(RPC, &peer)?;
         self.0.metrics.request(RPC, tonic::Code::Ok);
-        let spiffe_id = claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default().to_owned();
-        let fields = claims.iter().map(|(k, v)| (k.clone(), to_prost(v))).collect();
-        Ok(Response::new(ValidateJwtsvidResponse { spiffe_id, claims: Some(prost_types::Struct { fields }) }))
+        let spiffe_id = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let fields = claims
+            .iter()
+            .map(|(k, v)| (k.clone(), to_prost(v)))
+            .collect();
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id,
+            claims: Some(prost_types::Struct { fields }),
+        }))
     }
 }

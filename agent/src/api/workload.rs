@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use lanyard_proto::workload::{
-    credentials_server::Credentials, Credential, FetchCredentialsRequest, FetchCredentialsResponse, GetNonceRequest,
-    GetNonceResponse, SignPublicKeyRequest, SignPublicKeyResponse,
+    credentials_server::Credentials, Credential, FetchCredentialsRequest, FetchCredentialsResponse,
+    GetNonceRequest, GetNonceResponse, SignPublicKeyRequest, SignPublicKeyResponse,
 };
 use lanyard_token::{pop, PublicKey};
 use tonic::{Request, Response, Status};
@@ -26,7 +26,10 @@ pub struct CredentialsService(pub Arc<Ctx>);
 impl Credentials for CredentialsService {
     type FetchCredentialsStream = Stream<FetchCredentialsResponse>;
 
-    async fn fetch_credentials(&self, req: Request<FetchCredentialsRequest>) -> Result<Response<Self::FetchCredentialsStream>, Status> {
+    async fn fetch_credentials(
+        &self,
+        req: Request<FetchCredentialsRequest>,
+    ) -> Result<Response<Self::FetchCredentialsStream>, Status> {
         const RPC: &str = "FetchCredentials";
         let (peer, attested) = self.0.authorize(&req, RPC).await?;
         let extra = req.into_inner().audiences;
@@ -54,13 +57,20 @@ impl Credentials for CredentialsService {
         Ok(Response::new(stream))
     }
 
-    async fn get_nonce(&self, req: Request<GetNonceRequest>) -> Result<Response<GetNonceResponse>, Status> {
+    async fn get_nonce(
+        &self,
+        req: Request<GetNonceRequest>,
+    ) -> Result<Response<GetNonceResponse>, Status> {
         const RPC: &str = "GetNonce";
         let (peer, _) = self.0.authorize(&req, RPC).await?;
         let nonce = pop::new_nonce().map_err(|e| Status::internal(e.to_string()))?;
         let now = now();
         {
-            let mut n = self.0.nonces.lock().map_err(|_| Status::internal("nonce store poisoned"))?;
+            let mut n = self
+                .0
+                .nonces
+                .lock()
+                .map_err(|_| Status::internal("nonce store poisoned"))?;
             n.retain(|_, (_, exp)| *exp > now);
             if n.len() >= MAX_NONCES {
                 return Err(Status::resource_exhausted("too many outstanding nonces"));
@@ -72,24 +82,50 @@ impl Credentials for CredentialsService {
         Ok(Response::new(GetNonceResponse { nonce }))
     }
 
-    async fn sign_public_key(&self, req: Request<SignPublicKeyRequest>) -> Result<Response<SignPublicKeyResponse>, Status> {
+    async fn sign_public_key(
+        &self,
+        req: Request<SignPublicKeyRequest>,
+    ) -> Result<Response<SignPublicKeyResponse>, Status> {
         const RPC: &str = "SignPublicKey";
         let (peer, attested) = self.0.authorize(&req, RPC).await?;
         let r = req.into_inner();
         // The nonce is single use and bound to the process that asked for it.
-        let owner = self.0.nonces.lock().ok().and_then(|mut n| n.remove(&r.nonce));
+        let owner = self
+            .0
+            .nonces
+            .lock()
+            .ok()
+            .and_then(|mut n| n.remove(&r.nonce));
         match owner {
             Some((pid, exp)) if pid == peer.process().pid && exp > now() => {}
-            _ => return Err(Status::permission_denied("unknown, expired or foreign nonce")),
+            _ => {
+                return Err(Status::permission_denied(
+                    "unknown, expired or foreign nonce",
+                ))
+            }
         }
-        let key = PublicKey::from_hex(&r.public_key, false).map_err(|e| Status::invalid_argument(format!("public_key: {e}")))?;
-        pop::check(&key, r.nonce.as_bytes(), &r.signature).map_err(|e| Status::permission_denied(format!("proof of possession: {e}")))?;
+        let key = PublicKey::from_hex(&r.public_key, false)
+            .map_err(|e| Status::invalid_argument(format!("public_key: {e}")))?;
+        pop::check(&key, r.nonce.as_bytes(), &r.signature)
+            .map_err(|e| Status::permission_denied(format!("proof of possession: {e}")))?;
         let entry = match (r.subject.is_empty(), attested.entries()) {
             (true, [only]) => only,
-            (true, _) => return Err(Status::invalid_argument("caller has several identities: name the subject")),
-            (false, all) => all.iter().find(|e| e.subject == r.subject).ok_or_else(|| Status::permission_denied("subject not issued to this process"))?,
+            (true, _) => {
+                return Err(Status::invalid_argument(
+                    "caller has several identities: name the subject",
+                ))
+            }
+            (false, all) => all
+                .iter()
+                .find(|e| e.subject == r.subject)
+                .ok_or_else(|| Status::permission_denied("subject not issued to this process"))?,
         };
-        let mut audiences: Vec<String> = entry.audiences.iter().chain(&r.audiences).cloned().collect();
+        let mut audiences: Vec<String> = entry
+            .audiences
+            .iter()
+            .chain(&r.audiences)
+            .cloned()
+            .collect();
         audiences.sort();
         audiences.dedup();
         let creq = CredentialRequest {
@@ -97,9 +133,18 @@ impl Credentials for CredentialsService {
             audiences,
             networks: entry.networks.clone(),
             ttl_secs: entry.ttl_secs,
-            attrs: attested.selectors().iter().map(ToString::to_string).collect(),
+            attrs: attested
+                .selectors()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         };
-        let (jwt, exp) = self.0.authority.mint_credential(&creq, key, now()).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let (jwt, exp) = self
+            .0
+            .authority
+            .mint_credential(&creq, key, now())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         self.0.recheck(RPC, &peer)?;
         self.0.metrics.request(RPC, tonic::Code::Ok);
         Ok(Response::new(SignPublicKeyResponse {
