@@ -8,6 +8,7 @@ pub mod app;
 pub mod attest;
 pub mod authority;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod fsutil;
 pub mod health;

@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use base64::Engine as _;
 use clap::Args;
+use lanyard_agent::client::{connect, with_header};
 use lanyard_agent::fsutil::{write_atomic, Replace};
 use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::spiffe::{JwtsvidRequest, X509svidRequest};
 use lanyard_proto::workload::credentials_client::CredentialsClient;
 use lanyard_proto::workload::FetchCredentialsRequest;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
@@ -38,31 +39,6 @@ pub struct FetchArgs {
     /// Run this command once the files exist, and restart it after each update.
     #[arg(long, num_args = 1.., allow_hyphen_values = true, conflicts_with = "signal")]
     pub exec: Vec<String>,
-}
-
-/// A gRPC channel over the agent's Unix socket.
-pub async fn connect(socket: &Path) -> Result<Channel> {
-    let path = socket.to_path_buf();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .with_context(|| format!("cannot connect to the agent at {}", socket.display()))
-}
-
-fn with_header<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "workload.spiffe.io",
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
-    r
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -217,7 +193,9 @@ pub fn run(a: &FetchArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let channel = connect(&a.socket).await?;
+        let channel = connect(&a.socket)
+            .await
+            .with_context(|| format!("cannot connect to the agent at {}", a.socket.display()))?;
         let mut child = None;
         let mut last: Option<Vec<(String, Vec<u8>, u32)>> = None;
         loop {

@@ -1,0 +1,380 @@
+//! End-to-end: the real `lanyard agent` binary, the real Rust `spiffe` client,
+//! openssl for X.509 chain checks, and `setpriv` for another uid.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Stdio};
+
+use lanyard_agent::client::{connect, with_header};
+use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use lanyard_proto::spiffe::JwtsvidRequest;
+use lanyard_proto::workload::credentials_client::CredentialsClient;
+use lanyard_proto::workload::FetchCredentialsRequest;
+use lanyard_tests::{lanyard, my_uid, Deployment};
+use spiffe::{WorkloadApiClient, X509Svid};
+
+fn entries(uid: u32) -> String {
+    format!(
+        "[[entries]]\nsubject = \"spiffe://example.org/e2e\"\nselectors = [\"unix:uid:{uid}\"]\nttl = \"1h\"\naudiences = [\"mqtt\"]\n\
+         [[entries]]\nsubject = \"spiffe://example.org/nobody\"\nselectors = [\"unix:uid:{uid}\", \"unix:path:/nonexistent\"]\n"
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn pem(der: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for c in der.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            b64.push(if i <= c.len() {
+                T[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for c in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(c).unwrap());
+        out.push('\n');
+    }
+    out + "-----END CERTIFICATE-----\n"
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    let mut c = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn rust_spiffe_client_gets_and_validates_svids() {
+    let d = Deployment::new("spiffe-rs", &entries(my_uid()));
+    let _agent = d.start();
+    rt().block_on(async {
+        let client = WorkloadApiClient::connect_to(format!("unix:{}", d.socket().display()))
+            .await
+            .unwrap();
+
+        // JWT-SVID: fetched, validated by the agent, and validated locally by the
+        // spiffe crate against the JWT bundle the agent publishes.
+        let svid = client.fetch_jwt_svid(["billing"], None).await.unwrap();
+        assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/e2e");
+        let validated = client
+            .validate_jwt_token(["billing"], svid.token())
+            .await
+            .unwrap();
+        assert_eq!(validated.spiffe_id(), svid.spiffe_id());
+        assert!(
+            client
+                .validate_jwt_token(["other"], svid.token())
+                .await
+                .is_err(),
+            "wrong audience accepted"
+        );
+        let bundles = client.fetch_jwt_bundles().await.unwrap();
+        let local =
+            spiffe::JwtSvid::parse_and_validate(svid.token(), &bundles, &["billing"]).unwrap();
+        assert_eq!(local.spiffe_id(), svid.spiffe_id());
+        // The same audience set again is served from the cache.
+        let again = client.fetch_jwt_svid(["billing"], None).await.unwrap();
+        assert_eq!(again.token(), svid.token());
+
+        // X.509-SVID: one URI SAN, and its chain verifies to the bundle (openssl).
+        let x: X509Svid = client.fetch_x509_svid().await.unwrap();
+        assert_eq!(x.spiffe_id().to_string(), "spiffe://example.org/e2e");
+        let xb = client.fetch_x509_bundles().await.unwrap();
+        let td = spiffe::TrustDomain::new("example.org").unwrap();
+        let bundle = xb.get(&td).unwrap();
+        let roots = bundle.authorities();
+        assert!(!roots.is_empty());
+        let chain: String = x.cert_chain().iter().map(|c| pem(c.as_ref())).collect();
+        let root: String = roots.iter().map(|c| pem(c.as_ref())).collect();
+        std::fs::write(d.dir.join("leaf.pem"), pem(x.cert_chain()[0].as_ref())).unwrap();
+        std::fs::write(d.dir.join("chain.pem"), chain).unwrap();
+        std::fs::write(d.dir.join("root.pem"), &root).unwrap();
+        let out = openssl(
+            &d.dir.0,
+            &[
+                "verify",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "chain.pem",
+                "-purpose",
+                "sslclient",
+                "leaf.pem",
+            ],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "openssl: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The bundle's root key is the org public key: one anchor.
+        let org_public = std::fs::read_to_string(d.dir.join("org/org.public")).unwrap();
+        let spki = openssl(
+            &d.dir.0,
+            &["x509", "-noout", "-pubkey", "-in", "root.pem"],
+            b"",
+        );
+        let der = openssl(
+            &d.dir.0,
+            &["pkey", "-pubin", "-outform", "DER"],
+            &spki.stdout,
+        );
+        assert!(
+            lanyard_token::hex::encode(&der.stdout).ends_with(&org_public),
+            "root key is not the org key"
+        );
+    });
+}
+
+#[test]
+fn header_audience_and_identity_errors_use_spiffe_codes() {
+    let d = Deployment::new("codes", &entries(my_uid()));
+    let _agent = d.start();
+    rt().block_on(async {
+        let ch = connect(&d.socket()).await.unwrap();
+        let mut c = SpiffeWorkloadApiClient::new(ch.clone());
+        let req = JwtsvidRequest {
+            audience: vec!["a".into()],
+            spiffe_id: String::new(),
+        };
+        let err = c.fetch_jwtsvid(tonic::Request::new(req)).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "no header: {err:?}"
+        );
+        let err = c
+            .fetch_jwtsvid(with_header(JwtsvidRequest {
+                audience: vec![],
+                spiffe_id: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "empty audience: {err:?}"
+        );
+        let err = c
+            .fetch_jwtsvid(with_header(JwtsvidRequest {
+                audience: vec!["a".into()],
+                spiffe_id: "spiffe://example.org/nobody".into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::PermissionDenied,
+            "identity not issued to caller: {err:?}"
+        );
+        let mut creds = CredentialsClient::new(ch);
+        let err = creds
+            .fetch_credentials(tonic::Request::new(FetchCredentialsRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    });
+}
+
+#[test]
+fn another_uid_is_denied() {
+    let d = Deployment::new("uid", &entries(my_uid()));
+    let agent = d.start();
+    let never = d.dir.join("never-written");
+    // The socket is 0777: the caller's uid, not file permissions, decides.
+    let out = Command::new("setpriv")
+        .args(["--reuid", "54321", "--regid", "54321", "--clear-groups"])
+        .arg(lanyard_tests::lanyard_bin())
+        .args([
+            "fetch",
+            "--socket",
+            d.socket().to_str().unwrap(),
+            "--out-dir",
+            never.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uid 54321 got credentials");
+    assert!(err.contains("PermissionDenied"), "{err}");
+    assert!(!never.exists());
+    assert!(
+        agent.log().contains("no entry matches"),
+        "denial not logged: {}",
+        agent.log()
+    );
+}
+
+#[test]
+fn seed_and_jwt_verify_against_the_org_key() {
+    let d = Deployment::new("seedjwt", &entries(my_uid()));
+    let _agent = d.start();
+    let out_dir = d.dir.join("creds");
+    let out = lanyard(&[
+        "fetch",
+        "--socket",
+        d.socket().to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--audience",
+        "billing",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = out_dir.join("credential.jwt");
+    let org = d.dir.join("org/org.public");
+    let v = lanyard(&[
+        "token",
+        "verify",
+        "--json",
+        "--org-public",
+        org.to_str().unwrap(),
+        "--audience",
+        "mqtt",
+        jwt.to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let claims: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(claims["claims"]["sub"], "spiffe://example.org/e2e");
+    // The seed the workload got is the key the token names.
+    let seed = lanyard_token::KeyPair::from_seed_text(
+        &std::fs::read_to_string(out_dir.join("credential.seed")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["claims"]["public_key"], seed.public().to_hex());
+    for f in ["credential.seed", "svid.key", "jwt_svid.billing.token"] {
+        assert_eq!(
+            std::fs::metadata(out_dir.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600,
+            "{f}"
+        );
+    }
+    // Proof of possession with the delivered seed.
+    let nonce = d.dir.join("nonce");
+    std::fs::write(&nonce, "e2e-nonce").unwrap();
+    let sig = lanyard(&[
+        "token",
+        "prove",
+        "--seed",
+        out_dir.join("credential.seed").to_str().unwrap(),
+        "--nonce-file",
+        nonce.to_str().unwrap(),
+    ]);
+    let sig = String::from_utf8(sig.stdout).unwrap();
+    let ok = lanyard(&[
+        "token",
+        "check-proof",
+        "--token",
+        jwt.to_str().unwrap(),
+        "--nonce-file",
+        nonce.to_str().unwrap(),
+        "--signature",
+        sig.trim(),
+        "--org-public",
+        org.to_str().unwrap(),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn restart_after_kill9_serves_the_persisted_credential() {
+    let d = Deployment::new("restart", &entries(my_uid()));
+    let fetch = |dir: &str| {
+        let out_dir = d.dir.join(dir);
+        let out = lanyard(&[
+            "fetch",
+            "--socket",
+            d.socket().to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = |f: &str| std::fs::read_to_string(out_dir.join(f)).unwrap();
+        (
+            read("credential.jwt"),
+            read("credential.seed"),
+            read("svid.pem"),
+        )
+    };
+    let agent = d.start();
+    let first = fetch("a");
+    // The cache is written within the debounce (200 ms) of a change.
+    let cache = d.dir.join("data/cache.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&cache)
+        .is_ok_and(|s| s.contains(first.0.trim()) && s.contains("x509_svid"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cache never persisted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    agent.kill9();
+    let agent = d.start();
+    let second = fetch("b");
+    assert_eq!(
+        first, second,
+        "restarted agent minted anew instead of serving its persisted cache"
+    );
+    // SIGTERM drains and exits cleanly.
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn bad_config_exits_64_naming_the_key() {
+    let d = Deployment::new("badconf", "[[entries]]\nsubject = \"spiffe://example.org/x\"\nselectors = [\"unix:uid:0\"]\nttl = \"forever\"\n");
+    let out = lanyard(&[
+        "agent",
+        "--config",
+        d.dir.join("agent.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("entries[0].ttl") && err.contains("forever"),
+        "{err}"
+    );
+}
