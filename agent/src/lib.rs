@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod attest;
 pub mod authority;
+pub mod authority_fix;
 pub mod cache;
 pub mod client;
 pub mod config;

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::Connected;
 
+use crate::authority_fix::Rewriter;
 use crate::peer::Peer;
 
 /// A connection and its pinned peer; tonic puts the peer in every request's extensions.
@@ -18,6 +19,8 @@ use crate::peer::Peer;
 pub struct PeerStream {
     io: UnixStream,
     peer: Arc<Peer>,
+    fix: Rewriter,
+    eof: bool,
 }
 
 impl Connected for PeerStream {
@@ -33,7 +36,29 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let me = self.get_mut();
+        loop {
+            if me.fix.has_output() {
+                let n = me.fix.drain_into(buf.initialize_unfilled());
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if me.eof {
+                return Poll::Ready(Ok(()));
+            }
+            // Everything from the client passes through the `:authority` rewriter.
+            let mut tmp = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut tmp);
+            match Pin::new(&mut me.io).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    me.fix.finish();
+                    me.eof = true;
+                }
+                Poll::Ready(Ok(())) => me.fix.feed(rb.filled()),
+            }
+        }
     }
 }
 
@@ -93,7 +118,17 @@ pub fn incoming(
         loop {
             match l.accept().await {
                 Ok((io, _)) => match Peer::of(&io) {
-                    Ok(peer) => return Some((Ok(PeerStream { io, peer }), l)),
+                    Ok(peer) => {
+                        return Some((
+                            Ok(PeerStream {
+                                io,
+                                peer,
+                                fix: Rewriter::default(),
+                                eof: false,
+                            }),
+                            l,
+                        ))
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "closing a connection whose peer cannot be pinned")
                     }
