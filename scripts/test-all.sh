@@ -8,6 +8,17 @@ cd "$(dirname "$0")/.."
 # Tests run on 2 cores; keep the linker and test threads from oversubscribing.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+echo "== test components"
+# A Python venv with the PyPI spiffe package (grpc C-core) for the interop tests.
+if [ ! -x target/py-venv/bin/python ] || ! target/py-venv/bin/python -c 'import spiffe' 2>/dev/null; then
+  python3 -m venv target/py-venv
+  target/py-venv/bin/pip install --quiet 'spiffe==0.3.2'
+fi
+# openssl (X.509 chain checks) and setpriv (another uid) come with Debian; make sure.
+command -v openssl >/dev/null && command -v setpriv >/dev/null || {
+  apt-get update -qq && apt-get install -y -qq openssl util-linux >/dev/null
+}
+
 echo "== format"
 cargo fmt --all --check
 echo "== clippy (warnings are errors)"

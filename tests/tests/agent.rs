@@ -378,3 +378,28 @@ fn bad_config_exits_64_naming_the_key() {
         "{err}"
     );
 }
+
+/// The venv `scripts/test-all.sh` creates with the PyPI `spiffe` package.
+fn python() -> std::path::PathBuf {
+    let p = std::env::var_os("LANYARD_PYTHON").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    assert!(p.exists(), "{} missing: scripts/test-all.sh creates the venv with the spiffe package", p.display());
+    p
+}
+
+#[test]
+fn python_spiffe_client_over_grpc_c_core() {
+    let d = Deployment::new("python", &entries(my_uid()));
+    let agent = d.start();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/spiffe_client.py");
+    let out = Command::new(python()).arg(script).arg(d.socket()).output().unwrap();
+    assert!(out.status.success(), "python client failed: {}\nagent log:\n{}", String::from_utf8_lossy(&out.stderr), agent.log());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["jwt_spiffe_id"], "spiffe://example.org/e2e");
+    assert_eq!(v["jwt_audience"], serde_json::json!(["billing"]));
+    assert_eq!(v["x509_spiffe_id"], "spiffe://example.org/e2e");
+    assert_eq!(v["x509_chain_len"], 2);
+    assert_eq!(v["x509_bundle_roots"], 1);
+}
