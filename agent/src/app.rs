@@ -44,6 +44,7 @@ pub struct Bound {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
     drain: std::time::Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -53,8 +54,24 @@ fn bind_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildErro
     move |source| BuildError::Bind { what, source }
 }
 
+/// The attestors `config` enables.
+pub fn default_attestors(config: &Config) -> Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> {
+    vec![Box::new(lanyard_plugins::unix::UnixAttestor::new(
+        config.unix_max_hash_bytes,
+    ))]
+}
+
 /// Binds everything for `config` and starts serving.
 pub async fn build(config: Config) -> Result<Bound, BuildError> {
+    let attestors = default_attestors(&config);
+    build_with(config, attestors).await
+}
+
+/// [`build`] with a given set of attestors (tests add a slow one).
+pub async fn build_with(
+    config: Config,
+    attestors: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>>,
+) -> Result<Bound, BuildError> {
     let authority: Arc<dyn Authority> = Arc::new(LocalAuthority::load(
         &config.authority,
         &config.trust_domain,
@@ -66,16 +83,14 @@ pub async fn build(config: Config) -> Result<Bound, BuildError> {
     let restored = cache.load(now());
     tracing::info!(restored, "credential cache loaded");
 
-    let attestors: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> = vec![Box::new(
-        lanyard_plugins::unix::UnixAttestor::new(config.unix_max_hash_bytes),
-    )];
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Ctx {
         pipeline: Pipeline::new(attestors, config.entries.clone()),
         cache: cache.clone(),
         authority,
-        metrics: Arc::new(Metrics::default()),
+        metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
         nonces: Mutex::new(HashMap::new()),
     });
@@ -140,6 +155,7 @@ pub async fn build(config: Config) -> Result<Bound, BuildError> {
         shutdown,
         server,
         cache,
+        metrics,
         drain: config.drain_timeout,
         tasks,
     })
@@ -149,6 +165,11 @@ impl Bound {
     /// Where the health server listens, if enabled.
     pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
         self.health_addr
+    }
+
+    /// The agent's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Waits for SIGTERM or SIGINT, then drains.

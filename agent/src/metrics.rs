@@ -22,6 +22,20 @@ impl Metrics {
         }
     }
 
+    /// How many requests to `rpc` ended with `code`.
+    pub fn count(&self, rpc: &str, code: tonic::Code) -> u64 {
+        let code = format!("{code:?}");
+        self.requests
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((r, c), _)| *r == rpc && *c == code)
+                    .map(|(_, n)| *n)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// Records one attestation's latency.
     pub fn attestation(&self, secs: f64) {
         if let Ok(mut h) = self.attest.lock() {

@@ -385,7 +385,11 @@ fn python() -> std::path::PathBuf {
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-venv/bin/python"),
         std::path::PathBuf::from,
     );
-    assert!(p.exists(), "{} missing: scripts/test-all.sh creates the venv with the spiffe package", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: scripts/test-all.sh creates the venv with the spiffe package",
+        p.display()
+    );
     p
 }
 
@@ -394,8 +398,17 @@ fn python_spiffe_client_over_grpc_c_core() {
     let d = Deployment::new("python", &entries(my_uid()));
     let agent = d.start();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/spiffe_client.py");
-    let out = Command::new(python()).arg(script).arg(d.socket()).output().unwrap();
-    assert!(out.status.success(), "python client failed: {}\nagent log:\n{}", String::from_utf8_lossy(&out.stderr), agent.log());
+    let out = Command::new(python())
+        .arg(script)
+        .arg(d.socket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed: {}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["jwt_spiffe_id"], "spiffe://example.org/e2e");
     assert_eq!(v["jwt_audience"], serde_json::json!(["billing"]));

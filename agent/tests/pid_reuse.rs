@@ -1,0 +1,194 @@
+//! A PID reused between accept and response never receives the old process's
+//! identity. In-process agent (so a slow attestor can hold the request open),
+//! a real client byte stream (grpc-python's FetchJWTSVID, captured), a real
+//! process exit, and a real new process forced onto the same pid through
+//! /proc/sys/kernel/ns_last_pid (needs root, as the agent itself does).
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use lanyard_agent::app;
+use lanyard_agent::config::Config;
+use lanyard_plugins::{AttestError, ProcessRef, Selector, WorkloadAttestor};
+use lanyard_token::{delegate, DelegateRequest, KeyPair};
+
+/// Holds every request for a while, as a slow Kubernetes lookup would.
+#[derive(Debug)]
+struct Slow(Duration);
+
+impl WorkloadAttestor for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn attest(&self, _: &ProcessRef) -> Result<Vec<Selector>, AttestError> {
+        std::thread::sleep(self.0);
+        Ok(vec![])
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn setup(dir: &Path) -> Config {
+    std::fs::create_dir_all(dir).unwrap();
+    let org = KeyPair::generate().unwrap();
+    let chain = KeyPair::generate().unwrap();
+    let jwt = delegate(
+        &org,
+        &chain.public(),
+        &DelegateRequest {
+            name: "t".into(),
+            validity_secs: 86_400,
+            ..Default::default()
+        },
+        now(),
+    )
+    .unwrap();
+    let (org_crt, chain_crt) =
+        lanyard_agent::svid::delegate_certs(&org, &chain.public(), now(), now() + 86_400).unwrap();
+    std::fs::write(dir.join("org.public"), org.public().to_hex()).unwrap();
+    std::fs::write(dir.join("chain.jwt"), jwt).unwrap();
+    std::fs::write(dir.join("chain.seed"), chain.seed_text().as_bytes()).unwrap();
+    std::fs::write(dir.join("chain.crt"), chain_crt).unwrap();
+    std::fs::write(dir.join("org.crt"), org_crt).unwrap();
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let text = format!(
+        "trust_domain = \"example.org\"\nsocket_path = \"agent.sock\"\ndata_dir = \"data\"\nhealth_addr = \"off\"\n\
+         [authority]\nchain_jwt = \"chain.jwt\"\nchain_seed = \"chain.seed\"\norg_public = \"org.public\"\n\
+         [[entries]]\nsubject = \"spiffe://example.org/victim\"\nselectors = [\"unix:uid:{uid}\"]\n"
+    );
+    Config::parse(&text, dir, |_| None).unwrap()
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c_core_fetch_jwtsvid.bin")
+}
+
+/// Connects and sends the captured request. With `fork`, the connecting process
+/// then exits at once while a forked child keeps the connection and reads what
+/// comes back (the classic PID-reuse attack); otherwise it reads for 3 s.
+/// Everything received is written to `out`.
+fn client(socket: &Path, fork: bool, out: &Path) -> std::process::Child {
+    let script = "import os,socket,sys,time\n\
+        s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(open(sys.argv[2],'rb').read())\n\
+        if sys.argv[4]=='fork' and os.fork()!=0: os._exit(0)\n\
+        s.settimeout(0.1); end=time.time()+3; got=b''\n\
+        while time.time()<end:\n\
+        \x20   try:\n\
+        \x20       d=s.recv(65536)\n\
+        \x20       if not d: break\n\
+        \x20       got+=d\n\
+        \x20   except socket.timeout: pass\n\
+        open(sys.argv[3],'wb').write(got)\n";
+    Command::new("python3")
+        .args(["-c", script])
+        .arg(socket)
+        .arg(fixture())
+        .arg(out)
+        .arg(if fork { "fork" } else { "stay" })
+        .spawn()
+        .unwrap()
+}
+
+/// Starts a process that gets exactly `pid`, or None if another process won the race.
+fn take_pid(pid: u32) -> Option<std::process::Child> {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+        .expect("writing ns_last_pid needs root");
+    let mut c = Command::new("sleep").arg("5").spawn().unwrap();
+    if c.id() == pid {
+        Some(c)
+    } else {
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn wait_for(bound: &app::Bound, rpc: &str, code: tonic::Code, n: u64) -> bool {
+    for _ in 0..60 {
+        if bound.metrics().count(rpc, code) >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_pid_gets_no_identity() {
+    let dir = std::env::temp_dir().join(format!("lanyard-pid-reuse-{}", std::process::id()));
+    let config = setup(&dir);
+    let socket = config.socket_path.clone();
+    let attestors = vec![
+        app::default_attestors(&config).remove(0),
+        Box::new(Slow(Duration::from_millis(700))) as Box<dyn WorkloadAttestor>,
+    ];
+    let bound = app::build_with(config, attestors).await.unwrap();
+
+    // Control: the same captured request from a client that waits gets its JWT-SVID,
+    // so the request itself is one that would be answered.
+    let control_out = dir.join("control.out");
+    let mut c = client(&socket, false, &control_out);
+    assert!(
+        wait_for(&bound, "FetchJWTSVID", tonic::Code::Ok, 1).await,
+        "control request was not answered"
+    );
+    c.wait().unwrap();
+    let got = std::fs::read(&control_out).unwrap();
+    assert!(
+        contains(&got, b"spiffe://example.org/victim"),
+        "control client saw no SVID"
+    );
+
+    // The caller exits mid-request and a new process (same uid) takes its pid.
+    let mut reused = None;
+    let attack_out = dir.join("attack.out");
+    for _ in 0..5 {
+        let mut c = client(&socket, true, &attack_out);
+        let pid = c.id();
+        c.wait().unwrap(); // reaped: the pid is free again
+        if let Some(p) = take_pid(pid) {
+            reused = Some(p);
+            break;
+        }
+    }
+    let mut reused = reused.expect("could not place a new process on the old pid");
+    assert!(
+        wait_for(&bound, "FetchJWTSVID", tonic::Code::Unauthenticated, 1).await,
+        "the reused pid's request was not refused"
+    );
+    assert_eq!(
+        bound.metrics().count("FetchJWTSVID", tonic::Code::Ok),
+        1,
+        "an identity went out after the pid was reused"
+    );
+    // The forked holder of the connection got no SVID either.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = std::fs::read(&attack_out).unwrap_or_default();
+    assert!(
+        !contains(&got, b"spiffe://example.org/victim"),
+        "the SVID reached the connection after pid reuse"
+    );
+    let _ = reused.kill();
+    let _ = reused.wait();
+    bound.drain().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
