@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent_cmd;
+mod attest;
 mod clock;
 mod demo;
 mod fetch;
@@ -42,6 +43,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show the selectors the agent derives for a process, and which entries match.
+    Attest(attest::AttestArgs),
     /// Sidecar: write this process's credentials from the agent socket to files.
     Fetch(fetch::FetchArgs),
     /// A complete local deployment (org, chain issuer, agent) until Ctrl-C.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Agent { config } => agent_cmd::agent(&config),
         Command::Dev { dir } => agent_cmd::dev(dir),
         Command::Fetch(a) => fetch::run(&a),
+        Command::Attest(a) => attest::run(&a),
         Command::Demo { dir } => demo::run(dir).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -416,3 +416,48 @@ fn python_spiffe_client_over_grpc_c_core() {
     assert_eq!(v["x509_chain_len"], 2);
     assert_eq!(v["x509_bundle_roots"], 1);
 }
+
+#[test]
+fn attest_explains_matches_and_misses() {
+    let d = Deployment::new("attest", &entries(my_uid()));
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = lanyard(&[
+        "attest",
+        "--pid",
+        &sleeper.id().to_string(),
+        "--config",
+        d.dir.join("agent.toml").to_str().unwrap(),
+        "--json",
+    ]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sel: Vec<&str> = v["selectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        sel.contains(&format!("unix:uid:{}", my_uid()).as_str()),
+        "{sel:?}"
+    );
+    assert!(
+        sel.iter()
+            .any(|s| s.starts_with("unix:path:") && s.ends_with("/sleep")),
+        "{sel:?}"
+    );
+    assert!(sel.iter().any(|s| s.starts_with("unix:sha256:")), "{sel:?}");
+    assert_eq!(v["entries"][0]["subject"], "spiffe://example.org/e2e");
+    assert_eq!(v["entries"][0]["matches"], true);
+    assert_eq!(v["entries"][1]["matches"], false);
+    assert_eq!(
+        v["entries"][1]["missing_selectors"],
+        serde_json::json!(["unix:path:/nonexistent"])
+    );
+}

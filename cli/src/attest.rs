@@ -1,0 +1,117 @@
+//! `lanyard attest --pid PID [--config FILE] [--json]`: the selectors the agent
+//! would derive for a process and the entries they match. The first tool to reach
+//! for when a workload gets "no identity".
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use lanyard_agent::attest::Pipeline;
+use lanyard_agent::config::Config;
+use lanyard_plugins::ProcessRef;
+
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    /// The process to examine.
+    #[arg(long)]
+    pub pid: i32,
+    /// The agent config (entries and plugin settings); without it, only selectors.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// uid and gid as SO_PEERCRED would report them: the effective ids.
+fn ids(pid: i32) -> Result<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("no process {pid}"))?;
+    let field = |name: &str| -> Result<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("/proc/{pid}/status has no {name}"))
+    };
+    Ok((field("Uid:")?, field("Gid:")?))
+}
+
+pub fn run(a: &AttestArgs) -> Result<ExitCode> {
+    let (entries, attestors) = match &a.config {
+        Some(path) => {
+            let c = match Config::load(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("lanyard: {e}");
+                    return Ok(ExitCode::from(64));
+                }
+            };
+            (c.entries.clone(), lanyard_agent::app::default_attestors(&c))
+        }
+        None => (
+            Vec::new(),
+            vec![Box::new(lanyard_plugins::unix::UnixAttestor::default())
+                as Box<dyn lanyard_plugins::WorkloadAttestor>],
+        ),
+    };
+    let (uid, gid) = ids(a.pid)?;
+    let attested = Pipeline::new(attestors, entries.clone())
+        .attest_blocking(&ProcessRef {
+            pid: a.pid,
+            uid,
+            gid,
+        })
+        .context("attestation failed (the agent would refuse this process)")?;
+    let selectors: Vec<String> = attested
+        .selectors()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // For each entry: which of its selectors the process lacks.
+    let report: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            let missing: Vec<String> = e.selectors.iter().map(ToString::to_string).filter(|s| !selectors.contains(s)).collect();
+            serde_json::json!({"subject": e.subject, "matches": missing.is_empty(), "missing_selectors": missing})
+        })
+        .collect();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"pid": a.pid, "selectors": selectors, "entries": report})
+            )?
+        );
+    } else {
+        println!("pid {} selectors:", a.pid);
+        for s in &selectors {
+            println!("  {s}");
+        }
+        if a.config.is_some() {
+            println!("entries:");
+            for r in &report {
+                let missing = r["missing_selectors"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                if r["matches"] == true {
+                    println!("  MATCH    {}", r["subject"].as_str().unwrap_or_default());
+                } else {
+                    println!(
+                        "  no match {} (missing: {missing})",
+                        r["subject"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
