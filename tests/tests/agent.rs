@@ -461,3 +461,58 @@ fn attest_explains_matches_and_misses() {
         serde_json::json!(["unix:path:/nonexistent"])
     );
 }
+
+#[test]
+fn dev_runs_a_working_deployment_until_interrupted() {
+    let dir = lanyard_tests::TempDir::new("dev");
+    let mut dev = Command::new(lanyard_tests::lanyard_bin())
+        .args(["dev", "--dir", dir.0.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = dir.join("agent.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lanyard dev did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = lanyard(&[
+        "fetch",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--out-dir",
+        dir.join("creds").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = lanyard(&[
+        "token",
+        "verify",
+        "--org-public",
+        dir.join("org/org.public").to_str().unwrap(),
+        dir.join("creds/credential.jwt").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&v.stdout)
+        .contains(&format!("spiffe://example.org/dev/uid/{}", my_uid())));
+    Command::new("kill")
+        .args(["-INT", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    let status = dev.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut dev.stdout.take().unwrap(), &mut printed).unwrap();
+    assert!(
+        printed.contains("export SPIFFE_ENDPOINT_SOCKET=unix://"),
+        "{printed}"
+    );
+    assert!(printed.contains("lanyard fetch --socket"), "{printed}");
+    assert!(!socket.exists(), "socket left behind after shutdown");
+}
