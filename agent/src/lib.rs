@@ -17,3 +17,5 @@ pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod svid;
+#[cfg(feature = "testing")]
+pub mod testing;

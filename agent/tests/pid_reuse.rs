@@ -12,7 +12,6 @@ use std::time::Duration;
 use lanyard_agent::app;
 use lanyard_agent::config::Config;
 use lanyard_plugins::{AttestError, ProcessRef, Selector, WorkloadAttestor};
-use lanyard_token::{delegate, DelegateRequest, KeyPair};
 
 /// Holds every request for a while, as a slow Kubernetes lookup would.
 #[derive(Debug)]
@@ -28,50 +27,10 @@ impl WorkloadAttestor for Slow {
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn setup(dir: &Path) -> Config {
-    std::fs::create_dir_all(dir).unwrap();
-    let org = KeyPair::generate().unwrap();
-    let chain = KeyPair::generate().unwrap();
-    let jwt = delegate(
-        &org,
-        &chain.public(),
-        &DelegateRequest {
-            name: "t".into(),
-            validity_secs: 86_400,
-            ..Default::default()
-        },
-        now(),
-    )
-    .unwrap();
-    let (org_crt, chain_crt) =
-        lanyard_agent::svid::delegate_certs(&org, &chain.public(), now(), now() + 86_400).unwrap();
-    std::fs::write(dir.join("org.public"), org.public().to_hex()).unwrap();
-    std::fs::write(dir.join("chain.jwt"), jwt).unwrap();
-    std::fs::write(dir.join("chain.seed"), chain.seed_text().as_bytes()).unwrap();
-    std::fs::write(dir.join("chain.crt"), chain_crt).unwrap();
-    std::fs::write(dir.join("org.crt"), org_crt).unwrap();
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let text = format!(
-        "trust_domain = \"example.org\"\nsocket_path = \"agent.sock\"\ndata_dir = \"data\"\nhealth_addr = \"off\"\n\
-         [authority]\nchain_jwt = \"chain.jwt\"\nchain_seed = \"chain.seed\"\norg_public = \"org.public\"\n\
-         [[entries]]\nsubject = \"spiffe://example.org/victim\"\nselectors = [\"unix:uid:{uid}\"]\n"
-    );
-    Config::parse(&text, dir, |_| None).unwrap()
+    let uid = lanyard_agent::testing::my_uid();
+    let entry = format!("[[entries]]\nsubject = \"spiffe://example.org/victim\"\nselectors = [\"unix:uid:{uid}\"]\n");
+    lanyard_agent::testing::standalone(dir, &entry).unwrap()
 }
 
 fn fixture() -> PathBuf {

@@ -29,6 +29,8 @@ pub struct UnixAttestor {
     etc_root: PathBuf,
     max_hash_bytes: u64,
     hashes: Mutex<HashMap<FileId, String>>,
+    // Parsed /etc/passwd and /etc/group, re-read only when the file changes.
+    names: Mutex<HashMap<&'static str, (FileId, HashMap<u32, String>)>>,
 }
 
 /// What identifies a binary's contents without reading them.
@@ -55,6 +57,7 @@ impl UnixAttestor {
             etc_root: PathBuf::from("/etc"),
             max_hash_bytes,
             hashes: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
         }
     }
 
@@ -147,14 +150,33 @@ impl UnixAttestor {
     }
 
     /// Looks up a name for `id` in an `/etc/passwd`-style file (name:x:id:…).
-    fn name_of(&self, file: &str, id: u32) -> Option<String> {
-        let text = std::fs::read_to_string(self.etc_root.join(file)).ok()?;
-        let id = id.to_string();
-        text.lines().find_map(|l| {
-            let mut f = l.split(':');
-            let (name, _, num) = (f.next()?, f.next()?, f.next()?);
-            (num == id && !name.is_empty()).then(|| name.to_owned())
-        })
+    /// The parsed file is kept until its inode, size or mtime changes.
+    fn name_of(&self, file: &'static str, id: u32) -> Option<String> {
+        let path = self.etc_root.join(file);
+        let meta = std::fs::metadata(&path).ok()?;
+        let stamp = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        };
+        let mut names = self.names.lock().ok()?;
+        if names.get(file).is_none_or(|(s, _)| *s != stamp) {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let map = text
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split(':');
+                    let (name, _, num) = (f.next()?, f.next()?, f.next()?);
+                    Some((num.parse().ok()?, name.to_owned()))
+                        .filter(|(_, n): &(u32, String)| !n.is_empty())
+                })
+                .rev() // the first line for an id wins, as getpwuid does
+                .collect();
+            names.insert(file, (stamp, map));
+        }
+        names.get(file).and_then(|(_, m)| m.get(&id).cloned())
     }
 }
 
@@ -249,6 +271,15 @@ mod tests {
             .collect();
         assert!(sel.contains(&"unix:user:web".to_owned()));
         assert!(sel.contains(&"unix:group:web".to_owned()));
+        // A changed file is read again.
+        std::fs::write(dir.join("passwd"), "webserver:x:4242:4343::/:/bin/false\n").unwrap();
+        let sel: Vec<String> = a
+            .attest(&me())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(sel.contains(&"unix:user:webserver".to_owned()), "{sel:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

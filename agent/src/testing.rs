@@ -1,0 +1,54 @@
+//! Fixtures for tests and benchmarks (feature `testing`): a complete standalone
+//! deployment written with the library, no CLI needed.
+
+use std::path::Path;
+
+use lanyard_token::{delegate, DelegateRequest, KeyPair};
+
+use crate::config::{Config, ConfigError};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The effective uid of this process.
+pub fn my_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|u| u.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Writes an org, a chain issuer (1 day) and its certificates into `dir`, plus
+/// `agent.toml` with `entries_toml` appended; returns the parsed config.
+pub fn standalone(dir: &Path, entries_toml: &str) -> Result<Config, Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let org = KeyPair::generate()?;
+    let chain = KeyPair::generate()?;
+    let req = DelegateRequest {
+        name: "fixture".into(),
+        validity_secs: 86_400,
+        ..Default::default()
+    };
+    let jwt = delegate(&org, &chain.public(), &req, now())?;
+    let (org_crt, chain_crt) =
+        crate::svid::delegate_certs(&org, &chain.public(), now(), now() + 86_400)?;
+    std::fs::write(dir.join("org.public"), org.public().to_hex())?;
+    std::fs::write(dir.join("chain.jwt"), jwt)?;
+    std::fs::write(dir.join("chain.seed"), chain.seed_text().as_bytes())?;
+    std::fs::write(dir.join("chain.crt"), chain_crt)?;
+    std::fs::write(dir.join("org.crt"), org_crt)?;
+    let text = format!(
+        "trust_domain = \"example.org\"\nsocket_path = \"agent.sock\"\ndata_dir = \"data\"\nhealth_addr = \"off\"\n\
+         [authority]\nchain_jwt = \"chain.jwt\"\nchain_seed = \"chain.seed\"\norg_public = \"org.public\"\n{entries_toml}"
+    );
+    std::fs::write(dir.join("agent.toml"), &text)?;
+    Config::parse(&text, dir, |_| None).map_err(|e: ConfigError| e.into())
+}

@@ -1,0 +1,140 @@
+//! The load generator: `c` clients, one connection each, calling `FetchJWTSVID`
+//! back to back; lanyard and the baseline alternate round by round.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lanyard_agent::client::{connect, with_header};
+use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use lanyard_proto::spiffe::{JwtsvidRequest, X509svidRequest};
+use lanyard_proto::workload::credentials_client::CredentialsClient;
+use lanyard_proto::workload::FetchCredentialsRequest;
+
+/// Latency percentiles (seconds) and throughput (calls/s).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub p50: f64,
+    pub p99: f64,
+    pub rate: f64,
+}
+
+/// Both sides at one concurrency.
+#[derive(Debug, Clone, Default)]
+pub struct Comparison {
+    pub lanyard: Stats,
+    pub empty: Stats,
+}
+
+fn request() -> tonic::Request<JwtsvidRequest> {
+    with_header(JwtsvidRequest {
+        audience: vec!["bench".into()],
+        spiffe_id: String::new(),
+    })
+}
+
+async fn run(socket: &Path, conc: usize, dur: Duration) -> (Vec<f64>, f64) {
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for _ in 0..conc {
+        let ch = connect(socket).await.expect("connect");
+        tasks.push(tokio::spawn(async move {
+            let mut c = SpiffeWorkloadApiClient::new(ch);
+            let mut lat = Vec::new();
+            while start.elapsed() < dur {
+                let t = Instant::now();
+                c.fetch_jwtsvid(request())
+                    .await
+                    .expect("FetchJWTSVID failed during the benchmark");
+                lat.push(t.elapsed().as_secs_f64());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    (all, rate)
+}
+
+fn stats(mut lat: Vec<f64>, rate: f64) -> Stats {
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
+    Stats {
+        p50: pct(0.5),
+        p99: pct(0.99),
+        rate,
+    }
+}
+
+/// Alternating rounds; percentiles over all samples of each side.
+pub async fn compare(
+    lanyard: &Path,
+    empty: &Path,
+    conc: usize,
+    rounds: usize,
+    dur: Duration,
+) -> Comparison {
+    // Warm up: the first call mints and caches the JWT-SVID.
+    let _ = run(lanyard, 1, Duration::from_millis(200)).await;
+    let _ = run(empty, 1, Duration::from_millis(200)).await;
+    let (mut a, mut b, mut ra, mut rb) = (Vec::new(), Vec::new(), 0.0, 0.0);
+    for i in 0..rounds {
+        let order: [&Path; 2] = if i % 2 == 0 {
+            [lanyard, empty]
+        } else {
+            [empty, lanyard]
+        };
+        for s in order {
+            let (lat, rate) = run(s, conc, dur).await;
+            if s == lanyard {
+                a.extend(lat);
+                ra += rate;
+            } else {
+                b.extend(lat);
+                rb += rate;
+            }
+        }
+    }
+    Comparison {
+        lanyard: stats(a, ra / rounds as f64),
+        empty: stats(b, rb / rounds as f64),
+    }
+}
+
+/// Fills the cache of an agent whose entries all match this process.
+pub async fn fill(socket: &Path) {
+    let ch = connect(socket).await.expect("connect");
+    let mut s = SpiffeWorkloadApiClient::new(ch.clone());
+    s.fetch_jwtsvid(request()).await.expect("JWT-SVIDs");
+    let mut x = s
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .expect("X.509-SVIDs")
+        .into_inner();
+    let svids = x
+        .message()
+        .await
+        .expect("X.509 stream")
+        .expect("X.509 message")
+        .svids
+        .len();
+    assert_eq!(svids, 1000);
+    let mut c = CredentialsClient::new(ch);
+    let mut st = c
+        .fetch_credentials(with_header(FetchCredentialsRequest::default()))
+        .await
+        .expect("credentials")
+        .into_inner();
+    let n = st
+        .message()
+        .await
+        .expect("credential stream")
+        .expect("credential message")
+        .credentials
+        .len();
+    assert_eq!(n, 1000);
+    // Let the allocator settle and the cache file be written.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
