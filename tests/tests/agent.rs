@@ -516,3 +516,131 @@ fn dev_runs_a_working_deployment_until_interrupted() {
     assert!(printed.contains("lanyard fetch --socket"), "{printed}");
     assert!(!socket.exists(), "socket left behind after shutdown");
 }
+
+#[test]
+fn sign_public_key_keeps_the_seed_in_the_workload() {
+    use lanyard_proto::workload::{GetNonceRequest, SignPublicKeyRequest};
+    let d = Deployment::new("signpk", &entries(my_uid()));
+    let _agent = d.start();
+    rt().block_on(async {
+        let mut c = CredentialsClient::new(connect(&d.socket()).await.unwrap());
+        let key = lanyard_token::KeyPair::generate().unwrap();
+        let nonce = c
+            .get_nonce(with_header(GetNonceRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .nonce;
+        let sig = lanyard_token::pop::prove(&key, nonce.as_bytes()).unwrap();
+        let req = |nonce: &str, sig: &str| SignPublicKeyRequest {
+            subject: "spiffe://example.org/e2e".into(),
+            public_key: key.public().to_hex(),
+            nonce: nonce.into(),
+            signature: sig.into(),
+            audiences: vec!["billing".into()],
+        };
+        let r = c
+            .sign_public_key(with_header(req(&nonce, &sig)))
+            .await
+            .unwrap()
+            .into_inner();
+        let org = lanyard_token::PublicKey::from_file_text(
+            &std::fs::read_to_string(d.dir.join("org/org.public")).unwrap(),
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let t = lanyard_token::Verifier::new(org)
+            .with_audience("billing")
+            .verify(&r.jwt, now)
+            .unwrap();
+        assert_eq!(
+            t.holder(),
+            Some(key.public()),
+            "the JWT must name the workload's own key"
+        );
+        // The nonce is single use.
+        let again = c
+            .sign_public_key(with_header(req(&nonce, &sig)))
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), tonic::Code::PermissionDenied);
+        // A proof by another key is refused.
+        let nonce = c
+            .get_nonce(with_header(GetNonceRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .nonce;
+        let other = lanyard_token::pop::prove(
+            &lanyard_token::KeyPair::generate().unwrap(),
+            nonce.as_bytes(),
+        )
+        .unwrap();
+        let err = c
+            .sign_public_key(with_header(req(&nonce, &other)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    });
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, out)
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let d = Deployment::new("health", &entries(my_uid()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let conf = std::fs::read_to_string(d.dir.join("agent.toml"))
+        .unwrap()
+        .replace(
+            "health_addr = \"off\"",
+            &format!("health_addr = \"{addr}\""),
+        );
+    std::fs::write(d.dir.join("agent.toml"), conf).unwrap();
+    let _agent = d.start();
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let out = lanyard(&[
+        "fetch",
+        "--socket",
+        d.socket().to_str().unwrap(),
+        "--out-dir",
+        d.dir.join("c").to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("lanyard_requests_total{rpc=\"FetchCredentials\",code=\"Ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lanyard_attestation_seconds_count"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lanyard_cache_entries 2"), "{metrics}");
+    assert!(
+        metrics.contains("lanyard_credential_expiry_seconds"),
+        "{metrics}"
+    );
+}
