@@ -23,10 +23,8 @@ echo "== format"
 cargo fmt --all --check
 echo "== clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== tests"
+echo "== tests (includes the fuzz corpus replay and the end-to-end tests)"
 cargo test --workspace --all-targets --locked
 echo "== doc tests"
 cargo test --workspace --doc --locked
-echo "== fuzz corpus replay (regressions)"
-cargo test -p lanyard-token --test fuzz_corpus --locked
 echo "all tests passed"
