@@ -42,6 +42,7 @@ pub struct Peer {
     process: ProcessRef,
     start_time: u64,
     pidfd: OwnedFd,
+    memo: crate::attest::Memo,
 }
 
 impl Peer {
@@ -70,6 +71,7 @@ impl Peer {
             },
             start_time,
             pidfd,
+            memo: crate::attest::Memo::default(),
         };
         // With pidfd_open the pid could have been reused between connect and open;
         // the original peer must still be alive (it holds the socket), and the pidfd
@@ -78,6 +80,11 @@ impl Peer {
             peer.still_same()?;
         }
         Ok(Arc::new(peer))
+    }
+
+    /// This connection's last attestation.
+    pub fn memo(&self) -> &crate::attest::Memo {
+        &self.memo
     }
 
     /// The process as attestors see it.
