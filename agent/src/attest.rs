@@ -136,7 +136,10 @@ fn fingerprint(pid: i32) -> Option<Fingerprint> {
         .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:") || l.starts_with("Groups:"))
         .collect::<Vec<_>>()
         .join("\n");
-    Some(Fingerprint { exe: (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()), ids })
+    Some(Fingerprint {
+        exe: (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()),
+        ids,
+    })
 }
 
 /// A connection's last attestation.

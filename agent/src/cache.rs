@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::authority::{Authority, AuthorityError, CredentialRequest};
-use crate::fsutil::{write_atomic, Replace};
+use crate::fsutil::{write_atomic_with, Replace};
 
 /// Most keys held; see the module docs.
 pub const MAX_ENTRIES: usize = 8192;
@@ -377,31 +377,31 @@ impl Cache {
         n
     }
 
-    /// Writes the cache file (0600, atomically).
+    /// Writes the cache file (0600, atomically), streaming one entry at a time so
+    /// that saving never doubles the cache's memory.
     pub fn save(&self) -> std::io::Result<()> {
-        let entries: Vec<(Key, Stored)> = {
-            let Ok(slots) = self.slots.lock() else {
-                return Ok(());
-            };
-            slots
-                .iter()
-                .filter_map(|(k, s)| {
-                    s.value
-                        .try_lock()
-                        .ok()
-                        .and_then(|v| v.clone())
-                        .map(|v| (k.clone(), v))
-                })
-                .collect()
+        use std::io::Write as _;
+        let slots: Vec<(Key, Arc<Slot>)> = match self.slots.lock() {
+            Ok(s) => s.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => return Ok(()),
         };
-        let bytes = Zeroizing::new(
-            serde_json::to_vec(&CacheFile {
-                version: 1,
-                entries,
-            })
-            .map_err(std::io::Error::other)?,
-        );
-        write_atomic(&self.path, &bytes, 0o600, Replace::Yes)
+        write_atomic_with(&self.path, 0o600, Replace::Yes, |w| {
+            w.write_all(b"{\"version\":1,\"entries\":[")?;
+            let mut first = true;
+            for (key, slot) in &slots {
+                // A slot being minted right now is skipped; the next save has it.
+                let Ok(v) = slot.value.try_lock() else {
+                    continue;
+                };
+                let Some(stored) = v.as_ref() else { continue };
+                if !first {
+                    w.write_all(b",")?;
+                }
+                first = false;
+                serde_json::to_writer(&mut *w, &(key, stored)).map_err(std::io::Error::other)?;
+            }
+            w.write_all(b"]}")
+        })
     }
 
     /// Saves after changes, at most every `debounce`, until `stop` fires.

@@ -24,6 +24,16 @@ pub fn write_atomic(
     mode: u32,
     replace: Replace,
 ) -> std::io::Result<()> {
+    write_atomic_with(path, mode, replace, |w| w.write_all(contents))
+}
+
+/// Like [`write_atomic`], with the contents streamed by `fill` (no copy in memory).
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    replace: Replace,
+    fill: impl FnOnce(&mut std::io::BufWriter<&fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -40,12 +50,15 @@ pub fn write_atomic(
         lanyard_token::hex::encode(&rnd)
     ));
     let result = (|| {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(contents)?;
+        let mut w = std::io::BufWriter::new(&f);
+        fill(&mut w)?;
+        w.flush()?;
+        drop(w);
         f.sync_all()?;
         drop(f);
         match replace {

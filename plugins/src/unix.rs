@@ -30,8 +30,11 @@ pub struct UnixAttestor {
     max_hash_bytes: u64,
     hashes: Mutex<HashMap<FileId, String>>,
     // Parsed /etc/passwd and /etc/group, re-read only when the file changes.
-    names: Mutex<HashMap<&'static str, (FileId, HashMap<u32, String>)>>,
+    names: Mutex<HashMap<&'static str, NameFile>>,
 }
+
+/// A parsed `/etc/passwd` or `/etc/group`, with the stamp of the file it came from.
+type NameFile = (FileId, HashMap<u32, String>);
 
 /// What identifies a binary's contents without reading them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

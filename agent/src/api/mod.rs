@@ -149,7 +149,7 @@ impl Ctx {
         make: F,
     ) -> Stream<T>
     where
-        T: Send + PartialEq + Clone + 'static,
+        T: Send + prost::Message + 'static,
         F: Fn(Arc<Ctx>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, Status>> + Send,
     {
@@ -158,24 +158,30 @@ impl Ctx {
         tokio::spawn(async move {
             let mut changes = ctx.cache.subscribe();
             let mut shutdown = ctx.shutdown.clone();
-            let mut last: Option<T> = None;
+            // A digest of the last message sent, not a copy: a stream may carry
+            // thousands of SVIDs and there may be many streams.
+            let mut last: Option<[u8; 32]> = None;
             loop {
                 let msg = make(ctx.clone())
                     .await
                     .and_then(|m| ctx.recheck(rpc, &peer).map(|()| m));
-                let failed = msg.is_err();
-                if let Ok(m) = &msg {
-                    if last.as_ref() == Some(m) {
-                        // Nothing this caller sees changed.
-                    } else {
-                        last = Some(m.clone());
-                        ctx.metrics.request(rpc, tonic::Code::Ok);
-                        if tx.send(Ok(m.clone())).await.is_err() {
-                            return;
+                match msg {
+                    Ok(m) => {
+                        use sha2::Digest as _;
+                        let digest: [u8; 32] = sha2::Sha256::digest(m.encode_to_vec()).into();
+                        // Nothing this caller sees changed: send nothing.
+                        if last != Some(digest) {
+                            last = Some(digest);
+                            ctx.metrics.request(rpc, tonic::Code::Ok);
+                            if tx.send(Ok(m)).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                } else if tx.send(msg).await.is_err() || failed {
-                    return;
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
                 }
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { return },
