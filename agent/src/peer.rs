@@ -102,7 +102,7 @@ impl Peer {
         if start_time(pid) != Some(self.start_time) {
             return Err(changed());
         }
-        if effective_uid(pid) != Some(self.process.uid) {
+        if !uid_is(pid, self.process.uid) {
             return Err(changed());
         }
         // /proc was read while the pidfd's process was alive: check once more that
@@ -120,6 +120,15 @@ fn start_time(pid: i32) -> Option<u64> {
     // comm (field 2) may contain spaces and parentheses; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process's effective uid is `uid`. The owner of `/proc/PID` is the
+/// effective uid and costs one `stat`; a non-dumpable process shows root there, so
+/// any mismatch is settled by `/proc/PID/status`.
+fn uid_is(pid: i32, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
+        || effective_uid(pid) == Some(uid)
 }
 
 /// The effective uid from `/proc/PID/status`.
