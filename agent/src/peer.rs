@@ -114,6 +114,11 @@ impl Peer {
     }
 }
 
+/// The effective uid of this process.
+pub fn current_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 /// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
 fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -15,15 +15,7 @@ fn now() -> u64 {
 
 /// The effective uid of this process.
 pub fn my_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::peer::current_uid()
 }
 
 /// Writes an org, a chain issuer (1 day) and its certificates into `dir`, plus

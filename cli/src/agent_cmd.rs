@@ -69,7 +69,7 @@ pub fn dev(dir: Option<PathBuf>) -> Result<ExitCode> {
         ),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let uid = rustix_uid();
+    let uid = lanyard_agent::peer::current_uid();
     let result = (|| {
         if !dir.join("org/org.seed").exists() {
             org::init(&InitArgs {
@@ -137,17 +137,4 @@ ttl = "1h"
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
-}
-
-fn rustix_uid() -> u32 {
-    // /proc/self/status is always there on Linux and needs no unsafe.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(0)
 }

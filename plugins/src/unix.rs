@@ -46,6 +46,18 @@ struct FileId {
     mtime_nsec: i64,
 }
 
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
 impl Default for UnixAttestor {
     fn default() -> Self {
         Self::new(DEFAULT_MAX_HASH_BYTES)
@@ -99,13 +111,7 @@ impl UnixAttestor {
         let path = self.proc_path(pid, "exe");
         let mut file = File::open(&path).map_err(|e| self.io(pid, &path, e))?;
         let meta = file.metadata().map_err(|e| self.io(pid, &path, e))?;
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        };
+        let id = FileId::of(&meta);
         if let Some(h) = self.hashes.lock().ok().and_then(|c| c.get(&id).cloned()) {
             return Ok(Some(h));
         }
@@ -157,13 +163,7 @@ impl UnixAttestor {
     fn name_of(&self, file: &'static str, id: u32) -> Option<String> {
         let path = self.etc_root.join(file);
         let meta = std::fs::metadata(&path).ok()?;
-        let stamp = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        };
+        let stamp = FileId::of(&meta);
         let mut names = self.names.lock().ok()?;
         if names.get(file).is_none_or(|(s, _)| *s != stamp) {
             let text = std::fs::read_to_string(&path).ok()?;

@@ -29,14 +29,7 @@ pub fn lanyard(args: &[&str]) -> Output {
 
 /// The uid this test runs as.
 pub fn my_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
+    lanyard_agent::peer::current_uid()
 }
 
 /// A temporary directory, removed on drop.
