@@ -644,3 +644,45 @@ fn health_readiness_and_metrics() {
         "{metrics}"
     );
 }
+
+#[test]
+fn fetch_watch_starts_the_child_only_after_every_file_is_written() {
+    let d = Deployment::new("watch", &entries(my_uid()));
+    let _agent = d.start();
+    let out = d.dir.join("creds");
+    let probe = format!(
+        "for f in credential.seed credential.jwt org.public svid.pem svid.key bundle.pem jwt_svid.billing.token; do test -s {0}/$f || exit 1; done; echo complete > {0}/child-saw",
+        out.display()
+    );
+    let mut watch = Command::new(lanyard_tests::lanyard_bin())
+        .args([
+            "fetch",
+            "--socket",
+            d.socket().to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--audience",
+            "billing",
+            "--watch",
+            "--exec",
+            "sh",
+            "-c",
+            &probe,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = out.join("child-saw");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !seen.exists() {
+        assert!(watch.try_wait().unwrap().is_none(), "fetch --watch exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never saw a complete set of files"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(std::fs::read_to_string(seen).unwrap().trim(), "complete");
+}
