@@ -77,7 +77,9 @@ pub async fn build_with(
         &config.trust_domain,
         now(),
     )?);
-    std::fs::create_dir_all(&config.data_dir)
+    // The cache holds private keys: a data_dir the agent creates is 0700.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&config.data_dir)
         .map_err(bind_err(format!("data_dir {}", config.data_dir.display())))?;
     let cache = Arc::new(Cache::new(authority.clone(), config.data_dir.clone()));
     let restored = cache.load(now());
