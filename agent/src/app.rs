@@ -19,6 +19,11 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
+/// Largest request message accepted. Real requests are a few hundred bytes (a
+/// JWT-SVID to validate is the largest); anything bigger is refused with
+/// `OutOfRange` before it is decoded.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -118,8 +123,14 @@ pub async fn build_with(
 
     let mut stop = shutdown_rx.clone();
     let server = tonic::transport::Server::builder()
-        .add_service(SpiffeWorkloadApiServer::new(SpiffeService(ctx.clone())))
-        .add_service(CredentialsServer::new(CredentialsService(ctx.clone())))
+        .add_service(
+            SpiffeWorkloadApiServer::new(SpiffeService(ctx.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            CredentialsServer::new(CredentialsService(ctx.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         });
