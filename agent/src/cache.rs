@@ -216,14 +216,33 @@ impl Cache {
         s
     }
 
-    /// The credential for `key`: cached if fresh, else minted (once, however many
-    /// callers ask at the same time). If minting fails, a still-valid cached value
-    /// is returned.
+    /// The credential for `key`: the cached one while it is valid, else minted
+    /// (once, however many callers ask at the same time). Renewal past the
+    /// half-life is [`Cache::rotate_due`]'s job, so a request never waits on the
+    /// authority while a valid credential exists (after a restart, during an
+    /// issuer outage).
     pub async fn get(&self, key: &Key, spec: &Spec, now: u64) -> Result<Stored, CacheError> {
+        self.get_or_mint(key, spec, now, false).await
+    }
+
+    /// With `renew`, mints past the refresh point too. If minting fails, a
+    /// still-valid cached value is returned.
+    async fn get_or_mint(
+        &self,
+        key: &Key,
+        spec: &Spec,
+        now: u64,
+        renew: bool,
+    ) -> Result<Stored, CacheError> {
         let slot = self.slot(key, now);
         let mut guard = slot.value.lock().await;
         if let Some(s) = guard.as_ref() {
-            if now < s.refresh_at && s.spec == *spec {
+            let fresh_enough = if renew {
+                now < s.refresh_at
+            } else {
+                now < s.expires_at
+            };
+            if fresh_enough && s.spec == *spec {
                 return Ok(s.clone());
             }
         }
@@ -318,7 +337,7 @@ impl Cache {
                 .collect()
         };
         for (key, spec) in due {
-            if let Err(e) = self.get(&key, &spec, now).await {
+            if let Err(e) = self.get_or_mint(&key, &spec, now, true).await {
                 tracing::warn!(subject = %key.subject, error = %e, "rotation failed");
             }
         }
