@@ -116,6 +116,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
             audience: Some("billing".into()),
             networks,
             json: false,
+            deny_list: None,
             token_file: wl.clone(),
         })
     };

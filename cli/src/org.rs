@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use lanyard_token::claims::Constraints;
+use lanyard_token::deny::Denied;
 use lanyard_token::duration;
 use lanyard_token::{delegate, DelegateRequest, KeyPair};
 
@@ -14,6 +15,8 @@ use crate::{clock, files};
 pub enum OrgCommand {
     /// Create the org issuer key: DIR/org.seed (0600) and DIR/org.public.
     Init(InitArgs),
+    /// Revoke a chain issuer (and every leaf it minted) in a signed deny list.
+    RevokeChain(RevokeChainArgs),
     /// Delegate a chain issuer: DIR/chain.seed, DIR/chain.public, DIR/chain.jwt,
     /// plus DIR/chain.crt and DIR/org.crt (its X.509 CA and the org root).
     Delegate(DelegateArgs),
@@ -51,6 +54,47 @@ pub struct DelegateArgs {
     pub purposes: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct RevokeChainArgs {
+    /// The org issuer's seed file (the deny list is signed with it).
+    #[arg(long)]
+    pub org_seed: PathBuf,
+    /// The chain issuer's id: the `jti` of its chain.jwt.
+    #[arg(long)]
+    pub id: String,
+    /// The deny list to create or extend.
+    #[arg(long)]
+    pub deny_list: PathBuf,
+}
+
+/// Adds to the deny list at `path` (created if missing) and re-signs it with a
+/// higher serial. An existing list must verify with the same org key.
+pub fn extend_deny_list(
+    org_seed: &std::path::Path,
+    path: &std::path::Path,
+    add: impl FnOnce(&mut Denied),
+) -> Result<()> {
+    let org = files::read_seed(org_seed)?;
+    let (mut denied, serial) = if path.exists() {
+        let held = lanyard_token::deny::parse(&files::read_text(path)?, &org.public())
+            .with_context(|| format!("{} is not a deny list of this org", path.display()))?;
+        (held.denied().clone(), held.serial())
+    } else {
+        (Denied::default(), 0)
+    };
+    add(&mut denied);
+    let text = lanyard_token::deny::sign(&org, &denied, serial + 1, clock::now()?)?;
+    files::write(path, text.as_bytes(), files::Kind::Public)?;
+    println!(
+        "deny list {} serial {}: {} chain issuer(s), {} token(s)",
+        path.display(),
+        serial + 1,
+        denied.chains.len(),
+        denied.jtis.len()
+    );
+    Ok(())
+}
+
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     duration::parse_secs(s).map_err(|e| e.to_string())
 }
@@ -59,6 +103,13 @@ pub fn run(cmd: OrgCommand) -> Result<()> {
     match cmd {
         OrgCommand::Init(a) => init(&a),
         OrgCommand::Delegate(a) => delegate_cmd(&a),
+        OrgCommand::RevokeChain(a) => {
+            lanyard_token::Ksuid::parse(&a.id)
+                .context("--id must be a chain issuer's jti (a KSUID)")?;
+            extend_deny_list(&a.org_seed, &a.deny_list, |d| {
+                d.chains.insert(a.id.clone());
+            })
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub enum TokenCommand {
     Prove(ProveArgs),
     /// Check a proof of possession against a token's public key; exit 1 if invalid.
     CheckProof(CheckProofArgs),
+    /// Revoke one token (by jti) in a signed deny list.
+    Revoke(RevokeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,8 +82,24 @@ pub struct VerifyArgs {
     /// Print the verified claims as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Refuse tokens named in this signed deny list.
+    #[arg(long)]
+    pub deny_list: Option<PathBuf>,
     /// The token file.
     pub token_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The org issuer's seed file (the deny list is signed with it).
+    #[arg(long)]
+    pub org_seed: PathBuf,
+    /// The token's jti.
+    #[arg(long)]
+    pub jti: String,
+    /// The deny list to create or extend.
+    #[arg(long)]
+    pub deny_list: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +144,13 @@ pub fn run(cmd: TokenCommand) -> Result<ExitCode> {
         TokenCommand::View(a) => view(&a).map(|()| ExitCode::SUCCESS),
         TokenCommand::Prove(a) => prove(&a).map(|()| ExitCode::SUCCESS),
         TokenCommand::CheckProof(a) => check_proof(&a),
+        TokenCommand::Revoke(a) => {
+            lanyard_token::Ksuid::parse(&a.jti).context("--jti must be a token's jti (a KSUID)")?;
+            crate::org::extend_deny_list(&a.org_seed, &a.deny_list, |d| {
+                d.jtis.insert(a.jti.clone());
+            })
+            .map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -190,6 +215,11 @@ pub fn verify(a: &VerifyArgs) -> Result<ExitCode> {
         v = v.with_audience(aud.clone());
     }
     v = v.with_networks(a.networks.clone());
+    if let Some(path) = &a.deny_list {
+        let list = lanyard_token::deny::parse(&files::read_text(path)?, &org)
+            .with_context(|| format!("deny list {}", path.display()))?;
+        v = v.with_deny_list(list);
+    }
     let ok = match v.verify(token_text(&text), clock::now()?) {
         Ok(ok) => ok,
         Err(e) => return Ok(invalid(e)),

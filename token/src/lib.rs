@@ -7,6 +7,7 @@
 
 pub mod claims;
 pub mod constraints;
+pub mod deny;
 pub mod duration;
 pub mod fuzzing;
 pub mod hex;
@@ -19,6 +20,7 @@ pub mod subject;
 pub mod verify;
 
 pub use claims::{ChainGrant, Claims, Confirmation, Constraints};
+pub use deny::{DenyListError, VerifiedDenyList};
 pub use keys::{KeyError, KeyPair, PublicKey};
 pub use ksuid::Ksuid;
 pub use mint::{delegate, ChainIssuer, DelegateRequest, LeafRequest, MintError};

@@ -113,6 +113,9 @@ pub enum VerifyError {
         /// The token's audiences.
         actual: Vec<String>,
     },
+    /// The token, or the chain issuer that minted it, is on the deny list.
+    #[error("revoked: {0} is on the deny list")]
+    Revoked(String),
     /// None of the token's networks is on the verifier's access list.
     #[error("network not accepted: token networks {actual:?}, accepted {accepted:?}")]
     NetworkNotAccepted {
@@ -190,6 +193,7 @@ pub struct Verifier {
     networks: Vec<String>,
     leeway_secs: u64,
     chain_keys: ChainKeyCache,
+    deny: Option<std::sync::Arc<crate::deny::VerifiedDenyList>>,
 }
 
 /// Chain issuer keys already decoded to curve points. A fleet has a handful of
@@ -246,6 +250,7 @@ impl Verifier {
             networks: Vec::new(),
             leeway_secs: DEFAULT_LEEWAY_SECS,
             chain_keys: ChainKeyCache::default(),
+            deny: None,
         }
     }
 
@@ -267,6 +272,12 @@ impl Verifier {
     /// Accept only tokens in one of `networks` (the verifier's access list).
     pub fn with_networks(mut self, networks: Vec<String>) -> Self {
         self.networks = networks;
+        self
+    }
+
+    /// Refuse tokens (and chain issuers) that `list` names.
+    pub fn with_deny_list(mut self, list: crate::deny::VerifiedDenyList) -> Self {
+        self.deny = Some(std::sync::Arc::new(list));
         self
     }
 
@@ -351,6 +362,20 @@ impl Verifier {
 
         // 5: time.
         let expires_at = self.check_time(&claims, now)?;
+
+        // Revocation: the token itself, or the chain issuer that signed it (or, for
+        // a chain issuer token, its own jti).
+        if let Some(deny) = &self.deny {
+            let jti = claims.jti.as_deref().unwrap_or_default();
+            if deny.denies_jti(jti) || deny.denies_chain(jti) {
+                return Err(VerifyError::Revoked(format!("token {jti}")));
+            }
+            if let Anchor::Chain { jti: chain, .. } = &anchor {
+                if deny.denies_chain(chain) {
+                    return Err(VerifyError::Revoked(format!("chain issuer {chain}")));
+                }
+            }
+        }
 
         // lanyard's claim rules.
         let holder = match claims.public_key.as_deref() {

@@ -1,0 +1,151 @@
+//! Signed deny lists: revocation that, like everything else, verifies with the org
+//! public key alone.
+//!
+//! A deny list is a compact JWS signed by the org key (`purpose:
+//! lanyard_deny_list`, `iss: I-<org hex>`). It names chain issuers (by their token
+//! `jti`) and individual tokens (by `jti`). A [`Verifier`](crate::Verifier) given a
+//! [`VerifiedDenyList`] refuses any token it names, and any leaf minted by a chain
+//! issuer it names. `serial` only grows, so a holder can refuse an older list.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::claims::ORG_ISSUER_PREFIX;
+use crate::jws::{self, JwsError};
+use crate::keys::{KeyPair, PublicKey};
+use crate::ksuid::{GenerateError, Ksuid};
+
+/// `purpose` of a deny list.
+pub const PURPOSE_DENY_LIST: &str = "lanyard_deny_list";
+
+/// What is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Denied {
+    /// Chain issuers, by the `jti` of their chain issuer token.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub chains: BTreeSet<String>,
+    /// Individual tokens, by `jti`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub jtis: BTreeSet<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyClaims {
+    purpose: String,
+    iss: String,
+    iat: u64,
+    jti: String,
+    serial: u64,
+    deny: Denied,
+}
+
+/// Why a deny list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DenyListError {
+    /// Not a well-formed EdDSA JWS.
+    #[error("malformed deny list: {0}")]
+    Malformed(#[from] JwsError),
+    /// The claims are not a deny list's.
+    #[error("not a deny list: {0}")]
+    Claims(String),
+    /// Not signed by this org.
+    #[error("deny list not signed by the org")]
+    NotSignedByOrg,
+    /// Older than one already held.
+    #[error("deny list serial {got} is older than the held serial {held}")]
+    Rollback {
+        /// The list's serial.
+        got: u64,
+        /// The serial already held.
+        held: u64,
+    },
+}
+
+/// A deny list whose org signature checked out. Only [`parse`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedDenyList {
+    serial: u64,
+    issued_at: u64,
+    denied: Denied,
+}
+
+impl VerifiedDenyList {
+    /// The list's serial.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+    /// When the org signed it.
+    pub fn issued_at(&self) -> u64 {
+        self.issued_at
+    }
+    /// What it denies.
+    pub fn denied(&self) -> &Denied {
+        &self.denied
+    }
+    /// Whether a chain issuer (its token `jti`) is denied.
+    pub fn denies_chain(&self, chain_jti: &str) -> bool {
+        self.denied.chains.contains(chain_jti)
+    }
+    /// Whether a token `jti` is denied.
+    pub fn denies_jti(&self, jti: &str) -> bool {
+        self.denied.jtis.contains(jti)
+    }
+}
+
+/// Verifies a deny list against the org key.
+pub fn parse(text: &str, org: &PublicKey) -> Result<VerifiedDenyList, DenyListError> {
+    let parts = jws::parse(text.trim())?;
+    if !org.verify(parts.signing_input.as_bytes(), &parts.signature) {
+        return Err(DenyListError::NotSignedByOrg);
+    }
+    let c: DenyClaims =
+        serde_json::from_slice(&parts.payload).map_err(|e| DenyListError::Claims(e.to_string()))?;
+    if c.purpose != PURPOSE_DENY_LIST {
+        return Err(DenyListError::Claims(format!("purpose is {:?}", c.purpose)));
+    }
+    if c.iss != format!("{ORG_ISSUER_PREFIX}{}", org.to_hex()) {
+        return Err(DenyListError::NotSignedByOrg);
+    }
+    Ok(VerifiedDenyList {
+        serial: c.serial,
+        issued_at: c.iat,
+        denied: c.deny,
+    })
+}
+
+/// Signs a deny list with the org key; `serial` must exceed the previous list's.
+pub fn sign(
+    org: &KeyPair,
+    denied: &Denied,
+    serial: u64,
+    now: u64,
+) -> Result<String, GenerateError> {
+    let claims = DenyClaims {
+        purpose: PURPOSE_DENY_LIST.into(),
+        iss: format!("{ORG_ISSUER_PREFIX}{}", org.public().to_hex()),
+        iat: now,
+        jti: Ksuid::generate(now)?.to_string(),
+        serial,
+        deny: denied.clone(),
+    };
+    let payload = serde_json::to_vec(&claims).unwrap_or_default();
+    Ok(jws::encode(&payload, |m| org.sign(m)))
+}
+
+/// Keeps `new` only if it is not older than `held`.
+pub fn newer(
+    held: Option<&VerifiedDenyList>,
+    new: VerifiedDenyList,
+) -> Result<VerifiedDenyList, DenyListError> {
+    match held {
+        Some(h) if new.serial < h.serial => Err(DenyListError::Rollback {
+            got: new.serial,
+            held: h.serial,
+        }),
+        _ => Ok(new),
+    }
+}

@@ -1,0 +1,105 @@
+//! Signed deny lists: parsing, signatures, rollback, and their effect on verification.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Org, T0};
+use lanyard_token::claims::Constraints;
+use lanyard_token::deny::{self, Denied};
+use lanyard_token::{jws, DenyListError, KeyPair, LeafRequest, Verifier, VerifyError};
+
+fn jti_of(token: &str) -> String {
+    let c: lanyard_token::Claims =
+        serde_json::from_slice(&jws::parse(token).unwrap().payload).unwrap();
+    c.jti.unwrap()
+}
+
+#[test]
+fn deny_list_round_trip_and_refusals() {
+    let org = KeyPair::generate().unwrap();
+    let mut denied = Denied::default();
+    denied.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
+    let text = deny::sign(&org, &denied, 7, T0).unwrap();
+    let list = deny::parse(&text, &org.public()).unwrap();
+    assert_eq!(list.serial(), 7);
+    assert!(list.denies_jti("3MVUmuoA6KiC9vfUlPWtgWZksOh"));
+    // Another org's key, a tampered payload, a token that is not a deny list.
+    assert_eq!(
+        deny::parse(&text, &KeyPair::generate().unwrap().public()),
+        Err(DenyListError::NotSignedByOrg)
+    );
+    let mut parts: Vec<String> = text.split('.').map(str::to_owned).collect();
+    parts[1] = jws::b64url(br#"{"purpose":"lanyard_deny_list"}"#);
+    assert_eq!(
+        deny::parse(&parts.join("."), &org.public()),
+        Err(DenyListError::NotSignedByOrg)
+    );
+    let o = Org::new(86_400, Constraints::default());
+    assert!(matches!(
+        deny::parse(&o.chain_jwt, &o.org.public()),
+        Err(DenyListError::Claims(_))
+    ));
+    assert!(matches!(
+        deny::parse("", &org.public()),
+        Err(DenyListError::Malformed(_))
+    ));
+    // Rollback.
+    let older = deny::parse(
+        &deny::sign(&org, &Denied::default(), 6, T0).unwrap(),
+        &org.public(),
+    )
+    .unwrap();
+    assert!(matches!(
+        deny::newer(Some(&list), older),
+        Err(DenyListError::Rollback { got: 6, held: 7 })
+    ));
+}
+
+#[test]
+fn verifier_refuses_what_the_list_names() {
+    let o = Org::new(86_400, Constraints::default());
+    let holder = KeyPair::generate().unwrap().public();
+    let issuer = o.issuer();
+    let a = issuer
+        .mint(
+            &LeafRequest::workload("spiffe://example.org/a", holder, 600),
+            T0,
+        )
+        .unwrap();
+    let b = issuer
+        .mint(
+            &LeafRequest::workload("spiffe://example.org/b", holder, 600),
+            T0,
+        )
+        .unwrap();
+
+    let mut denied = Denied::default();
+    denied.jtis.insert(jti_of(&a));
+    let list = deny::parse(
+        &deny::sign(&o.org, &denied, 1, T0).unwrap(),
+        &o.org.public(),
+    )
+    .unwrap();
+    for v in [
+        Verifier::new(o.org.public()),
+        Verifier::choria(o.org.public()),
+    ] {
+        let v = v.with_deny_list(list.clone());
+        assert!(matches!(v.verify(&a, T0 + 1), Err(VerifyError::Revoked(_))));
+        v.verify(&b, T0 + 1).unwrap();
+    }
+
+    // Revoking the chain issuer revokes every leaf it minted, and the chain token itself.
+    let mut denied = Denied::default();
+    denied.chains.insert(jti_of(&o.chain_jwt));
+    let list = deny::parse(
+        &deny::sign(&o.org, &denied, 2, T0).unwrap(),
+        &o.org.public(),
+    )
+    .unwrap();
+    let v = Verifier::new(o.org.public()).with_deny_list(list);
+    for t in [&a, &b, &o.chain_jwt] {
+        let err = v.verify(t, T0 + 1).unwrap_err();
+        assert!(matches!(err, VerifyError::Revoked(_)), "{err}");
+    }
+}
