@@ -128,6 +128,30 @@ pub struct Stored {
 struct Slot {
     value: tokio::sync::Mutex<Option<Stored>>,
     last_used: AtomicU64,
+    /// Consecutive failed renewals, and when the next may be tried.
+    failures: AtomicU64,
+    retry_at: AtomicU64,
+}
+
+impl Slot {
+    fn new(now: u64) -> Self {
+        Self {
+            value: tokio::sync::Mutex::new(None),
+            last_used: AtomicU64::new(now),
+            failures: AtomicU64::new(0),
+            retry_at: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Seconds before the next renewal attempt after `failures` in a row: doubling
+/// from 2 s, capped at 5 min, with ±50 % jitter so that a fleet recovering from an
+/// issuer outage does not come back in step.
+fn backoff(failures: u64) -> u64 {
+    let base = (1u64 << failures.min(9)).min(300);
+    let mut r = [0u8; 2];
+    let _ = lanyard_token::keys::random_bytes(&mut r);
+    base / 2 + base * u64::from(u16::from_le_bytes(r)) / u64::from(u16::MAX)
 }
 
 /// Why the cache could not produce a credential.
@@ -190,10 +214,7 @@ impl Cache {
 
     fn slot(&self, key: &Key, now: u64) -> Arc<Slot> {
         let Ok(mut slots) = self.slots.lock() else {
-            return Arc::new(Slot {
-                value: tokio::sync::Mutex::new(None),
-                last_used: AtomicU64::new(now),
-            });
+            return Arc::new(Slot::new(now));
         };
         if let Some(s) = slots.get(key) {
             s.last_used.store(now, Ordering::Relaxed);
@@ -208,10 +229,7 @@ impl Cache {
                 slots.remove(&oldest);
             }
         }
-        let s = Arc::new(Slot {
-            value: tokio::sync::Mutex::new(None),
-            last_used: AtomicU64::new(now),
-        });
+        let s = Arc::new(Slot::new(now));
         slots.insert(key.clone(), s.clone());
         s
     }
@@ -323,22 +341,46 @@ impl Cache {
         })
     }
 
-    /// Re-mints every key past its refresh point. Run periodically.
+    /// Re-mints every key past its refresh point. Run periodically. A key whose
+    /// renewal failed waits out its backoff; its still-valid value keeps serving.
     pub async fn rotate_due(&self, now: u64) {
-        let due: Vec<(Key, Spec)> = {
+        let due: Vec<(Key, Arc<Slot>)> = {
             let Ok(slots) = self.slots.lock() else { return };
             slots
                 .iter()
-                .filter_map(|(k, s)| {
-                    let v = s.value.try_lock().ok()?;
-                    let st = v.as_ref()?;
-                    (now >= st.refresh_at).then(|| (k.clone(), st.spec.clone()))
+                .filter(|(_, s)| now >= s.retry_at.load(Ordering::Relaxed))
+                .filter(|(_, s)| {
+                    s.value
+                        .try_lock()
+                        .ok()
+                        .is_some_and(|v| v.as_ref().is_some_and(|st| now >= st.refresh_at))
                 })
+                .map(|(k, s)| (k.clone(), s.clone()))
                 .collect()
         };
-        for (key, spec) in due {
-            if let Err(e) = self.get_or_mint(&key, &spec, now, true).await {
-                tracing::warn!(subject = %key.subject, error = %e, "rotation failed");
+        for (key, slot) in due {
+            let mut guard = slot.value.lock().await;
+            let Some(spec) = guard
+                .as_ref()
+                .filter(|st| now >= st.refresh_at)
+                .map(|st| st.spec.clone())
+            else {
+                continue;
+            };
+            match self.mint(&key, &spec, now).await {
+                Ok(fresh) => {
+                    *guard = Some(fresh);
+                    drop(guard);
+                    slot.failures.store(0, Ordering::Relaxed);
+                    slot.retry_at.store(0, Ordering::Relaxed);
+                    self.changed();
+                }
+                Err(e) => {
+                    let n = slot.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    let wait = backoff(n);
+                    slot.retry_at.store(now + wait, Ordering::Relaxed);
+                    tracing::warn!(subject = %key.subject, error = %e, failures = n, retry_in_secs = wait, "renewal failed; the current credential keeps serving");
+                }
             }
         }
     }
@@ -502,6 +544,7 @@ mod behaviour {
     #[derive(Debug, Default)]
     struct Fake {
         mints: AtomicUsize,
+        attempts: AtomicUsize,
         fail: AtomicBool,
     }
 
@@ -523,6 +566,7 @@ mod behaviour {
         ) -> BoxFuture<'a, Result<(String, u64), AuthorityError>> {
             Box::pin(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                self.attempts.fetch_add(1, Ordering::SeqCst);
                 if self.fail.load(Ordering::SeqCst) {
                     return Err(AuthorityError::File {
                         path: "fake".into(),
@@ -622,6 +666,30 @@ mod behaviour {
             token(&cache.get(&key, &spec(), 1102).await.unwrap()),
             "spiffe://t/a#1"
         );
+    }
+
+    #[tokio::test]
+    async fn failed_renewals_back_off() {
+        let fake = Arc::new(Fake::default());
+        let cache = Cache::new(fake.clone(), std::env::temp_dir());
+        let key = Key::new(Kind::JwtSvid, "spiffe://t/a", []);
+        cache.get(&key, &spec(), 1000).await.unwrap();
+        fake.fail.store(true, Ordering::SeqCst);
+        // The rotation loop ticks every second for two minutes of an outage.
+        for t in 1050..1170 {
+            cache.rotate_due(t).await;
+        }
+        let tries = fake.attempts.load(Ordering::SeqCst) - 1;
+        // Doubling from 2 s (±50 %): at most about log2(120) + a few, never 120.
+        assert!(
+            (3..=12).contains(&tries),
+            "{tries} renewal attempts in 120 s"
+        );
+        for d in 1..20 {
+            let b = backoff(d);
+            let base = (1u64 << d.min(9)).min(300);
+            assert!(b >= base / 2 && b <= base + base / 2, "backoff({d}) = {b}");
+        }
     }
 
     #[tokio::test]
