@@ -15,8 +15,11 @@ use crate::cache::{Kind, Value};
 
 /// How long a SignPublicKey nonce lives.
 const NONCE_TTL_SECS: u64 = 60;
-/// Outstanding nonces at most (each caller can hold a few; the rest are refused).
+/// Outstanding nonces at most, in all.
 const MAX_NONCES: usize = 4096;
+/// Outstanding nonces at most per process, so that one caller cannot use up the
+/// store for everyone else.
+const MAX_NONCES_PER_PID: usize = 16;
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -72,7 +75,15 @@ impl Credentials for CredentialsService {
                 .lock()
                 .map_err(|_| Status::internal("nonce store poisoned"))?;
             n.retain(|_, (_, exp)| *exp > now);
+            let pid = peer.process().pid;
+            if n.values().filter(|(p, _)| *p == pid).count() >= MAX_NONCES_PER_PID {
+                self.0.metrics.request(RPC, tonic::Code::ResourceExhausted);
+                return Err(Status::resource_exhausted(
+                    "too many outstanding nonces for this process",
+                ));
+            }
             if n.len() >= MAX_NONCES {
+                self.0.metrics.request(RPC, tonic::Code::ResourceExhausted);
                 return Err(Status::resource_exhausted("too many outstanding nonces"));
             }
             n.insert(nonce.clone(), (peer.process().pid, now + NONCE_TTL_SECS));
