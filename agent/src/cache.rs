@@ -343,17 +343,34 @@ impl Cache {
 
     /// Re-mints every key past its refresh point. Run periodically. A key whose
     /// renewal failed waits out its backoff; its still-valid value keeps serving.
+    ///
+    /// Only keys used within their last lifetime are renewed (an open stream
+    /// counts: it re-reads after every renewal); the rest are dropped once expired,
+    /// so an entry removed from the config, or an audience asked for once, does not
+    /// keep the agent minting.
     pub async fn rotate_due(&self, now: u64) {
         let due: Vec<(Key, Arc<Slot>)> = {
-            let Ok(slots) = self.slots.lock() else { return };
+            let Ok(mut slots) = self.slots.lock() else {
+                return;
+            };
+            let idle = |s: &Slot, st: &Stored| {
+                now.saturating_sub(s.last_used.load(Ordering::Relaxed))
+                    > st.expires_at.saturating_sub(st.issued_at)
+            };
+            slots.retain(|_, s| {
+                s.value.try_lock().map_or(true, |v| {
+                    v.as_ref()
+                        .is_none_or(|st| now < st.expires_at || !idle(s, st))
+                })
+            });
             slots
                 .iter()
                 .filter(|(_, s)| now >= s.retry_at.load(Ordering::Relaxed))
                 .filter(|(_, s)| {
-                    s.value
-                        .try_lock()
-                        .ok()
-                        .is_some_and(|v| v.as_ref().is_some_and(|st| now >= st.refresh_at))
+                    s.value.try_lock().ok().is_some_and(|v| {
+                        v.as_ref()
+                            .is_some_and(|st| now >= st.refresh_at && !idle(s, st))
+                    })
                 })
                 .map(|(k, s)| (k.clone(), s.clone()))
                 .collect()
@@ -690,6 +707,30 @@ mod behaviour {
             let base = (1u64 << d.min(9)).min(300);
             assert!(b >= base / 2 && b <= base + base / 2, "backoff({d}) = {b}");
         }
+    }
+
+    #[tokio::test]
+    async fn unused_keys_are_not_renewed_and_then_dropped() {
+        let fake = Arc::new(Fake::default());
+        let cache = Cache::new(fake.clone(), std::env::temp_dir());
+        let used = Key::new(Kind::JwtSvid, "spiffe://t/used", []);
+        let once = Key::new(Kind::JwtSvid, "spiffe://t/once", []);
+        cache.get(&used, &spec(), 1000).await.unwrap();
+        cache.get(&once, &spec(), 1000).await.unwrap();
+        // `used` is asked for again, and renewed; `once` never again.
+        let mut t = 1000;
+        while t < 1300 {
+            t += 1;
+            if t % 30 == 0 {
+                cache.get(&used, &spec(), t).await.unwrap();
+            }
+            cache.rotate_due(t).await;
+        }
+        assert!(
+            cache.get(&used, &spec(), t).await.unwrap().issued_at > 1100,
+            "used key not renewed"
+        );
+        assert_eq!(cache.len(), 1, "the key asked for once is still held");
     }
 
     #[tokio::test]
