@@ -432,6 +432,16 @@ impl Cache {
             if now >= stored.expires_at {
                 continue;
             }
+            if let Value::X509Svid { chain, key } = &stored.value {
+                let readable = !chain.is_empty()
+                    && chain
+                        .iter()
+                        .all(|c| STANDARD.decode(c).is_ok_and(|d| !d.is_empty()))
+                    && STANDARD.decode(key.as_bytes()).is_ok_and(|k| !k.is_empty());
+                if !readable {
+                    continue;
+                }
+            }
             if let Value::Credential { seed, jwt } = &stored.value {
                 let ok = verifier
                     .verify(jwt, now)

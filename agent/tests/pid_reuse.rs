@@ -13,16 +13,22 @@ use lanyard_agent::app;
 use lanyard_agent::config::Config;
 use lanyard_plugins::{AttestError, ProcessRef, Selector, WorkloadAttestor};
 
-/// Holds every request for a while, as a slow Kubernetes lookup would.
+/// Holds every request for a while, as a slow Kubernetes lookup would, and first
+/// writes the pid it is attesting to `marker`, so a client can tell that its
+/// request is in flight.
 #[derive(Debug)]
-struct Slow(Duration);
+struct Slow {
+    delay: Duration,
+    marker: PathBuf,
+}
 
 impl WorkloadAttestor for Slow {
     fn name(&self) -> &'static str {
         "slow"
     }
-    fn attest(&self, _: &ProcessRef) -> Result<Vec<Selector>, AttestError> {
-        std::thread::sleep(self.0);
+    fn attest(&self, p: &ProcessRef) -> Result<Vec<Selector>, AttestError> {
+        let _ = std::fs::write(&self.marker, p.pid.to_string());
+        std::thread::sleep(self.delay);
         Ok(vec![])
     }
 }
@@ -37,14 +43,22 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c_core_fetch_jwtsvid.bin")
 }
 
-/// Connects and sends the captured request. With `fork`, the connecting process
-/// then exits at once while a forked child keeps the connection and reads what
-/// comes back (the classic PID-reuse attack); otherwise it reads for 3 s.
-/// Everything received is written to `out`.
-fn client(socket: &Path, fork: bool, out: &Path) -> std::process::Child {
+/// Connects and sends the captured request. With `fork`, a forked child keeps
+/// the connection and reads what comes back, while the connecting process exits
+/// as soon as the agent is attesting it (the classic PID-reuse attack); without,
+/// it reads for 3 s. Everything received is written to `out`.
+fn client(socket: &Path, fork: bool, out: &Path, marker: &Path) -> std::process::Child {
     let script = "import os,socket,sys,time\n\
         s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(open(sys.argv[2],'rb').read())\n\
-        if sys.argv[4]=='fork' and os.fork()!=0: os._exit(0)\n\
+        me=str(os.getpid())\n\
+        if sys.argv[4]=='fork' and os.fork()!=0:\n\
+        \x20   end=time.time()+20\n\
+        \x20   while time.time()<end:\n\
+        \x20       try:\n\
+        \x20           if open(sys.argv[5]).read()==me: break\n\
+        \x20       except OSError: pass\n\
+        \x20       time.sleep(0.005)\n\
+        \x20   os._exit(0)\n\
         s.settimeout(0.1); end=time.time()+3; got=b''\n\
         while time.time()<end:\n\
         \x20   try:\n\
@@ -59,6 +73,7 @@ fn client(socket: &Path, fork: bool, out: &Path) -> std::process::Child {
         .arg(fixture())
         .arg(out)
         .arg(if fork { "fork" } else { "stay" })
+        .arg(marker)
         .spawn()
         .unwrap()
 }
@@ -82,7 +97,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 async fn wait_for(bound: &app::Bound, rpc: &str, code: tonic::Code, n: u64) -> bool {
-    for _ in 0..60 {
+    for _ in 0..200 {
         if bound.metrics().count(rpc, code) >= n {
             return true;
         }
@@ -96,16 +111,20 @@ async fn reused_pid_gets_no_identity() {
     let dir = std::env::temp_dir().join(format!("lanyard-pid-reuse-{}", std::process::id()));
     let config = setup(&dir);
     let socket = config.socket_path.clone();
+    let marker = dir.join("attesting");
     let attestors = vec![
         app::default_attestors(&config).remove(0),
-        Box::new(Slow(Duration::from_millis(700))) as Box<dyn WorkloadAttestor>,
+        Box::new(Slow {
+            delay: Duration::from_millis(1500),
+            marker: marker.clone(),
+        }) as Box<dyn WorkloadAttestor>,
     ];
     let bound = app::build_with(config, attestors).await.unwrap();
 
     // Control: the same captured request from a client that waits gets its JWT-SVID,
     // so the request itself is one that would be answered.
     let control_out = dir.join("control.out");
-    let mut c = client(&socket, false, &control_out);
+    let mut c = client(&socket, false, &control_out, &marker);
     assert!(
         wait_for(&bound, "FetchJWTSVID", tonic::Code::Ok, 1).await,
         "control request was not answered"
@@ -121,7 +140,7 @@ async fn reused_pid_gets_no_identity() {
     let mut reused = None;
     let attack_out = dir.join("attack.out");
     for _ in 0..5 {
-        let mut c = client(&socket, true, &attack_out);
+        let mut c = client(&socket, true, &attack_out, &marker);
         let pid = c.id();
         c.wait().unwrap(); // reaped: the pid is free again
         if let Some(p) = take_pid(pid) {

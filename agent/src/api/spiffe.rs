@@ -68,15 +68,20 @@ impl SpiffeWorkloadApi for SpiffeService {
                 {
                     let s = ctx.credential(Kind::X509Svid, e, [], &attested).await?;
                     if let Value::X509Svid { chain, key } = &s.value {
-                        let der: Vec<u8> = chain
-                            .iter()
-                            .filter_map(|c| STANDARD.decode(c).ok())
-                            .flatten()
-                            .collect();
+                        // All or nothing: never a partial chain or an empty key.
+                        let der: Result<Vec<Vec<u8>>, _> =
+                            chain.iter().map(|c| STANDARD.decode(c)).collect();
+                        let key = STANDARD.decode(key.as_bytes());
+                        let (Ok(der), Ok(key)) = (der, key) else {
+                            return Err(Status::internal("cached X.509-SVID is unreadable"));
+                        };
+                        if der.is_empty() || key.is_empty() {
+                            return Err(Status::internal("cached X.509-SVID is empty"));
+                        }
                         svids.push(X509svid {
                             spiffe_id: e.subject.clone(),
-                            x509_svid: der,
-                            x509_svid_key: STANDARD.decode(key.as_bytes()).unwrap_or_default(),
+                            x509_svid: der.concat(),
+                            x509_svid_key: key,
                             bundle: bundle.clone(),
                             hint: String::new(),
                         });
