@@ -686,3 +686,37 @@ fn fetch_watch_starts_the_child_only_after_every_file_is_written() {
     let _ = watch.wait();
     assert_eq!(std::fs::read_to_string(seen).unwrap().trim(), "complete");
 }
+
+#[test]
+fn sigterm_ends_open_streams_and_exits_within_the_drain_deadline() {
+    use lanyard_proto::spiffe::X509svidRequest;
+    let d = Deployment::new("drain", &entries(my_uid()));
+    let agent = d.start();
+    rt().block_on(async {
+        let mut c = SpiffeWorkloadApiClient::new(connect(&d.socket()).await.unwrap());
+        let mut stream = c
+            .fetch_x509svid(with_header(X509svidRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(stream.message().await.unwrap().unwrap().svids.len(), 1);
+        // The stream is open and idle; SIGTERM must still finish within drain_timeout (5 s).
+        let start = std::time::Instant::now();
+        let status = tokio::task::spawn_blocking(move || agent.terminate())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status}");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "drain took {:?}",
+            start.elapsed()
+        );
+        // The client sees its stream end, not hang.
+        let end = tokio::time::timeout(std::time::Duration::from_secs(2), stream.message()).await;
+        assert!(
+            matches!(end, Ok(Ok(None)) | Ok(Err(_))),
+            "stream still open after shutdown: {end:?}"
+        );
+    });
+    assert!(!d.socket().exists(), "socket left behind");
+}
