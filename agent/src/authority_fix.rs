@@ -97,6 +97,35 @@ impl Rewriter {
     }
 }
 
+/// Feeds `data` in chunks whose sizes come from its first byte, and checks what
+/// must hold for any input: no panic, and the output is exactly as long as the
+/// input. Shared by the fuzz target and the corpus replay test.
+pub fn fuzz_one(data: &[u8]) {
+    let chunk = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    let mut r = Rewriter::default();
+    let mut out = 0;
+    let mut buf = [0u8; 97];
+    for c in data.chunks(chunk) {
+        r.feed(c);
+        loop {
+            let n = r.drain_into(&mut buf);
+            if n == 0 {
+                break;
+            }
+            out += n;
+        }
+    }
+    r.finish();
+    loop {
+        let n = r.drain_into(&mut buf);
+        if n == 0 {
+            break;
+        }
+        out += n;
+    }
+    assert_eq!(out, data.len(), "the rewriter changed the stream's length");
+}
+
 /// Rewrites `:authority` literals inside one complete HEADERS/CONTINUATION frame.
 fn rewrite_frame(frame: &mut [u8]) {
     let (ty, flags) = (frame[3], frame[4]);
