@@ -120,32 +120,6 @@ fn bad(path: &std::path::Path, reason: impl ToString) -> AuthorityError {
     }
 }
 
-/// PEM certificates to DER.
-pub fn pem_certs(text: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut body = String::new();
-    let mut inside = false;
-    for line in text.lines() {
-        match line.trim() {
-            "-----BEGIN CERTIFICATE-----" => {
-                inside = true;
-                body.clear();
-            }
-            "-----END CERTIFICATE-----" => {
-                inside = false;
-                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(&body) {
-                    out.push(der);
-                }
-            }
-            l if inside => body.push_str(l),
-            _ => {}
-        }
-    }
-    out
-}
-
-use base64::Engine as _;
-
 impl LocalAuthority {
     /// Loads and checks the chain issuer credential: it must verify against the org
     /// key right now, so a misconfigured agent fails at start, not at first request.
@@ -164,8 +138,8 @@ impl LocalAuthority {
             .map_err(|e| bad(&files.chain_seed, e))?;
         let chain =
             ChainIssuer::new(jwt.trim(), key.clone()).map_err(|e| bad(&files.chain_jwt, e))?;
-        let roots = pem_certs(&read(&files.org_crt)?);
-        let chain_crt = pem_certs(&read(&files.chain_crt)?)
+        let roots = crate::pem::decode_certs(&read(&files.org_crt)?);
+        let chain_crt = crate::pem::decode_certs(&read(&files.chain_crt)?)
             .into_iter()
             .next()
             .ok_or_else(|| bad(&files.chain_crt, "no certificate"))?;

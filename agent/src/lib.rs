@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod health;
 pub mod metrics;
 pub mod peer;
+pub mod pem;
 pub mod server;
 pub mod svid;
 #[cfg(feature = "testing")]

@@ -136,11 +136,23 @@ fn uid_is(pid: i32, uid: u32) -> bool {
         || effective_uid(pid) == Some(uid)
 }
 
-/// The effective uid from `/proc/PID/status`.
-fn effective_uid(pid: i32) -> Option<u32> {
+/// The effective uid and gid from `/proc/PID/status` (what `SO_PEERCRED` reports).
+pub fn effective_ids(pid: i32) -> Option<(u32, u32)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let field = |name: &str| -> Option<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("Uid:")?, field("Gid:")?))
+}
+
+fn effective_uid(pid: i32) -> Option<u32> {
+    effective_ids(pid).map(|(uid, _)| uid)
 }
 
 #[cfg(test)]

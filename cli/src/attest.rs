@@ -24,21 +24,6 @@ pub struct AttestArgs {
     pub json: bool,
 }
 
-/// uid and gid as SO_PEERCRED would report them: the effective ids.
-fn ids(pid: i32) -> Result<(u32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("no process {pid}"))?;
-    let field = |name: &str| -> Result<u32> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("/proc/{pid}/status has no {name}"))
-    };
-    Ok((field("Uid:")?, field("Gid:")?))
-}
-
 pub fn run(a: &AttestArgs) -> Result<ExitCode> {
     let (entries, attestors) = match &a.config {
         Some(path) => {
@@ -57,7 +42,8 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
                 as Box<dyn lanyard_plugins::WorkloadAttestor>],
         ),
     };
-    let (uid, gid) = ids(a.pid)?;
+    let (uid, gid) = lanyard_agent::peer::effective_ids(a.pid)
+        .with_context(|| format!("no process {}", a.pid))?;
     let attested = Pipeline::new(attestors, entries.clone())
         .attest_blocking(&ProcessRef {
             pid: a.pid,

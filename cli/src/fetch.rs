@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
-use base64::Engine as _;
 use clap::Args;
 use lanyard_agent::client::{connect, with_header};
 use lanyard_agent::fsutil::{write_atomic, Replace};
+use lanyard_agent::pem;
 use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::spiffe::{JwtsvidRequest, X509svidRequest};
 use lanyard_proto::workload::credentials_client::CredentialsClient;
@@ -39,37 +39,6 @@ pub struct FetchArgs {
     /// Run this command once the files exist, and restart it after each update.
     #[arg(long, num_args = 1.., allow_hyphen_values = true, conflicts_with = "signal")]
     pub exec: Vec<String>,
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Splits concatenated DER certificates (each a SEQUENCE with a definite length).
-fn split_der(mut der: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    while der.len() >= 2 && der[0] == 0x30 {
-        let (len, hdr) = match der[1] {
-            n if n < 0x80 => (usize::from(n), 2),
-            0x81 if der.len() > 2 => (usize::from(der[2]), 3),
-            0x82 if der.len() > 3 => ((usize::from(der[2]) << 8) | usize::from(der[3]), 4),
-            _ => break,
-        };
-        let total = hdr + len;
-        if total > der.len() {
-            break;
-        }
-        out.push(&der[..total]);
-        der = &der[total..];
-    }
-    out
 }
 
 /// One complete set of files, in memory, so that they are written together.
@@ -112,20 +81,11 @@ async fn collect(channel: &Channel, audiences: &[String]) -> Result<Files> {
     if let Ok(resp) = spiffe.fetch_x509svid(with_header(X509svidRequest {})).await {
         if let Ok(Some(x)) = resp.into_inner().message().await {
             if let Some(svid) = x.svids.first() {
-                let certs: String = split_der(&svid.x509_svid)
-                    .iter()
-                    .map(|d| pem("CERTIFICATE", d))
-                    .collect();
-                files.push(("svid.pem".to_owned(), certs.into_bytes(), 0o644));
-                files.push((
-                    "svid.key".to_owned(),
-                    pem("PRIVATE KEY", &svid.x509_svid_key).into_bytes(),
-                    0o600,
-                ));
-                let bundle: String = split_der(&svid.bundle)
-                    .iter()
-                    .map(|d| pem("CERTIFICATE", d))
-                    .collect();
+                let svid_pem = pem::certs(&svid.x509_svid);
+                files.push(("svid.pem".to_owned(), svid_pem.into_bytes(), 0o644));
+                let key = pem::encode("PRIVATE KEY", &svid.x509_svid_key);
+                files.push(("svid.key".to_owned(), key.into_bytes(), 0o600));
+                let bundle = pem::certs(&svid.bundle);
                 files.push(("bundle.pem".to_owned(), bundle.into_bytes(), 0o644));
             }
         }

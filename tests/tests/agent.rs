@@ -28,26 +28,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn pem(der: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for c in der.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            b64.push(if i <= c.len() {
-                T[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for c in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(c).unwrap());
-        out.push('\n');
-    }
-    out + "-----END CERTIFICATE-----\n"
+    lanyard_agent::pem::encode("CERTIFICATE", der)
 }
 
 fn openssl(dir: &std::path::Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
