@@ -40,6 +40,10 @@ struct DenyClaims {
     jti: String,
     serial: u64,
     deny: Denied,
+    /// Set when a chain issuer (the online issuer) signed the list: its chain
+    /// token, which the org key verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<String>,
 }
 
 /// Why a deny list was refused.
@@ -55,6 +59,9 @@ pub enum DenyListError {
     /// Not signed by this org.
     #[error("deny list not signed by the org")]
     NotSignedByOrg,
+    /// Signed by a chain issuer whose token does not verify against the org key.
+    #[error("deny list signed by an invalid chain issuer: {0}")]
+    BadChain(String),
     /// Older than one already held.
     #[error("deny list serial {got} is older than the held serial {held}")]
     Rollback {
@@ -96,19 +103,48 @@ impl VerifiedDenyList {
     }
 }
 
-/// Verifies a deny list against the org key.
+/// Verifies a deny list against the org key: signed by the org itself, or by a
+/// chain issuer the org delegated (valid when it signed) whose token it carries.
 pub fn parse(text: &str, org: &PublicKey) -> Result<VerifiedDenyList, DenyListError> {
     let parts = jws::parse(text.trim())?;
-    if !org.verify(parts.signing_input.as_bytes(), &parts.signature) {
-        return Err(DenyListError::NotSignedByOrg);
-    }
-    let c: DenyClaims =
-        serde_json::from_slice(&parts.payload).map_err(|e| DenyListError::Claims(e.to_string()))?;
+    let signed_by_org = org.verify(parts.signing_input.as_bytes(), &parts.signature);
+    let parsed = serde_json::from_slice::<DenyClaims>(&parts.payload);
+    let c = if signed_by_org {
+        let c = parsed.map_err(|e| DenyListError::Claims(e.to_string()))?;
+        if c.chain.is_some() || c.iss != format!("{ORG_ISSUER_PREFIX}{}", org.to_hex()) {
+            return Err(DenyListError::NotSignedByOrg);
+        }
+        c
+    } else {
+        // Not the org's signature: only a list carrying a chain token can still
+        // be valid. Its claims name the signer; nothing is trusted until the
+        // chain verifies against the org key and the list against the chain key.
+        let c = match parsed {
+            Ok(c) if c.chain.is_some() => c,
+            _ => return Err(DenyListError::NotSignedByOrg),
+        };
+        let chain = c.chain.as_deref().unwrap_or_default();
+        let verified = crate::Verifier::new(*org)
+            .verify(chain, c.iat)
+            .map_err(|e| DenyListError::BadChain(e.to_string()))?;
+        let (Some(key), Some(jti), true) = (
+            verified.holder(),
+            verified.claims().jti.as_deref(),
+            matches!(verified.anchor(), crate::Anchor::Org)
+                && verified.claims().lanyard_chain.is_some(),
+        ) else {
+            return Err(DenyListError::BadChain("not a chain issuer token".into()));
+        };
+        if c.iss != format!("C-{jti}.{}", key.to_hex()) {
+            return Err(DenyListError::BadChain("iss does not name the chain".into()));
+        }
+        if !key.verify(parts.signing_input.as_bytes(), &parts.signature) {
+            return Err(DenyListError::BadChain("signature is not the chain's".into()));
+        }
+        c
+    };
     if c.purpose != PURPOSE_DENY_LIST {
         return Err(DenyListError::Claims(format!("purpose is {:?}", c.purpose)));
-    }
-    if c.iss != format!("{ORG_ISSUER_PREFIX}{}", org.to_hex()) {
-        return Err(DenyListError::NotSignedByOrg);
     }
     Ok(VerifiedDenyList {
         serial: c.serial,
@@ -131,9 +167,32 @@ pub fn sign(
         jti: Ksuid::generate(now)?.to_string(),
         serial,
         deny: denied.clone(),
+        chain: None,
     };
     let payload = serde_json::to_vec(&claims).unwrap_or_default();
     Ok(jws::encode(&payload, |m| org.sign(m)))
+}
+
+/// Signs a deny list with a chain issuer's key (the online issuer, which never
+/// holds the org seed). Verifiers need only the org key: the list carries the
+/// chain token.
+pub fn sign_by_chain(
+    chain: &crate::ChainIssuer,
+    denied: &Denied,
+    serial: u64,
+    now: u64,
+) -> Result<String, GenerateError> {
+    let claims = DenyClaims {
+        purpose: PURPOSE_DENY_LIST.into(),
+        iss: format!("C-{}", chain.issuer_id()),
+        iat: now,
+        jti: Ksuid::generate(now)?.to_string(),
+        serial,
+        deny: denied.clone(),
+        chain: Some(chain.token().to_owned()),
+    };
+    let payload = serde_json::to_vec(&claims).unwrap_or_default();
+    Ok(jws::encode(&payload, |m| chain.sign_raw(m)))
 }
 
 /// Keeps `new` only if it is not older than `held`.

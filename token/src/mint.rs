@@ -194,6 +194,7 @@ impl LeafRequest {
 /// A chain issuer credential: its token and its key, ready to mint leaves.
 pub struct ChainIssuer {
     key: KeyPair,
+    token: String,
     jti: String,
     public_hex: String,
     tcs: String,
@@ -253,6 +254,7 @@ impl ChainIssuer {
         }
         Ok(Self {
             key,
+            token: token.trim().to_owned(),
             jti,
             public_hex,
             tcs,
@@ -265,6 +267,32 @@ impl ChainIssuer {
     /// The chain issuer token's claims.
     pub fn claims(&self) -> &Claims {
         &self.claims
+    }
+
+    /// The chain issuer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// `<jti>.<public key hex>`: what leaves name after `C-` in `iss`.
+    pub fn issuer_id(&self) -> String {
+        format!("{}.{}", self.jti, self.public_hex)
+    }
+
+    /// The chain token's `jti` (what a deny list names to revoke this chain).
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+
+    /// The chain key's public half.
+    pub fn public(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// Signs `msg` with the chain key (deny lists; never a token payload a
+    /// caller chose, which `mint` builds itself).
+    pub(crate) fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg)
     }
 
     /// When this chain issuer expires.

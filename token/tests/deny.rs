@@ -103,3 +103,29 @@ fn verifier_refuses_what_the_list_names() {
         assert!(matches!(err, VerifyError::Revoked(_)), "{err}");
     }
 }
+
+#[test]
+fn a_chain_issuer_signs_lists_that_verify_with_the_org_key_alone() {
+    let o = Org::new(86_400, Constraints::default());
+    let chain = lanyard_token::ChainIssuer::new(&o.chain_jwt, o.chain_key.clone()).unwrap();
+    let mut denied = Denied::default();
+    denied.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
+    let text = deny::sign_by_chain(&chain, &denied, 3, T0 + 10).unwrap();
+    let list = deny::parse(&text, &o.org.public()).unwrap();
+    assert_eq!(list.serial(), 3);
+    assert!(list.denies_jti("3MVUmuoA6KiC9vfUlPWtgWZksOh"));
+    // Another org refuses it (its chain token does not verify).
+    let other = KeyPair::generate().unwrap().public();
+    assert!(matches!(
+        deny::parse(&text, &other),
+        Err(DenyListError::BadChain(_))
+    ));
+    // A list signed by some other key but carrying this chain's token is refused.
+    let mut parts: Vec<String> = text.split('.').map(str::to_owned).collect();
+    let forged = KeyPair::generate().unwrap();
+    parts[2] = jws::b64url(&forged.sign(format!("{}.{}", parts[0], parts[1]).as_bytes()));
+    assert!(matches!(
+        deny::parse(&parts.join("."), &o.org.public()),
+        Err(DenyListError::BadChain(_))
+    ));
+}
