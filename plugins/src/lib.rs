@@ -4,7 +4,13 @@
 //! into [`Selector`]s. Plugins know nothing about gRPC, caches or entries; the agent
 //! runs them and decides. Attestors are blocking (they read `/proc`); the agent
 //! runs them on its blocking pool.
+//!
+//! A [`node::NodeAttestor`] checks the evidence an agent presents to the issuer
+//! once per node (a join token, a pinned device key, a Kubernetes service-account
+//! token) and yields a [`node::AttestedNode`]. Node attestors are async: they may
+//! consult the issuer's store.
 
+pub mod node;
 pub mod selector;
 pub mod unix;
 
