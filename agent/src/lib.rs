@@ -20,3 +20,4 @@ pub mod server;
 pub mod svid;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;

@@ -55,14 +55,14 @@ pub fn rcgen_ed25519(key: &KeyPair) -> Result<rcgen::KeyPair, SvidError> {
     )?)
 }
 
-fn dn(cn: String) -> DistinguishedName {
+pub(crate) fn dn(cn: String) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "lanyard");
     dn.push(DnType::CommonName, cn);
     dn
 }
 
-fn time(unix: u64) -> time::OffsetDateTime {
+pub(crate) fn time(unix: u64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(i64::MAX))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
@@ -133,6 +133,27 @@ pub fn delegate_certs(
     Ok((root.pem(), chain.pem()))
 }
 
+/// The rcgen issuer for a chain key. Its name must equal the subject of the CA
+/// certificate `delegate_certs` made for that key, so it is rebuilt from the same
+/// parameters; every certificate the chain key signs (X.509-SVIDs, the issuer's
+/// TLS leaf) goes through here.
+pub fn chain_issuer(
+    chain_key: &KeyPair,
+    not_before: u64,
+    not_after: u64,
+) -> Result<Issuer<'static, rcgen::KeyPair>, SvidError> {
+    let params = chain_ca_params(&chain_key.public().to_hex(), None, not_before, not_after);
+    Ok(Issuer::new(params, rcgen_ed25519(chain_key)?))
+}
+
+/// A random positive 128-bit serial number (RFC 5280 allows up to 20 octets).
+pub(crate) fn random_serial() -> Result<rcgen::SerialNumber, SvidError> {
+    let mut serial = [0u8; 16];
+    lanyard_token::keys::random_bytes(&mut serial).map_err(|e| SvidError::Key(e.to_string()))?;
+    serial[0] &= 0x7f;
+    Ok(rcgen::SerialNumber::from_slice(&serial))
+}
+
 /// An ed25519 public key for rcgen to certify (the chain issuer's).
 struct Ed25519Public([u8; 32]);
 
@@ -179,9 +200,8 @@ impl X509Signer {
         not_before: u64,
         not_after: u64,
     ) -> Result<Self, SvidError> {
-        let params = chain_ca_params(&chain_key.public().to_hex(), None, not_before, not_after);
         Ok(Self {
-            issuer: Issuer::new(params, rcgen_ed25519(chain_key)?),
+            issuer: chain_issuer(chain_key, not_before, not_after)?,
             chain_der,
             not_after,
         })
@@ -210,11 +230,7 @@ impl X509Signer {
         p.not_before = time(now.saturating_sub(60));
         let expires_at = now.saturating_add(ttl).min(self.not_after);
         p.not_after = time(expires_at);
-        let mut serial = [0u8; 16];
-        lanyard_token::keys::random_bytes(&mut serial)
-            .map_err(|e| SvidError::Key(e.to_string()))?;
-        serial[0] &= 0x7f;
-        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        p.serial_number = Some(random_serial()?);
         let cert = p.signed_by(&key, &self.issuer)?;
         Ok(X509Svid {
             chain: vec![cert.der().to_vec(), self.chain_der.clone()],

@@ -1,0 +1,731 @@
+//! TLS between agents and the issuer, anchored on the org key alone.
+//!
+//! The issuer's server identity is its chain issuer credential: at startup it makes a
+//! fresh P-256 leaf for [`ISSUER_SERVER_NAME`], signs it with the chain key and
+//! presents `[leaf, chain.crt, org.crt]`. An agent is configured with nothing but the
+//! org public key (DESIGN.md, Trust model): [`OrgKeyVerifier`] takes the last
+//! presented certificate as the candidate root, accepts it only if its key *is* the
+//! org key, and then verifies the path to it as usual. So there is no CA bundle to
+//! distribute, and an issuer whose chain was delegated by another org, or a
+//! self-signed impostor, fails the handshake.
+//!
+//! There is no client authentication here: agents prove themselves in-band, by
+//! signing a fresh nonce with their own seed for every session.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rcgen::{
+    CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
+    PKCS_ECDSA_P256_SHA256,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::{aws_lc_rs, CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::svid::SvidError;
+
+/// The DNS name in the issuer's TLS leaf, and the only one agents accept: the
+/// issuer is identified by its credential, not by where it is reached.
+pub const ISSUER_SERVER_NAME: &str = "lanyard-issuer";
+
+/// gRPC needs HTTP/2; negotiating it also keeps an HTTP/1 client from talking past us.
+const ALPN_H2: &[u8] = b"h2";
+/// How long an accepted connection may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an agent waits for TCP connect plus handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in progress at once: beyond this, new clients wait in the listen
+/// backlog, so a flood of silent connections cannot exhaust memory.
+const MAX_HANDSHAKES: usize = 1024;
+/// Handshaken connections waiting for the gRPC server to pick them up.
+const READY_QUEUE: usize = 64;
+/// Clock skew allowed at agents, as for X.509-SVIDs.
+const CLOCK_SKEW: u64 = 60;
+
+/// Why a TLS configuration or connection could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The leaf key or certificate could not be made, or the chain key is unusable.
+    #[error("certificate: {0}")]
+    Certificate(#[from] SvidError),
+    /// rustls refused the configuration (key and certificate mismatch, protocol versions).
+    #[error("tls config: {0}")]
+    Config(#[from] rustls::Error),
+    /// The chain issuer credential has expired, so no agent would accept what it signs.
+    #[error("the chain credential expired at {not_after} (now {now})")]
+    Expired {
+        /// Its end of validity, Unix seconds.
+        not_after: u64,
+        /// The time it was checked at, Unix seconds.
+        now: u64,
+    },
+    /// `chain.crt` and `org.crt` do not certify the chain key (from another org or
+    /// another delegation, or not yet valid): agents would refuse every handshake.
+    #[error("chain.crt and org.crt do not certify this chain key: {0}")]
+    Chain(rustls::Error),
+    /// The issuer could not be reached, or the handshake failed.
+    #[error("connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+}
+
+/// The one crypto stack (DESIGN.md, Crypto); no process-wide default is installed.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(aws_lc_rs::default_provider())
+}
+
+fn issuer_name() -> Result<ServerName<'static>, rustls::Error> {
+    ServerName::try_from(ISSUER_SERVER_NAME)
+        .map_err(|e| rustls::Error::General(format!("server name: {e}")))
+}
+
+/// The issuer's TLS configuration: a fresh P-256 leaf for [`ISSUER_SERVER_NAME`],
+/// signed by the chain key, presented as `[leaf, chain.crt, org.crt]`. TLS 1.3 only,
+/// ALPN `h2`, no client certificates.
+///
+/// `not_after` is the chain credential's expiry: the leaf lives as long as it, so
+/// rebuild the configuration when the chain credential is renewed. Before returning,
+/// the chain is verified against `org.crt` exactly as agents will, so a wrong
+/// `chain.crt` fails here, at startup, instead of in every agent's handshake.
+pub fn server_config(
+    chain_key: &lanyard_token::KeyPair,
+    chain_crt_der: Vec<u8>,
+    org_crt_der: Vec<u8>,
+    not_after: u64,
+    now: u64,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    if not_after <= now {
+        return Err(TlsError::Expired { not_after, now });
+    }
+    let (chain, key) = issuer_chain(chain_key, chain_crt_der, org_crt_der, not_after, now)?;
+    self_check(&chain, now)?;
+    config_for(chain, key)
+}
+
+/// The leaf and the chain it is presented with, unchecked.
+fn issuer_chain(
+    chain_key: &lanyard_token::KeyPair,
+    chain_crt_der: Vec<u8>,
+    org_crt_der: Vec<u8>,
+    not_after: u64,
+    now: u64,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let issuer = crate::svid::chain_issuer(chain_key, now, not_after)?;
+    let key = rcgen::KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(SvidError::from)?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = crate::svid::dn(ISSUER_SERVER_NAME.to_owned());
+    let name = ISSUER_SERVER_NAME.try_into().map_err(SvidError::from)?;
+    p.subject_alt_names = vec![SanType::DnsName(name)];
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.not_before = crate::svid::time(now.saturating_sub(CLOCK_SKEW));
+    p.not_after = crate::svid::time(not_after);
+    p.serial_number = Some(crate::svid::random_serial()?);
+    let leaf = p.signed_by(&key, &issuer).map_err(SvidError::from)?;
+    let chain = vec![
+        leaf.der().clone(),
+        CertificateDer::from(chain_crt_der),
+        CertificateDer::from(org_crt_der),
+    ];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Ok((chain, key))
+}
+
+/// Verifies `chain` the way an agent of the org in its last certificate would.
+fn self_check(chain: &[CertificateDer<'static>], now: u64) -> Result<(), TlsError> {
+    let Some((leaf, rest)) = chain.split_first() else {
+        return Err(TlsError::Chain(CertificateError::BadEncoding.into()));
+    };
+    // The org the chain claims, to check that the chain really leads there.
+    let org_spki = match rest.last() {
+        Some(root) => anchor(root).map_err(TlsError::Chain)?.1,
+        None => Vec::new(),
+    };
+    verify_chain(
+        &org_spki,
+        leaf,
+        rest,
+        UnixTime::since_unix_epoch(Duration::from_secs(now)),
+        provider().signature_verification_algorithms,
+    )
+    .map_err(TlsError::Chain)
+}
+
+fn config_for(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// An agent's TLS configuration for the issuer: TLS 1.3 only, ALPN `h2`, and the
+/// server verified by [`OrgKeyVerifier`], so `org` is the only thing trusted.
+pub fn client_config(
+    org: &lanyard_token::PublicKey,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let verifier = OrgKeyVerifier::with_algorithms(org, provider.signature_verification_algorithms);
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A server certificate verifier that trusts exactly one key: the org's.
+///
+/// The last certificate the server presents is the candidate root. It is accepted
+/// only if its public key is the org key; then the end-entity certificate must chain
+/// to it through the certificates in between (signatures, validity at `now`, CA
+/// constraints, EKU serverAuth) and name [`ISSUER_SERVER_NAME`]. Nothing else, no
+/// system roots and no configured CA file, is consulted.
+#[derive(Debug)]
+pub struct OrgKeyVerifier {
+    /// The org key's SubjectPublicKeyInfo *contents* (algorithm and key, without the
+    /// outer SEQUENCE), the form a `TrustAnchor` holds it in.
+    org_spki: Vec<u8>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl OrgKeyVerifier {
+    /// A verifier for `org`, with the aws-lc-rs signature algorithms.
+    pub fn new(org: &lanyard_token::PublicKey) -> Self {
+        Self::with_algorithms(
+            org,
+            aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn with_algorithms(
+        org: &lanyard_token::PublicKey,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> Self {
+        // AlgorithmIdentifier { id-Ed25519 } then BIT STRING { 0 unused bits, key } (RFC 8410).
+        let mut org_spki = vec![0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        org_spki.extend_from_slice(org.as_bytes());
+        Self {
+            org_spki,
+            algorithms,
+        }
+    }
+}
+
+/// A one-anchor store for `root`, and the anchor's SPKI contents.
+fn anchor(root: &CertificateDer<'_>) -> Result<(RootCertStore, Vec<u8>), rustls::Error> {
+    let mut store = RootCertStore::empty();
+    store.add(root.clone())?;
+    let spki = store
+        .roots
+        .first()
+        .map(|a| a.subject_public_key_info.to_vec())
+        .unwrap_or_default();
+    Ok((store, spki))
+}
+
+/// The whole server check: see [`OrgKeyVerifier`].
+fn verify_chain(
+    org_spki: &[u8],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    algorithms: WebPkiSupportedAlgorithms,
+) -> Result<(), rustls::Error> {
+    // Even an org that signs the leaf directly presents its root after it.
+    let Some((root, between)) = intermediates.split_last() else {
+        return Err(CertificateError::UnknownIssuer.into());
+    };
+    let (store, root_spki) = anchor(root)?;
+    // A TrustAnchor keeps the SPKI without its outer SEQUENCE; so does `org_spki`.
+    if root_spki != org_spki {
+        return Err(CertificateError::UnknownIssuer.into());
+    }
+    let cert = ParsedCertificate::try_from(end_entity)?;
+    verify_server_cert_signed_by_trust_anchor(&cert, &store, between, now, algorithms.all)?;
+    verify_server_name(&cert, &issuer_name()?)
+}
+
+impl ServerCertVerifier for OrgKeyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        // Ignored on purpose: the issuer is known by its credential, whatever name
+        // or address it was dialled by.
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_chain(
+            &self.org_spki,
+            end_entity,
+            intermediates,
+            now,
+            self.algorithms,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The configs only enable TLS 1.3; refuse rather than trust that.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A handshaken TLS connection from an agent, ready for tonic.
+#[derive(Debug)]
+pub struct TlsConn {
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    info: TcpConnectInfo,
+}
+
+impl TlsConn {
+    /// The agent's address.
+    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.info.remote_addr
+    }
+}
+
+impl Connected for TlsConn {
+    // tonic's own TCP info, so `Request::remote_addr()` works in handlers.
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+}
+
+/// TLS connections accepted on `listener`, for `Server::serve_with_incoming`.
+///
+/// Each handshake runs in its own task with a 10 s limit, so a client that connects
+/// and sends nothing delays nobody else. A failed or timed-out handshake is logged
+/// at debug and dropped: it is the client's problem, and an error item would stop
+/// the server. At most 1024 handshakes are in progress at once. The accept loop is a
+/// spawned task (so call this inside a tokio runtime); it ends, closing the
+/// listener, when the stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> impl futures_util::Stream<Item = Result<TlsConn, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(READY_QUEUE);
+    tokio::spawn(accept_loop(
+        listener,
+        tokio_rustls::TlsAcceptor::from(config),
+        tx,
+    ));
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|conn| (Ok(conn), rx))
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tx: mpsc::Sender<TlsConn>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        // Taking a permit before accepting leaves excess clients in the kernel's
+        // backlog rather than in our memory.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = tx.closed() => return,
+        };
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = tx.closed() => return,
+        };
+        // gRPC messages are small and latency-bound.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%remote, error = %e, "TCP_NODELAY");
+        }
+        let info = TcpConnectInfo {
+            local_addr: tcp.local_addr().ok(),
+            remote_addr: Some(remote),
+        };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(permit);
+            match handshake {
+                Ok(Ok(tls)) => {
+                    // Fails only when the server has stopped; the connection just closes.
+                    let _ = tx.send(TlsConn { tls, info }).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+fn endpoint() -> Endpoint {
+    // The URI only fills `:authority`; the connector below decides where to go.
+    Endpoint::from_static("http://lanyard-issuer").connect_timeout(CONNECT_TIMEOUT)
+}
+
+/// A connector for the issuer at `address` (`host:port`): TCP with TCP_NODELAY, then
+/// TLS for [`ISSUER_SERVER_NAME`]. The endpoint's timeout covers both.
+fn connector(
+    address: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> impl tower::Service<
+    tonic::codegen::http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Send
+       + Clone
+       + 'static {
+    let address = address.to_owned();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let address = address.clone();
+        let connector = connector.clone();
+        async move {
+            let name = issuer_name().map_err(std::io::Error::other)?;
+            let tcp = TcpStream::connect(&address).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        }
+    })
+}
+
+/// Connects to the issuer at `address` (`host:port`) over TLS verified by
+/// `config` (see [`client_config`]); fails if it is unreachable within 5 s or
+/// does not prove the org's delegation.
+pub async fn channel(
+    address: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Channel, TlsError> {
+    Ok(endpoint()
+        .connect_with_connector(connector(address, config))
+        .await?)
+}
+
+/// Like [`channel`], but connects on first use (and reconnects as needed), so an
+/// agent that starts while the issuer is down still starts. Needs a tokio runtime.
+pub fn lazy_channel(address: &str, config: Arc<rustls::ClientConfig>) -> Channel {
+    endpoint().connect_with_connector_lazy(connector(address, config))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt as _;
+    use lanyard_token::KeyPair;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// `(org.crt, chain.crt)` in DER, as `lanyard org delegate` makes them.
+    fn delegate(org: &KeyPair, chain: &KeyPair, nbf: u64, exp: u64) -> (Vec<u8>, Vec<u8>) {
+        let (org_pem, chain_pem) =
+            crate::svid::delegate_certs(org, &chain.public(), nbf, exp).unwrap();
+        let one = |pem: &str| crate::pem::decode_certs(pem).into_iter().next().unwrap();
+        (one(&org_pem), one(&chain_pem))
+    }
+
+    /// An issuer for `org` with a day of validity left.
+    fn issuer(org: &KeyPair) -> Arc<rustls::ServerConfig> {
+        let chain = KeyPair::generate().unwrap();
+        let (org_crt, chain_crt) = delegate(org, &chain, now() - 60, now() + 86_400);
+        server_config(&chain, chain_crt, org_crt, now() + 86_400, now()).unwrap()
+    }
+
+    /// Serves `config` on loopback; returns the address.
+    async fn serve(config: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut conns = Box::pin(incoming(listener, config));
+            while let Some(conn) = conns.next().await {
+                // Keep each connection open until the client goes away.
+                tokio::spawn(async move {
+                    let mut conn = conn.unwrap();
+                    let _ = tokio::io::copy(&mut tokio::io::empty(), &mut conn).await;
+                    let mut buf = [0u8; 64];
+                    let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn handshake(
+        addr: std::net::SocketAddr,
+        org: &lanyard_token::PublicKey,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let connector = tokio_rustls::TlsConnector::from(client_config(org).unwrap());
+        let tcp = TcpStream::connect(addr).await?;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            connector.connect(issuer_name().unwrap(), tcp),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn handshake_with_the_org_key_negotiates_h2() {
+        let org = KeyPair::generate().unwrap();
+        let addr = serve(issuer(&org)).await;
+        let tls = handshake(addr, &org.public()).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN_H2));
+        assert_eq!(
+            tls.get_ref().1.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+    }
+
+    #[tokio::test]
+    async fn another_org_key_is_refused() {
+        let org = KeyPair::generate().unwrap();
+        let other = KeyPair::generate().unwrap();
+        let addr = serve(issuer(&org)).await;
+        let err = handshake(addr, &other.public()).await.unwrap_err();
+        assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_chain_delegated_by_another_org_is_refused() {
+        let org = KeyPair::generate().unwrap();
+        let other = KeyPair::generate().unwrap();
+        let chain = KeyPair::generate().unwrap();
+        let (org_crt, _) = delegate(&org, &chain, now() - 60, now() + 86_400);
+        let (_, foreign_chain_crt) = delegate(&other, &chain, now() - 60, now() + 86_400);
+        // The issuer's own self-check refuses the mismatch at startup...
+        let err = server_config(
+            &chain,
+            foreign_chain_crt.clone(),
+            org_crt.clone(),
+            now() + 86_400,
+            now(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TlsError::Chain(_)), "{err}");
+        // ...and an issuer that skips it is refused by agents.
+        let (certs, key) =
+            issuer_chain(&chain, foreign_chain_crt, org_crt, now() + 86_400, now()).unwrap();
+        let addr = serve(config_for(certs, key).unwrap()).await;
+        let err = handshake(addr, &org.public()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("invalid peer certificate"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_self_signed_impostor_is_refused() {
+        let org = KeyPair::generate().unwrap();
+        // Claims the org's name in a root of its own key.
+        let impostor = KeyPair::generate().unwrap();
+        let chain = KeyPair::generate().unwrap();
+        let (fake_root, chain_crt) = delegate(&impostor, &chain, now() - 60, now() + 86_400);
+        let (certs, key) =
+            issuer_chain(&chain, chain_crt, fake_root, now() + 86_400, now()).unwrap();
+        let addr = serve(config_for(certs, key).unwrap()).await;
+        let err = handshake(addr, &org.public()).await.unwrap_err();
+        assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_expired_chain_is_refused() {
+        let org = KeyPair::generate().unwrap();
+        let chain = KeyPair::generate().unwrap();
+        let (org_crt, chain_crt) = delegate(&org, &chain, now() - 7_200, now() - 3_600);
+        let err = server_config(
+            &chain,
+            chain_crt.clone(),
+            org_crt.clone(),
+            now() - 3_600,
+            now(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TlsError::Expired { .. }), "{err}");
+        // An issuer that ignores the chain's expiry and makes a valid leaf anyway.
+        let (certs, key) = issuer_chain(&chain, chain_crt, org_crt, now() + 3_600, now()).unwrap();
+        let addr = serve(config_for(certs, key).unwrap()).await;
+        let err = handshake(addr, &org.public()).await.unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_does_not_block_others() {
+        let org = KeyPair::generate().unwrap();
+        let addr = serve(issuer(&org)).await;
+        // Connects, then says nothing: its handshake waits out the 10 s limit.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        handshake(addr, &org.public()).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn grpc_round_trip() {
+        use lanyard_proto::workload::credentials_client::CredentialsClient;
+        use lanyard_proto::workload::credentials_server::{Credentials, CredentialsServer};
+        use lanyard_proto::workload::*;
+
+        struct Echo;
+        #[tonic::async_trait]
+        impl Credentials for Echo {
+            type FetchCredentialsStream =
+                futures_util::stream::Empty<Result<FetchCredentialsResponse, tonic::Status>>;
+            async fn fetch_credentials(
+                &self,
+                _: tonic::Request<FetchCredentialsRequest>,
+            ) -> Result<tonic::Response<Self::FetchCredentialsStream>, tonic::Status> {
+                Err(tonic::Status::unimplemented(""))
+            }
+            async fn get_nonce(
+                &self,
+                request: tonic::Request<GetNonceRequest>,
+            ) -> Result<tonic::Response<GetNonceResponse>, tonic::Status> {
+                // Proves the connect info reaches handlers.
+                let nonce = request.remote_addr().map(|a| a.ip().to_string());
+                Ok(tonic::Response::new(GetNonceResponse {
+                    nonce: nonce.unwrap_or_default(),
+                }))
+            }
+            async fn sign_public_key(
+                &self,
+                _: tonic::Request<SignPublicKeyRequest>,
+            ) -> Result<tonic::Response<SignPublicKeyResponse>, tonic::Status> {
+                Err(tonic::Status::unimplemented(""))
+            }
+        }
+
+        let org = KeyPair::generate().unwrap();
+        let config = issuer(&org);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(CredentialsServer::new(Echo))
+                .serve_with_incoming(incoming(listener, config)),
+        );
+        let client_config = client_config(&org.public()).unwrap();
+
+        // Lazy: builds with nothing listening, connects on first use.
+        let lazy = lazy_channel(&addr, client_config.clone());
+        let reply = CredentialsClient::new(lazy)
+            .get_nonce(GetNonceRequest {})
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().nonce, "127.0.0.1");
+
+        let eager = channel(&addr, client_config).await.unwrap();
+        CredentialsClient::new(eager)
+            .get_nonce(GetNonceRequest {})
+            .await
+            .unwrap();
+
+        // The wrong org: the eager channel fails to connect.
+        let other = KeyPair::generate().unwrap();
+        let err = channel(&addr, super::client_config(&other.public()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TlsError::Connect(_)), "{err}");
+    }
+
+    #[test]
+    fn the_org_spki_matches_what_a_trust_anchor_holds() {
+        let org = KeyPair::generate().unwrap();
+        let (org_crt, _) = delegate(&org, &KeyPair::generate().unwrap(), now(), now() + 60);
+        let (_, spki) = anchor(&CertificateDer::from(org_crt)).unwrap();
+        assert_eq!(spki, OrgKeyVerifier::new(&org.public()).org_spki);
+    }
+}
