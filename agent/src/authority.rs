@@ -100,6 +100,8 @@ pub trait Authority: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct LocalAuthority {
     chain: ChainIssuer,
+    chain_key: KeyPair,
+    chain_der: Vec<u8>,
     org: PublicKey,
     x509: X509Signer,
     jwt: JwtSigner,
@@ -147,7 +149,7 @@ impl LocalAuthority {
             return Err(bad(&files.org_crt, "no certificate"));
         }
         let nbf = verified.claims().nbf.unwrap_or(now);
-        let x509 = X509Signer::new(&key, chain_crt, nbf, chain.expires_at())?;
+        let x509 = X509Signer::new(&key, chain_crt.clone(), nbf, chain.expires_at())?;
         let jwt_signer = JwtSigner::derive(&key)?;
         let jwks = serde_json::json!({"keys": [jwt_signer.jwk()], "spiffe_refresh_hint": 300});
         let bundle = Bundle {
@@ -158,11 +160,41 @@ impl LocalAuthority {
         };
         Ok(Self {
             chain,
+            chain_key: key,
+            chain_der: chain_crt,
             org,
             x509,
             jwt: jwt_signer,
             bundle,
         })
+    }
+}
+
+impl LocalAuthority {
+    /// The chain issuer (the upstream issuer mints agent credentials and signs
+    /// deny lists with it).
+    pub fn chain(&self) -> &ChainIssuer {
+        &self.chain
+    }
+    /// The chain key (the issuer's TLS identity is certified by it).
+    pub fn chain_key(&self) -> &KeyPair {
+        &self.chain_key
+    }
+    /// The chain CA certificate, DER.
+    pub fn chain_der(&self) -> &[u8] {
+        &self.chain_der
+    }
+    /// The X.509-SVID signer.
+    pub fn x509(&self) -> &X509Signer {
+        &self.x509
+    }
+    /// The JWT-SVID signer.
+    pub fn jwt_signer(&self) -> &JwtSigner {
+        &self.jwt
+    }
+    /// The org public key.
+    pub fn org(&self) -> PublicKey {
+        self.org
     }
 }
 

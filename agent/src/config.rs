@@ -20,12 +20,41 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-fn err(key: impl Into<String>, value: impl Into<String>, reason: impl ToString) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        value: value.into(),
-        reason: reason.to_string(),
+impl ConfigError {
+    /// An error naming `key`, its bad `value` (may be empty) and the reason.
+    pub fn new(key: impl Into<String>, value: impl Into<String>, reason: impl ToString) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            reason: reason.to_string(),
+        }
     }
+}
+
+fn err(key: impl Into<String>, value: impl Into<String>, reason: impl ToString) -> ConfigError {
+    ConfigError::new(key, value, reason)
+}
+
+/// Parses TOML into `T`; a syntax or type error names the offending key.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        // The error's span points into the offending line: name its key.
+        let key = e
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map(|before| {
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or_default();
+                line.split('=').next().unwrap_or_default().trim().to_owned()
+            })
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| "(file)".to_owned());
+        err(
+            key,
+            "",
+            e.message().lines().next().unwrap_or("invalid TOML"),
+        )
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,14 +72,48 @@ struct Raw {
     plugins: RawPlugins,
 }
 
+/// The `[authority]` table as written (shared with the issuer's config).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAuthority {
+pub struct RawAuthority {
     chain_jwt: String,
     chain_seed: String,
     org_public: String,
     chain_crt: Option<String>,
     org_crt: Option<String>,
+}
+
+impl RawAuthority {
+    /// Resolves the paths against the config file's folder; the certificates
+    /// default to `chain.crt` and `org.crt` beside `chain_jwt`.
+    pub fn resolve(&self, base: &Path) -> AuthorityFiles {
+        let path = |p: &str| resolve_path(base, p);
+        let chain_jwt = path(&self.chain_jwt);
+        let sibling = |name: &str| chain_jwt.parent().unwrap_or(Path::new(".")).join(name);
+        AuthorityFiles {
+            chain_crt: self
+                .chain_crt
+                .as_deref()
+                .map_or_else(|| sibling("chain.crt"), path),
+            org_crt: self
+                .org_crt
+                .as_deref()
+                .map_or_else(|| sibling("org.crt"), path),
+            chain_seed: path(&self.chain_seed),
+            org_public: path(&self.org_public),
+            chain_jwt,
+        }
+    }
+}
+
+/// `p` if absolute, else relative to `base`.
+pub fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,34 +209,10 @@ impl Config {
         base: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            // The error's span points into the offending line: name its key.
-            let key = e
-                .span()
-                .and_then(|span| text.get(..span.start))
-                .map(|before| {
-                    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-                    let line = text[line_start..].lines().next().unwrap_or_default();
-                    line.split('=').next().unwrap_or_default().trim().to_owned()
-                })
-                .filter(|k| !k.is_empty())
-                .unwrap_or_else(|| "(file)".to_owned());
-            err(
-                key,
-                "",
-                e.message().lines().next().unwrap_or("invalid TOML"),
-            )
-        })?;
+        let raw: Raw = parse_toml(text)?;
         let pick =
             |key: &str, v: Option<String>| env(&format!("LANYARD_{}", key.to_uppercase())).or(v);
-        let path = |p: &str| {
-            let p = PathBuf::from(p);
-            if p.is_absolute() {
-                p
-            } else {
-                base.join(p)
-            }
-        };
+        let path = |p: &str| resolve_path(base, p);
 
         let trust_domain = pick("trust_domain", raw.trust_domain)
             .ok_or_else(|| err("trust_domain", "", "is required"))?;
@@ -209,21 +248,7 @@ impl Config {
                 "is required (standalone mode: chain_jwt, chain_seed, org_public)",
             )
         })?;
-        let chain_jwt = path(&a.chain_jwt);
-        let sibling = |name: &str| chain_jwt.parent().unwrap_or(Path::new(".")).join(name);
-        let authority = AuthorityFiles {
-            chain_crt: a
-                .chain_crt
-                .as_deref()
-                .map_or_else(|| sibling("chain.crt"), path),
-            org_crt: a
-                .org_crt
-                .as_deref()
-                .map_or_else(|| sibling("org.crt"), path),
-            chain_seed: path(&a.chain_seed),
-            org_public: path(&a.org_public),
-            chain_jwt,
-        };
+        let authority = a.resolve(base);
         let mut entries = Vec::with_capacity(raw.entries.len());
         for (i, e) in raw.entries.into_iter().enumerate() {
             entries.push(entry(i, e, &trust_domain)?);

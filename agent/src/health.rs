@@ -9,12 +9,12 @@ use tokio::sync::watch;
 
 use crate::api::{now, Ctx};
 
-async fn handle(
-    ctx: Arc<Ctx>,
-    ready: watch::Receiver<bool>,
-    req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let (code, body) = match req.uri().path() {
+/// Answers one health path: `(status, body)`.
+pub type Handler = Arc<dyn Fn(&str) -> (StatusCode, String) + Send + Sync>;
+
+/// The agent's answers.
+fn agent_handler(ctx: Arc<Ctx>, ready: watch::Receiver<bool>) -> Handler {
+    Arc::new(move |path: &str| match path {
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" => {
             let authority_ok = ctx.authority.expires_at() > now();
@@ -37,17 +37,23 @@ async fn handle(
             (StatusCode::OK, ctx.metrics.render(ctx.cache.len(), ttl))
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = code;
-    Ok(resp)
+    })
 }
 
-/// Serves until `shutdown` turns true.
+/// Serves the agent's health endpoints until `shutdown` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ctx: Arc<Ctx>,
     ready: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with(listener, agent_handler(ctx, ready), shutdown).await;
+}
+
+/// Serves `handler` over HTTP/1 until `shutdown` turns true.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    handler: Handler,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -55,10 +61,14 @@ pub async fn serve(
             r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
-        let (ctx, ready) = (ctx.clone(), ready.clone());
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req| handle(ctx.clone(), ready.clone(), req));
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (code, body) = handler(req.uri().path());
+                let mut resp = Response::new(Full::new(Bytes::from(body)));
+                *resp.status_mut() = code;
+                std::future::ready(Ok::<_, std::convert::Infallible>(resp))
+            });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, svc)

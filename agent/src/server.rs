@@ -91,6 +91,11 @@ impl AsyncWrite for PeerStream {
 /// Binds the socket: parent directory created, a stale socket replaced (never a
 /// regular file), mode 0777 because access is decided by attestation.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    bind_with_mode(path, 0o777)
+}
+
+/// [`bind`] with another socket mode (the issuer's admin socket is 0660).
+pub fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -105,7 +110,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 

@@ -207,9 +207,47 @@ impl X509Signer {
         })
     }
 
-    /// An X.509-SVID for `spiffe_id`, valid from `now` for `ttl` (clamped to the chain).
+    /// An X.509-SVID for `spiffe_id` with a fresh P-256 key, valid from `now` for
+    /// `ttl` (clamped to the chain).
     pub fn sign(&self, spiffe_id: &str, now: u64, ttl: u64) -> Result<X509Svid, SvidError> {
         let key = rcgen::KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let (chain, expires_at) = self.certify(spiffe_id, &key, now, ttl)?;
+        Ok(X509Svid {
+            chain,
+            key_pkcs8: key.serialize_der(),
+            expires_at,
+        })
+    }
+
+    /// Certifies a P-256 public key (65-byte uncompressed point) someone else
+    /// holds: the issuer signs for keys its agents generate. Returns the chain
+    /// (leaf first) and the expiry.
+    pub fn certify_p256(
+        &self,
+        spiffe_id: &str,
+        point: &[u8],
+        now: u64,
+        ttl: u64,
+    ) -> Result<(Vec<Vec<u8>>, u64), SvidError> {
+        if point.len() != 65 || point[0] != 4 {
+            return Err(SvidError::Key("not an uncompressed P-256 point".into()));
+        }
+        // Refuse points off the curve before putting them in a certificate.
+        aws_lc_rs::signature::ParsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            point,
+        )
+        .map_err(|_| SvidError::Key("not a P-256 public key".into()))?;
+        self.certify(spiffe_id, &P256Public(point.to_vec()), now, ttl)
+    }
+
+    fn certify(
+        &self,
+        spiffe_id: &str,
+        key: &impl rcgen::PublicKeyData,
+        now: u64,
+        ttl: u64,
+    ) -> Result<(Vec<Vec<u8>>, u64), SvidError> {
         let mut p = CertificateParams::default();
         p.distinguished_name = dn("lanyard workload".to_owned());
         let uri = spiffe_id
@@ -231,12 +269,23 @@ impl X509Signer {
         let expires_at = now.saturating_add(ttl).min(self.not_after);
         p.not_after = time(expires_at);
         p.serial_number = Some(random_serial()?);
-        let cert = p.signed_by(&key, &self.issuer)?;
-        Ok(X509Svid {
-            chain: vec![cert.der().to_vec(), self.chain_der.clone()],
-            key_pkcs8: key.serialize_der(),
+        let cert = p.signed_by(key, &self.issuer)?;
+        Ok((
+            vec![cert.der().to_vec(), self.chain_der.clone()],
             expires_at,
-        })
+        ))
+    }
+}
+
+/// A P-256 public key someone else holds, for rcgen to certify.
+struct P256Public(Vec<u8>);
+
+impl rcgen::PublicKeyData for P256Public {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
     }
 }
 

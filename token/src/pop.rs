@@ -67,3 +67,30 @@ impl VerifiedToken {
         )
     }
 }
+
+/// What an agent signs to prove it holds a key to the upstream issuer: the
+/// nonce, prefixed with what the proof is for, so that a signature made to
+/// attest cannot be replayed to open a session (or the other way round).
+pub fn issuer_proof_message(context: IssuerProof, nonce: &[u8]) -> Vec<u8> {
+    let label: &[u8] = match context {
+        IssuerProof::Attest => b"lanyard-issuer-attest-v1\0",
+        IssuerProof::Session => b"lanyard-issuer-session-v1\0",
+        IssuerProof::Renew => b"lanyard-issuer-renew-v1\0",
+    };
+    let mut m = Vec::with_capacity(label.len() + nonce.len());
+    m.extend_from_slice(label);
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// The purposes of [`issuer_proof_message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IssuerProof {
+    /// Node attestation with a new agent key.
+    Attest,
+    /// Opening a session with an agent credential.
+    Session,
+    /// Renewing the agent credential for a new key.
+    Renew,
+}

@@ -1,0 +1,292 @@
+//! `lanyard.issuer.v1.Admin` on the local admin socket (0660). Only root, the
+//! issuer's own user, or members of its group (the socket's mode decides) reach it;
+//! each call also checks the caller's kernel-reported uid/gid.
+
+use std::sync::Arc;
+
+use lanyard_agent::peer::Peer;
+use lanyard_plugins::node::join_token;
+use lanyard_plugins::Selector;
+use lanyard_proto::issuer as pb;
+use lanyard_proto::issuer::admin_server::Admin;
+use lanyard_token::{duration, subject};
+use tonic::{Request, Response, Status};
+
+use crate::node_api::to_pb;
+use crate::state::Issuer;
+use crate::store::{AgentStatus, Denial, NewEntry, StoreError};
+
+/// Longest join token lifetime.
+pub const MAX_JOIN_TOKEN_TTL_SECS: u64 = 7 * 86_400;
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    /// Shared state.
+    pub issuer: Arc<Issuer>,
+}
+
+fn store_err(e: StoreError) -> Status {
+    match e {
+        StoreError::Conflict(m) => Status::already_exists(m),
+        StoreError::Invalid(m) => Status::invalid_argument(m),
+        e => Status::unavailable(e.to_string()),
+    }
+}
+
+fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
+    let peer = req
+        .extensions()
+        .get::<Arc<Peer>>()
+        .ok_or_else(|| Status::permission_denied("unknown caller"))?;
+    let p = peer.process();
+    let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    if p.uid == 0 || p.uid == me.0 || p.gid == me.1 {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(
+            "the admin socket is for root and the issuer's user or group",
+        ))
+    }
+}
+
+fn now() -> u64 {
+    lanyard_agent::api::now()
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn selectors(what: &str, v: &[String]) -> Result<Vec<String>, Status> {
+    let mut out = v
+        .iter()
+        .map(|s| {
+            Selector::parse(s)
+                .map(|s| s.to_string())
+                .map_err(|e| Status::invalid_argument(format!("{what} {s:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+impl AdminService {
+    async fn changed(&self) {
+        // Serve the change from this replica at once; others see it on their next poll.
+        if let Err(e) = self.issuer.refresh(now()).await {
+            tracing::warn!(error = %e, "refresh after an admin change failed");
+        }
+    }
+
+    fn validate_entry(&self, e: &pb::Entry) -> Result<NewEntry, Status> {
+        subject::validate(&e.subject)
+            .map_err(|x| Status::invalid_argument(format!("subject {:?}: {x}", e.subject)))?;
+        if let Some(rest) = e.subject.strip_prefix("spiffe://") {
+            if rest.split('/').next() != Some(self.issuer.trust_domain.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "subject {} is outside trust domain {}",
+                    e.subject, self.issuer.trust_domain
+                )));
+            }
+        }
+        let sel = selectors("selector", &e.selectors)?;
+        let node = selectors("node selector", &e.node_selectors)?;
+        if sel.is_empty() {
+            return Err(Status::invalid_argument(
+                "an entry needs at least one selector (it would match every process)",
+            ));
+        }
+        if node.is_empty() {
+            return Err(Status::invalid_argument(
+                "an entry needs at least one node selector (it would reach every agent)",
+            ));
+        }
+        let ttl_secs = match u64::try_from(e.ttl_secs) {
+            Ok(0) => lanyard_agent::config::DEFAULT_TTL_SECS,
+            Ok(t) => t,
+            Err(_) => return Err(Status::invalid_argument("ttl must be positive")),
+        };
+        Ok(NewEntry {
+            subject: e.subject.clone(),
+            selectors: sel,
+            node_selectors: node,
+            ttl_secs,
+            audiences: e.audiences.clone(),
+            networks: e.networks.clone(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        authorize(&req)?;
+        let r = req.into_inner();
+        let ttl = match u64::try_from(r.ttl_secs) {
+            Ok(0) => 600,
+            Ok(t) if t <= MAX_JOIN_TOKEN_TTL_SECS => t,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "ttl must be between 1s and {}",
+                    duration::format_secs(MAX_JOIN_TOKEN_TTL_SECS)
+                )))
+            }
+        };
+        let (token, hash) =
+            join_token::generate().map_err(|e| Status::internal(e.to_string()))?;
+        let name = if r.name.is_empty() {
+            // A stable, unguessable-enough default: the hash prefix (not the token).
+            format!("node-{}", &hash[..12])
+        } else {
+            r.name
+        };
+        if !lanyard_plugins::node::device::valid_name(&name) {
+            return Err(Status::invalid_argument(format!(
+                "name {name:?}: use 1-128 of A-Z a-z 0-9 . _ -"
+            )));
+        }
+        let expires_at = now() + ttl;
+        self.issuer
+            .store
+            .create_join_token(&hash, &name, expires_at)
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            token,
+            name,
+            expires_at: to_i64(expires_at),
+        }))
+    }
+
+    async fn allow_node(
+        &self,
+        req: Request<pb::AllowNodeRequest>,
+    ) -> Result<Response<pb::AllowNodeResponse>, Status> {
+        authorize(&req)?;
+        let r = req.into_inner();
+        if !lanyard_plugins::node::device::valid_name(&r.name) {
+            return Err(Status::invalid_argument(format!(
+                "name {:?}: use 1-128 of A-Z a-z 0-9 . _ -",
+                r.name
+            )));
+        }
+        let key = lanyard_token::PublicKey::from_hex(r.public_key.trim(), false)
+            .map_err(|e| Status::invalid_argument(format!("public key: {e}")))?;
+        self.issuer
+            .store
+            .allow_device(&r.name, &key.to_hex())
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(pb::AllowNodeResponse {}))
+    }
+
+    async fn create_entry(&self, req: Request<pb::Entry>) -> Result<Response<pb::Entry>, Status> {
+        authorize(&req)?;
+        let e = self.validate_entry(req.get_ref())?;
+        let rec = self.issuer.store.create_entry(&e).await.map_err(store_err)?;
+        self.changed().await;
+        Ok(Response::new(to_pb(&rec)))
+    }
+
+    async fn list_entries(
+        &self,
+        req: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        authorize(&req)?;
+        self.changed().await;
+        let view = self.issuer.view();
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: view.entries.values().map(to_pb).collect(),
+        }))
+    }
+
+    async fn delete_entry(
+        &self,
+        req: Request<pb::DeleteEntryRequest>,
+    ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
+        authorize(&req)?;
+        let id = req.into_inner().id;
+        if !self.issuer.store.delete_entry(&id).await.map_err(store_err)? {
+            return Err(Status::not_found(format!("no entry {id}")));
+        }
+        self.changed().await;
+        Ok(Response::new(pb::DeleteEntryResponse {}))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        authorize(&req)?;
+        let agents = self.issuer.store.agents().await.map_err(store_err)?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents
+                .into_iter()
+                .map(|a| pb::Agent {
+                    id: a.id,
+                    selectors: a.selectors,
+                    status: a.status.as_str().into(),
+                    attested_at: to_i64(a.attested_at),
+                    credential_jti: a.credential_jti,
+                    credential_expires_at: to_i64(a.credential_exp),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn set_agent_status(
+        &self,
+        req: Request<pb::SetAgentStatusRequest>,
+    ) -> Result<Response<pb::SetAgentStatusResponse>, Status> {
+        authorize(&req)?;
+        let r = req.into_inner();
+        let status = AgentStatus::parse(&r.status).ok_or_else(|| {
+            Status::invalid_argument("status must be active, suspended or revoked")
+        })?;
+        if status == AgentStatus::Revoked {
+            // Revoking also denies the agent's current credential, so verifiers
+            // elsewhere refuse it too, not only this issuer.
+            if let Some(a) = self.issuer.store.agent(&r.id).await.map_err(store_err)? {
+                if !a.credential_jti.is_empty() {
+                    self.issuer
+                        .store
+                        .deny(&Denial::Jti(a.credential_jti))
+                        .await
+                        .map_err(store_err)?;
+                }
+            }
+        }
+        match self.issuer.store.set_agent_status(&r.id, status).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Status::not_found(format!("no agent {}", r.id))),
+            Err(StoreError::Conflict(m)) => return Err(Status::failed_precondition(m)),
+            Err(e) => return Err(store_err(e)),
+        }
+        self.changed().await;
+        Ok(Response::new(pb::SetAgentStatusResponse {}))
+    }
+
+    async fn revoke(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        authorize(&req)?;
+        let denial = match req.into_inner().what {
+            Some(pb::revoke_request::What::Jti(j)) if !j.is_empty() && j.len() <= 64 => {
+                Denial::Jti(j)
+            }
+            Some(pb::revoke_request::What::ChainId(c)) if !c.is_empty() && c.len() <= 64 => {
+                Denial::Chain(c)
+            }
+            _ => return Err(Status::invalid_argument("name a jti or a chain id")),
+        };
+        let revision = self.issuer.store.deny(&denial).await.map_err(store_err)?;
+        self.changed().await;
+        Ok(Response::new(pb::RevokeResponse { revision }))
+    }
+}

@@ -1,0 +1,557 @@
+//! `lanyard.issuer.v1.Node`: what agents call, over TLS.
+//!
+//! Unauthenticated calls (nonce, attest, open session) are rate limited per
+//! caller address. Everything else needs a session, which only a fresh nonce
+//! signature with the agent's seed opens; each call re-checks the agent's
+//! standing, so a suspension or revocation takes effect within one store poll.
+
+use std::sync::Arc;
+
+use lanyard_plugins::node::NodeEvidence;
+use lanyard_proto::issuer as pb;
+use lanyard_proto::issuer::node_server::Node;
+use lanyard_token::pop::{issuer_proof_message, IssuerProof};
+use lanyard_token::{LeafRequest, PublicKey};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use lanyard_agent::authority::Authority as _;
+
+use crate::state::{Issuer, SessionError, View};
+use crate::store::{AgentRecord, AgentStatus};
+
+/// Metadata that carries the session id.
+pub const SESSION_HEADER: &str = "lanyard-session";
+/// Longest agent-chosen string (subject, audience, selector) accepted.
+const MAX_FIELD: usize = 2048;
+/// Most audiences, networks or attrs in one request.
+const MAX_ITEMS: usize = 32;
+
+/// The Node service.
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    /// Shared state.
+    pub issuer: Arc<Issuer>,
+    /// Turns true on shutdown: open Sync streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn now() -> u64 {
+    lanyard_agent::api::now()
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn caller<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .or_else(|| req.remote_addr().map(|a| a.ip().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn limit_caller<T>(issuer: &Issuer, req: &Request<T>) -> Result<(), Status> {
+    if issuer.attest_limit.allow(&caller(req)) {
+        Ok(())
+    } else {
+        Err(Status::resource_exhausted(
+            "too many unauthenticated calls from this address; back off",
+        ))
+    }
+}
+
+fn check_len(what: &str, s: &str) -> Result<(), Status> {
+    if s.len() > MAX_FIELD {
+        return Err(Status::invalid_argument(format!(
+            "{what} is longer than {MAX_FIELD} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_list(what: &str, v: &[String]) -> Result<(), Status> {
+    if v.len() > MAX_ITEMS {
+        return Err(Status::invalid_argument(format!(
+            "more than {MAX_ITEMS} {what}"
+        )));
+    }
+    v.iter().try_for_each(|s| check_len(what, s))
+}
+
+fn public_key(hex: &str) -> Result<PublicKey, Status> {
+    PublicKey::from_hex(hex, false)
+        .map_err(|e| Status::invalid_argument(format!("public key: {e}")))
+}
+
+fn jti_and_exp(token: &str) -> (String, u64) {
+    lanyard_token::jws::parse(token)
+        .ok()
+        .and_then(|p| serde_json::from_slice::<lanyard_token::Claims>(&p.payload).ok())
+        .map(|c| (c.jti.unwrap_or_default(), c.exp.unwrap_or(0)))
+        .unwrap_or_default()
+}
+
+impl NodeService {
+    fn take_proof(
+        &self,
+        nonce: &[u8],
+        key: &PublicKey,
+        sig: &[u8],
+        what: IssuerProof,
+        now: u64,
+    ) -> Result<(), Status> {
+        // The nonce is used up even when the signature is wrong: one try each.
+        if !self.issuer.take_nonce(nonce, now) {
+            return Err(Status::permission_denied(
+                "nonce unknown, used or expired: get a fresh one from GetNonce",
+            ));
+        }
+        if !key.verify(&issuer_proof_message(what, nonce), sig) {
+            return Err(Status::permission_denied(
+                "the nonce signature does not match the key",
+            ));
+        }
+        Ok(())
+    }
+
+    fn session<T>(&self, req: &Request<T>, now: u64) -> Result<AgentRecord, Status> {
+        let id = req
+            .metadata()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::unauthenticated("no lanyard-session metadata"))?;
+        match self.issuer.session(id, now) {
+            Ok((_, agent)) => Ok(agent),
+            Err(e @ (SessionError::Unknown | SessionError::Expired)) => {
+                Err(Status::unauthenticated(e.to_string()))
+            }
+            Err(e) => Err(Status::permission_denied(e.to_string())),
+        }
+    }
+
+    fn signing_session<T>(&self, req: &Request<T>, now: u64) -> Result<AgentRecord, Status> {
+        let agent = self.session(req, now)?;
+        if !self.issuer.sign_limit.allow(&agent.id) {
+            return Err(Status::resource_exhausted(format!(
+                "signing rate limit for {} reached; back off",
+                agent.id
+            )));
+        }
+        Ok(agent)
+    }
+
+    fn mint_agent(&self, agent_id: &str, key: PublicKey, now: u64) -> Result<String, Status> {
+        let mut leaf = LeafRequest::workload(agent_id, key, self.issuer.agent_ttl_secs);
+        leaf.purpose = lanyard_token::claims::PURPOSE_AGENT.into();
+        leaf.clamp_to_issuer = true;
+        self.issuer
+            .authority
+            .chain()
+            .mint(&leaf, now)
+            .map_err(|e| Status::unavailable(format!("cannot mint: {e}")))
+    }
+
+    async fn refresh(&self, now: u64) -> Result<(), Status> {
+        self.issuer
+            .refresh(now)
+            .await
+            .map(|_| ())
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+}
+
+fn scoped<'v>(
+    view: &'v View,
+    subject: &str,
+    agent: &AgentRecord,
+) -> Result<&'v crate::store::EntryRecord, Status> {
+    view.scoped_entry(subject, &agent.selectors).ok_or_else(|| {
+        Status::permission_denied(format!(
+            "no entry for {subject} within the node scope of {}",
+            agent.id
+        ))
+    })
+}
+
+fn ttl(requested: i64, entry_ttl: u64) -> u64 {
+    match u64::try_from(requested) {
+        Ok(t) if t > 0 => t.min(entry_ttl),
+        _ => entry_ttl,
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn get_nonce(
+        &self,
+        req: Request<pb::GetNonceRequest>,
+    ) -> Result<Response<pb::GetNonceResponse>, Status> {
+        limit_caller(&self.issuer, &req)?;
+        let now = now();
+        let nonce = self
+            .issuer
+            .new_nonce(now)
+            .ok_or_else(|| Status::resource_exhausted("too many outstanding nonces"))?;
+        Ok(Response::new(pb::GetNonceResponse {
+            nonce: nonce.to_vec(),
+            expires_at: to_i64(now + crate::state::NONCE_TTL_SECS),
+        }))
+    }
+
+    async fn attest(
+        &self,
+        req: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AgentCredential>, Status> {
+        limit_caller(&self.issuer, &req)?;
+        let now = now();
+        let r = req.into_inner();
+        let key = public_key(&r.agent_public_key)?;
+        let evidence = match r.evidence {
+            Some(pb::attest_request::Evidence::JoinToken(token)) => {
+                NodeEvidence::JoinToken { token }
+            }
+            Some(pb::attest_request::Evidence::Device(d)) => NodeEvidence::DeviceKey {
+                name: d.name,
+                signature: d.signature,
+            },
+            Some(pb::attest_request::Evidence::K8sPsat(token)) => NodeEvidence::K8sPsat { token },
+            None => return Err(Status::invalid_argument("no node evidence")),
+        };
+        self.take_proof(&r.nonce, &key, &r.nonce_signature, IssuerProof::Attest, now)?;
+        let attestor = self
+            .issuer
+            .attestors
+            .iter()
+            .find(|a| a.name() == evidence.kind())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "node attestor {} is not enabled on this issuer",
+                    evidence.kind()
+                ))
+            })?;
+        let registry = self.issuer.registry();
+        let node = attestor
+            .attest(&evidence, &registry, &r.nonce, &key, now)
+            .await
+            .map_err(|e| Status::permission_denied(format!("node attestation failed: {e}")))?;
+        let agent_id = format!(
+            "spiffe://{}/lanyard/agent/{}/{}",
+            self.issuer.trust_domain,
+            node.attestor(),
+            node.name()
+        );
+        let existing = self
+            .issuer
+            .store
+            .agent(&agent_id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if let Some(a) = existing.filter(|a| a.status != AgentStatus::Active) {
+            return Err(Status::permission_denied(format!(
+                "agent {agent_id} is {}",
+                a.status.as_str()
+            )));
+        }
+        let jwt = self.mint_agent(&agent_id, key, now)?;
+        let (jti, exp) = jti_and_exp(&jwt);
+        let selectors: Vec<String> = node.selectors().iter().map(ToString::to_string).collect();
+        self.issuer
+            .store
+            .upsert_agent(&AgentRecord {
+                id: agent_id.clone(),
+                selectors: selectors.clone(),
+                status: AgentStatus::Active,
+                attested_at: now,
+                credential_jti: jti,
+                credential_exp: exp,
+            })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.refresh(now).await?;
+        tracing::info!(agent = %agent_id, attestor = node.attestor(), "node attested");
+        Ok(Response::new(pb::AgentCredential {
+            agent_id,
+            jwt,
+            expires_at: to_i64(exp),
+            node_selectors: selectors,
+        }))
+    }
+
+    async fn open_session(
+        &self,
+        req: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        limit_caller(&self.issuer, &req)?;
+        let now = now();
+        let r = req.into_inner();
+        let verified = self
+            .issuer
+            .verifier(now)
+            .verify(&r.agent_jwt, now)
+            .map_err(|e| Status::permission_denied(format!("agent credential: {e}")))?;
+        let claims = verified.claims();
+        if claims.purpose != lanyard_token::claims::PURPOSE_AGENT {
+            return Err(Status::permission_denied(
+                "not an agent credential (purpose lanyard_agent)",
+            ));
+        }
+        let key = verified
+            .holder()
+            .ok_or_else(|| Status::permission_denied("agent credential has no public_key"))?;
+        self.take_proof(&r.nonce, &key, &r.nonce_signature, IssuerProof::Session, now)?;
+        let agent_id = claims.sub.clone().unwrap_or_default();
+        // Another replica may have attested this agent a moment ago.
+        if !self.issuer.view().agents.contains_key(&agent_id) {
+            self.refresh(now).await?;
+        }
+        let view = self.issuer.view();
+        let agent = view
+            .agents
+            .get(&agent_id)
+            .ok_or_else(|| Status::permission_denied(format!("unknown agent {agent_id}")))?;
+        if agent.status != AgentStatus::Active {
+            return Err(Status::permission_denied(format!(
+                "agent {agent_id} is {}",
+                agent.status.as_str()
+            )));
+        }
+        let expires_at = verified
+            .expires_at()
+            .unwrap_or(now)
+            .min(now + crate::state::SESSION_TTL_SECS);
+        let session = self
+            .issuer
+            .open_session(&agent_id, expires_at, now)
+            .ok_or_else(|| Status::unavailable("cannot open a session"))?;
+        Ok(Response::new(pb::OpenSessionResponse {
+            session,
+            expires_at: to_i64(expires_at),
+            agent_id,
+        }))
+    }
+
+    async fn renew_agent(
+        &self,
+        req: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::AgentCredential>, Status> {
+        let now = now();
+        let agent = self.signing_session(&req, now)?;
+        let r = req.into_inner();
+        let key = public_key(&r.agent_public_key)?;
+        self.take_proof(&r.nonce, &key, &r.nonce_signature, IssuerProof::Renew, now)?;
+        let jwt = self.mint_agent(&agent.id, key, now)?;
+        let (jti, exp) = jti_and_exp(&jwt);
+        let record = AgentRecord {
+            credential_jti: jti,
+            credential_exp: exp,
+            ..agent.clone()
+        };
+        self.issuer
+            .store
+            .upsert_agent(&record)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::AgentCredential {
+            agent_id: agent.id,
+            jwt,
+            expires_at: to_i64(exp),
+            node_selectors: agent.selectors,
+        }))
+    }
+
+    type SyncStream = ReceiverStream<Result<pb::SyncResponse, Status>>;
+
+    async fn sync(
+        &self,
+        req: Request<pb::SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let agent = self.session(&req, now())?;
+        let session_id = req
+            .metadata()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let since = req.into_inner().since_revision;
+        let (tx, rx) = mpsc::channel(4);
+        let (issuer, mut shutdown) = (self.issuer.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            let mut views = issuer.subscribe();
+            let mut sent = since;
+            let mut first = true;
+            loop {
+                let view = views.borrow_and_update().clone();
+                if let Err(e) = issuer.session(&session_id, now()) {
+                    let status = match e {
+                        SessionError::Refused(..) => Status::permission_denied(e.to_string()),
+                        _ => Status::unauthenticated(e.to_string()),
+                    };
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                if first || view.revision != sent {
+                    let msg = delta(&issuer, &view, sent, &agent.selectors);
+                    sent = view.revision;
+                    first = false;
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = views.changed() => if r.is_err() { return },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    () = tx.closed() => return,
+                    // Re-check the session (expiry) now and then even when idle.
+                    () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn sign_credential(
+        &self,
+        req: Request<pb::SignCredentialRequest>,
+    ) -> Result<Response<pb::SignCredentialResponse>, Status> {
+        let now = now();
+        let agent = self.signing_session(&req, now)?;
+        let r = req.into_inner();
+        check_len("subject", &r.subject)?;
+        check_list("audiences", &r.audiences)?;
+        check_list("networks", &r.networks)?;
+        check_list("attrs", &r.attrs)?;
+        let view = self.issuer.view();
+        let entry = scoped(&view, &r.subject, &agent)?;
+        let (mut want, mut have) = (r.networks.clone(), entry.networks.clone());
+        want.sort();
+        have.sort();
+        if want != have {
+            return Err(Status::permission_denied(format!(
+                "networks {want:?} differ from the entry's {have:?}"
+            )));
+        }
+        let holder = public_key(&r.public_key)?;
+        let mut leaf = LeafRequest::workload(r.subject, holder, ttl(r.ttl_secs, entry.ttl_secs));
+        leaf.audiences = r.audiences;
+        leaf.networks = r.networks;
+        leaf.clamp_to_issuer = true;
+        if !r.attrs.is_empty() {
+            leaf.attrs.insert("selectors".into(), r.attrs.into());
+        }
+        let jwt = self
+            .issuer
+            .authority
+            .chain()
+            .mint(&leaf, now)
+            .map_err(|e| Status::invalid_argument(format!("cannot mint: {e}")))?;
+        let (_, exp) = jti_and_exp(&jwt);
+        Ok(Response::new(pb::SignCredentialResponse {
+            jwt,
+            expires_at: to_i64(exp),
+        }))
+    }
+
+    async fn sign_x509_svid(
+        &self,
+        req: Request<pb::SignX509SvidRequest>,
+    ) -> Result<Response<pb::SignX509SvidResponse>, Status> {
+        let now = now();
+        let agent = self.signing_session(&req, now)?;
+        let r = req.into_inner();
+        check_len("spiffe_id", &r.spiffe_id)?;
+        let view = self.issuer.view();
+        let entry = scoped(&view, &r.spiffe_id, &agent)?;
+        let (chain, exp) = self
+            .issuer
+            .authority
+            .x509()
+            .certify_p256(&r.spiffe_id, &r.public_key, now, ttl(r.ttl_secs, entry.ttl_secs))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::SignX509SvidResponse {
+            chain,
+            expires_at: to_i64(exp),
+        }))
+    }
+
+    async fn sign_jwt_svid(
+        &self,
+        req: Request<pb::SignJwtSvidRequest>,
+    ) -> Result<Response<pb::SignJwtSvidResponse>, Status> {
+        let now = now();
+        let agent = self.signing_session(&req, now)?;
+        let r = req.into_inner();
+        check_len("spiffe_id", &r.spiffe_id)?;
+        check_list("audiences", &r.audiences)?;
+        if r.audiences.is_empty() {
+            return Err(Status::invalid_argument("a JWT-SVID needs an audience"));
+        }
+        let view = self.issuer.view();
+        let entry = scoped(&view, &r.spiffe_id, &agent)?;
+        let exp = now
+            .saturating_add(ttl(r.ttl_secs, entry.ttl_secs))
+            .min(self.issuer.authority.chain().expires_at());
+        let token = self
+            .issuer
+            .authority
+            .jwt_signer()
+            .sign(&r.spiffe_id, &r.audiences, now, exp)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::SignJwtSvidResponse {
+            token,
+            expires_at: to_i64(exp),
+        }))
+    }
+}
+
+/// What an agent at revision `since` is missing from `view`, within its scope.
+fn delta(issuer: &Issuer, view: &View, since: i64, node_selectors: &[String]) -> pb::SyncResponse {
+    let full = since <= 0 || since > view.revision;
+    let entries = view
+        .entries
+        .values()
+        .filter(|e| (full || e.revision > since) && View::in_scope(e, node_selectors))
+        .map(to_pb)
+        .collect();
+    let deleted_entry_ids = if full {
+        Vec::new()
+    } else {
+        view.tombstones
+            .iter()
+            .filter(|(_, rev)| **rev > since)
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let local = issuer.authority.bundle();
+    let bundle = pb::Bundle {
+        trust_domain: issuer.trust_domain.clone(),
+        x509_roots: local.x509_roots,
+        // Every replica's JWT-SVID key, so a token from any of them validates.
+        jwks: view.jwks.clone(),
+        org_public: local.org_public,
+    };
+    pb::SyncResponse {
+        revision: view.revision,
+        full,
+        entries,
+        deleted_entry_ids,
+        bundle: Some(bundle),
+        deny_list: view.deny_list.clone(),
+    }
+}
+
+/// The wire form of an entry.
+pub fn to_pb(e: &crate::store::EntryRecord) -> pb::Entry {
+    pb::Entry {
+        id: e.id.clone(),
+        subject: e.subject.clone(),
+        selectors: e.selectors.clone(),
+        node_selectors: e.node_selectors.clone(),
+        ttl_secs: to_i64(e.ttl_secs),
+        audiences: e.audiences.clone(),
+        networks: e.networks.clone(),
+        revision: e.revision,
+    }
+}

@@ -1,0 +1,349 @@
+//! The issuer's in-memory state: a snapshot ([`View`]) of the store refreshed
+//! whenever its revision moves (so replicas sharing PostgreSQL see each other's
+//! writes), single-use nonces, and agent sessions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use lanyard_agent::authority::LocalAuthority;
+use lanyard_plugins::node::{NodeAttestor, NodeRegistry};
+use lanyard_token::deny::Denied;
+use lanyard_token::PublicKey;
+use tokio::sync::watch;
+
+use crate::limits::RateLimiter;
+use crate::store::{AgentRecord, AgentStatus, Denial, EntryRecord, Store, StoreError};
+
+/// How long a nonce may wait to be used.
+pub const NONCE_TTL_SECS: u64 = 60;
+/// Outstanding nonces before new ones are refused (bounds memory under a flood).
+pub const MAX_NONCES: usize = 100_000;
+/// Longest session; the agent opens a new one (with a new nonce) after it.
+pub const SESSION_TTL_SECS: u64 = 3600;
+/// How often the store's revision is polled.
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Everything the issuer serves from, as of one store revision.
+#[derive(Debug, Default)]
+pub struct View {
+    /// The store revision this view reflects.
+    pub revision: i64,
+    /// Live entries by id.
+    pub entries: BTreeMap<String, EntryRecord>,
+    /// Deleted entries: id → revision of the deletion.
+    pub tombstones: BTreeMap<String, i64>,
+    /// Live entry ids by subject.
+    pub by_subject: HashMap<String, Vec<String>>,
+    /// Agents by id.
+    pub agents: HashMap<String, AgentRecord>,
+    /// What is revoked.
+    pub denied: Denied,
+    /// The deny list, signed by this replica's chain ("" when nothing is denied).
+    pub deny_list: String,
+    /// The JWKS of every replica's JWT-SVID key.
+    pub jwks: Vec<u8>,
+}
+
+impl View {
+    /// Whether every node selector of `e` is among `node_selectors`.
+    pub fn in_scope(e: &EntryRecord, node_selectors: &[String]) -> bool {
+        e.node_selectors.iter().all(|s| node_selectors.contains(s))
+    }
+
+    /// A live entry for `subject` within the node scope, if any.
+    pub fn scoped_entry(&self, subject: &str, node_selectors: &[String]) -> Option<&EntryRecord> {
+        self.by_subject
+            .get(subject)?
+            .iter()
+            .filter_map(|id| self.entries.get(id))
+            .find(|e| Self::in_scope(e, node_selectors))
+    }
+}
+
+/// A session opened with an agent credential and a fresh nonce signature.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The agent.
+    pub agent_id: String,
+    /// When the session ends.
+    pub expires_at: u64,
+}
+
+/// Why a session lookup failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// No `lanyard-session` metadata, or not a session this replica opened.
+    #[error("no valid session: open one with OpenSession")]
+    Unknown,
+    /// The session ended.
+    #[error("session expired")]
+    Expired,
+    /// The agent has been suspended or revoked.
+    #[error("agent {0} is {1}")]
+    Refused(String, &'static str),
+}
+
+/// The issuer's shared state.
+#[derive(Debug)]
+pub struct Issuer {
+    /// The trust domain.
+    pub trust_domain: String,
+    /// The chain issuer credential and its signers.
+    pub authority: LocalAuthority,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Node attestors, by evidence kind.
+    pub attestors: Vec<Box<dyn NodeAttestor>>,
+    /// Agent credential lifetime.
+    pub agent_ttl_secs: u64,
+    /// Per-agent signing limit.
+    pub sign_limit: RateLimiter,
+    /// Per-address limit on unauthenticated calls.
+    pub attest_limit: RateLimiter,
+    view: watch::Sender<Arc<View>>,
+    nonces: Mutex<HashMap<[u8; 32], u64>>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Issuer {
+    /// An issuer with an empty view; call [`Issuer::refresh`] before serving.
+    pub fn new(
+        trust_domain: String,
+        authority: LocalAuthority,
+        store: Arc<dyn Store>,
+        attestors: Vec<Box<dyn NodeAttestor>>,
+        agent_ttl_secs: u64,
+        limits: crate::config::Limits,
+    ) -> Self {
+        Self {
+            trust_domain,
+            authority,
+            store,
+            attestors,
+            agent_ttl_secs,
+            sign_limit: RateLimiter::new(limits.sign_per_sec, limits.sign_burst),
+            attest_limit: RateLimiter::new(limits.attest_per_sec, limits.attest_burst),
+            view: watch::channel(Arc::new(View::default())).0,
+            nonces: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// Notified on every new view.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
+        self.view.subscribe()
+    }
+
+    /// Publishes this replica's JWT-SVID key so every replica's bundle lists it.
+    pub async fn publish_key(&self) -> Result<(), StoreError> {
+        let jwt = self.authority.jwt_signer();
+        self.store
+            .publish_jwt_key(
+                jwt.kid(),
+                &jwt.jwk().to_string(),
+                self.authority.chain().expires_at(),
+            )
+            .await
+    }
+
+    /// Rebuilds the view if the store's revision moved. Entries are applied
+    /// incrementally; agents, denials and keys are small and re-read whole.
+    pub async fn refresh(&self, now: u64) -> Result<bool, StoreError> {
+        let revision = self.store.revision().await?;
+        let old = self.view();
+        if revision == old.revision && old.revision != 0 {
+            return Ok(false);
+        }
+        let changes = self.store.entries_since(old.revision).await?;
+        let agents = self.store.agents().await?;
+        let denials = self.store.denials().await?;
+        let keys = self.store.jwt_keys(now).await?;
+
+        let mut entries = old.entries.clone();
+        let mut tombstones = old.tombstones.clone();
+        for e in changes {
+            if e.deleted {
+                entries.remove(&e.id);
+                tombstones.insert(e.id.clone(), e.revision);
+            } else {
+                entries.insert(e.id.clone(), e);
+            }
+        }
+        let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
+        for e in entries.values() {
+            by_subject
+                .entry(e.subject.clone())
+                .or_default()
+                .push(e.id.clone());
+        }
+        let mut denied = Denied::default();
+        for d in denials {
+            match d {
+                Denial::Jti(j) => denied.jtis.insert(j),
+                Denial::Chain(c) => denied.chains.insert(c),
+            };
+        }
+        // Re-sign only when the denials changed; the serial is the store revision,
+        // which every replica sees grow, so agents can refuse an older list.
+        let deny_list = if denied == old.denied && !old.deny_list.is_empty() {
+            old.deny_list.clone()
+        } else if denied == Denied::default() {
+            String::new()
+        } else {
+            lanyard_token::deny::sign_by_chain(
+                self.authority.chain(),
+                &denied,
+                u64::try_from(revision).unwrap_or(0),
+                now,
+            )
+            .map_err(|e| StoreError::Invalid(e.to_string()))?
+        };
+        let jwks: Vec<serde_json::Value> = keys
+            .iter()
+            .filter_map(|(_, jwk)| serde_json::from_str(jwk).ok())
+            .collect();
+        let jwks = serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
+            .unwrap_or_default();
+        let view = View {
+            revision,
+            entries,
+            tombstones,
+            by_subject,
+            agents: agents.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            denied,
+            deny_list,
+            jwks,
+        };
+        self.view.send_replace(Arc::new(view));
+        Ok(true)
+    }
+
+    /// A fresh nonce, or `None` when too many are outstanding.
+    pub fn new_nonce(&self, now: u64) -> Option<[u8; 32]> {
+        let mut nonce = [0u8; 32];
+        lanyard_token::keys::random_bytes(&mut nonce).ok()?;
+        let mut map = self.nonces.lock().ok()?;
+        if map.len() >= MAX_NONCES {
+            map.retain(|_, exp| *exp > now);
+            if map.len() >= MAX_NONCES {
+                return None;
+            }
+        }
+        map.insert(nonce, now + NONCE_TTL_SECS);
+        Some(nonce)
+    }
+
+    /// Uses up a nonce: `true` once, if this replica issued it and it is fresh.
+    pub fn take_nonce(&self, nonce: &[u8], now: u64) -> bool {
+        let Ok(key) = <[u8; 32]>::try_from(nonce) else {
+            return false;
+        };
+        let Ok(mut map) = self.nonces.lock() else {
+            return false;
+        };
+        map.remove(&key).is_some_and(|exp| exp > now)
+    }
+
+    /// Opens a session for an agent whose credential and nonce signature checked out.
+    pub fn open_session(&self, agent_id: &str, expires_at: u64, now: u64) -> Option<String> {
+        let mut id = [0u8; 32];
+        lanyard_token::keys::random_bytes(&mut id).ok()?;
+        let id = lanyard_token::hex::encode(&id);
+        let mut map = self.sessions.lock().ok()?;
+        if map.len() >= MAX_NONCES {
+            map.retain(|_, s| s.expires_at > now);
+        }
+        map.insert(
+            id.clone(),
+            Session {
+                agent_id: agent_id.to_owned(),
+                expires_at,
+            },
+        );
+        Some(id)
+    }
+
+    /// The session `id` names, if it is live and its agent still active.
+    pub fn session(&self, id: &str, now: u64) -> Result<(Session, AgentRecord), SessionError> {
+        let s = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+            .ok_or(SessionError::Unknown)?;
+        if s.expires_at <= now {
+            return Err(SessionError::Expired);
+        }
+        let view = self.view();
+        let agent = view
+            .agents
+            .get(&s.agent_id)
+            .cloned()
+            .ok_or(SessionError::Unknown)?;
+        if agent.status != AgentStatus::Active {
+            return Err(SessionError::Refused(
+                agent.id.clone(),
+                agent.status.as_str(),
+            ));
+        }
+        Ok((s, agent))
+    }
+
+    /// The store as a [`NodeRegistry`] for the node attestors.
+    pub fn registry(&self) -> StoreRegistry<'_> {
+        StoreRegistry(self.store.as_ref())
+    }
+
+    /// A verifier for agent credentials: the org key and the current deny list.
+    pub fn verifier(&self, now: u64) -> lanyard_token::Verifier {
+        let v = lanyard_token::Verifier::new(self.authority.org());
+        let view = self.view();
+        match lanyard_token::deny::parse(&view.deny_list, &self.authority.org()) {
+            Ok(list) if !view.deny_list.is_empty() => {
+                let _ = now;
+                v.with_deny_list(list)
+            }
+            _ => v,
+        }
+    }
+}
+
+/// The store seen through the node attestors' narrow lookup trait.
+#[derive(Debug)]
+pub struct StoreRegistry<'a>(&'a dyn Store);
+
+impl NodeRegistry for StoreRegistry<'_> {
+    fn redeem_join_token<'a>(
+        &'a self,
+        hash_hex: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            self.0
+                .redeem_join_token(hash_hex, now)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn device_key<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PublicKey>, String>> {
+        Box::pin(async move {
+            match self.0.device_key(name).await.map_err(|e| e.to_string())? {
+                None => Ok(None),
+                Some(hex) => PublicKey::from_hex(&hex, false)
+                    .map(Some)
+                    .map_err(|e| format!("pinned key for {name}: {e}")),
+            }
+        })
+    }
+}
