@@ -136,10 +136,14 @@ pub fn parse(text: &str, org: &PublicKey) -> Result<VerifiedDenyList, DenyListEr
             return Err(DenyListError::BadChain("not a chain issuer token".into()));
         };
         if c.iss != format!("C-{jti}.{}", key.to_hex()) {
-            return Err(DenyListError::BadChain("iss does not name the chain".into()));
+            return Err(DenyListError::BadChain(
+                "iss does not name the chain".into(),
+            ));
         }
         if !key.verify(parts.signing_input.as_bytes(), &parts.signature) {
-            return Err(DenyListError::BadChain("signature is not the chain's".into()));
+            return Err(DenyListError::BadChain(
+                "signature is not the chain's".into(),
+            ));
         }
         c
     };
