@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every lanyard test on a fresh Debian machine with the Rust toolchain.
 # It installs whatever the tests need; later issues add components here
-# (PostgreSQL, dockerd, the Python spiffe venv, helm).
+# (dockerd, helm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,13 @@ fi
 command -v openssl >/dev/null && command -v setpriv >/dev/null || {
   apt-get update -qq && apt-get install -y -qq openssl util-linux >/dev/null
 }
+# PostgreSQL server binaries (initdb, postgres): the store tests run a private
+# cluster on a free port (tests/src/postgres.rs); nothing uses the system cluster.
+if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  }
+fi
 
 echo "== format"
 cargo fmt --all --check

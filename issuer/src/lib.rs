@@ -1,1 +1,5 @@
-//! Placeholder: this crate is filled by a later issue (see DESIGN.md, Components).
+//! The upstream chain issuer: node attestation, node-scoped registration entries,
+//! a durable store (SQLite embedded or shared PostgreSQL), signing, revocation and
+//! the admin API.
+
+pub mod store;
