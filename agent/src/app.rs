@@ -16,7 +16,8 @@ use crate::api::{now, Ctx};
 use crate::attest::Pipeline;
 use crate::authority::{Authority, AuthorityError, LocalAuthority};
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{Config, Source};
+use crate::upstream::UpstreamAuthority;
 use crate::metrics::Metrics;
 
 /// Largest request message accepted. Real requests are a few hundred bytes (a
@@ -77,24 +78,40 @@ pub async fn build_with(
     config: Config,
     attestors: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>>,
 ) -> Result<Bound, BuildError> {
-    let authority: Arc<dyn Authority> = Arc::new(LocalAuthority::load(
-        &config.authority,
-        &config.trust_domain,
-        now(),
-    )?);
     // The cache holds private keys: a data_dir the agent creates is 0700.
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&config.data_dir)
         .map_err(bind_err(format!("data_dir {}", config.data_dir.display())))?;
+    let (authority, upstream): (Arc<dyn Authority>, Option<Arc<UpstreamAuthority>>) =
+        match &config.source {
+            Source::Local(files) => (
+                Arc::new(LocalAuthority::load(files, &config.trust_domain, now())?),
+                None,
+            ),
+            Source::Upstream(u) => {
+                let up = Arc::new(UpstreamAuthority::load(
+                    u.clone(),
+                    &config.trust_domain,
+                    config.data_dir.clone(),
+                )?);
+                (up.clone(), Some(up))
+            }
+        };
+    let mut entries = config.entries.clone();
+    if let Some(up) = &upstream {
+        // The entries last synced, so a restart with the issuer down still serves.
+        entries.extend(up.entries());
+    }
     let cache = Arc::new(Cache::new(authority.clone(), config.data_dir.clone()));
     let restored = cache.load(now());
     tracing::info!(restored, "credential cache loaded");
 
+    let pipeline = Pipeline::new(attestors, entries);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Ctx {
-        pipeline: Pipeline::new(attestors, config.entries.clone()),
+        pipeline: pipeline.clone(),
         cache: cache.clone(),
         authority,
         metrics: metrics.clone(),
@@ -154,6 +171,13 @@ pub async fn build_with(
             }
         }
     }));
+    if let Some(up) = upstream {
+        tasks.push(tokio::spawn(up.run(
+            pipeline,
+            cache.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let _ = ready_tx.send(true);
     // Keep readiness alive as long as the agent runs.
     tasks.push(tokio::spawn(async move {

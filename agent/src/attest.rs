@@ -44,17 +44,36 @@ pub enum PipelineError {
     Join(String),
 }
 
-/// Attestors plus entries.
+/// Attestors plus entries (fixed in standalone mode, synced from the issuer upstream).
 #[derive(Debug)]
 pub struct Pipeline {
     attestors: Vec<Box<dyn WorkloadAttestor>>,
-    entries: Vec<Entry>,
+    entries: std::sync::RwLock<Arc<Vec<Entry>>>,
 }
 
 impl Pipeline {
     /// A pipeline over `attestors` and `entries`.
     pub fn new(attestors: Vec<Box<dyn WorkloadAttestor>>, entries: Vec<Entry>) -> Arc<Self> {
-        Arc::new(Self { attestors, entries })
+        Arc::new(Self {
+            attestors,
+            entries: std::sync::RwLock::new(Arc::new(entries)),
+        })
+    }
+
+    /// Replaces the entries (an upstream sync); attestations already made keep
+    /// theirs for at most [`REUSE_FOR`].
+    pub fn set_entries(&self, entries: Vec<Entry>) {
+        if let Ok(mut e) = self.entries.write() {
+            *e = Arc::new(entries);
+        }
+    }
+
+    /// The current entries.
+    pub fn entries(&self) -> Arc<Vec<Entry>> {
+        self.entries
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_default()
     }
 
     /// Selectors and entries for a process, synchronously (for `lanyard attest`).
@@ -75,7 +94,7 @@ impl Pipeline {
         selectors.sort();
         selectors.dedup();
         let entries = self
-            .entries
+            .entries()
             .iter()
             .filter(|e| {
                 e.selectors

@@ -27,6 +27,9 @@ pub enum AuthorityError {
     /// An SVID could not be made.
     #[error(transparent)]
     Svid(#[from] SvidError),
+    /// The upstream issuer could not be reached or refused.
+    #[error("upstream issuer: {0}")]
+    Upstream(String),
 }
 
 /// What to mint a seed + JWT credential for.
@@ -94,6 +97,11 @@ pub trait Authority: Send + Sync + std::fmt::Debug {
     fn verifier(&self) -> Verifier;
     /// When the authority itself stops being able to sign.
     fn expires_at(&self) -> u64;
+    /// For an upstream authority: whether the agent can serve, and a line about
+    /// the link for `/readyz`. `None` for a local authority.
+    fn link_state(&self) -> Option<(bool, String)> {
+        None
+    }
 }
 
 /// Standalone mode: signs with a chain issuer credential held on this host.

@@ -402,6 +402,27 @@ impl Cache {
         }
     }
 
+    /// Drops every cached credential `revoked` says is revoked, so the next
+    /// request mints afresh; open streams are told. Returns how many went.
+    pub async fn purge(&self, revoked: impl Fn(&Key, &Stored) -> bool) -> usize {
+        let slots: Vec<(Key, Arc<Slot>)> = match self.slots.lock() {
+            Ok(s) => s.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => return 0,
+        };
+        let mut dropped = 0;
+        for (key, slot) in slots {
+            let mut v = slot.value.lock().await;
+            if v.as_ref().is_some_and(|s| revoked(&key, s)) {
+                *v = None;
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.changed();
+        }
+        dropped
+    }
+
     /// Seconds until the soonest cached expiry (for metrics).
     pub fn soonest_expiry(&self) -> Option<u64> {
         let slots = self.slots.lock().ok()?;

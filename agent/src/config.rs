@@ -66,10 +66,71 @@ struct Raw {
     health_addr: Option<String>,
     drain_timeout: Option<String>,
     authority: Option<RawAuthority>,
+    upstream: Option<RawUpstream>,
     #[serde(default)]
     entries: Vec<RawEntry>,
     #[serde(default)]
     plugins: RawPlugins,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    address: String,
+    org_public: String,
+    join_token: Option<String>,
+    device_seed: Option<String>,
+    device_name: Option<String>,
+    psat_token_file: Option<String>,
+}
+
+/// How the agent proves its node to the upstream issuer the first time (and
+/// again when its agent credential has lapsed).
+#[derive(Clone, PartialEq, Eq)]
+pub enum NodeEvidence {
+    /// A single-use join token.
+    JoinToken(String),
+    /// A device key pinned at the issuer.
+    Device {
+        /// The seed file.
+        seed: PathBuf,
+        /// The name it is pinned under.
+        name: String,
+    },
+    /// A projected Kubernetes service-account token, re-read at each use.
+    PsatTokenFile(PathBuf),
+}
+
+impl std::fmt::Debug for NodeEvidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // A join token is a bearer secret until redeemed: never logged.
+            Self::JoinToken(_) => f.write_str("JoinToken(..)"),
+            Self::Device { seed, name } => write!(f, "Device({name}, {})", seed.display()),
+            Self::PsatTokenFile(p) => write!(f, "PsatTokenFile({})", p.display()),
+        }
+    }
+}
+
+/// `[upstream]`: get credentials from an issuer instead of holding a chain credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// The issuer's `host:port` (several, comma-separated, are tried in turn).
+    pub addresses: Vec<String>,
+    /// The org public key file: all the agent needs to trust the issuer.
+    pub org_public: PathBuf,
+    /// Node attestation evidence.
+    pub evidence: NodeEvidence,
+}
+
+/// Where the agent's signing power comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // built once per process
+pub enum Source {
+    /// `[authority]`: a chain issuer credential on this host (standalone).
+    Local(AuthorityFiles),
+    /// `[upstream]`: an upstream issuer.
+    Upstream(UpstreamConfig),
 }
 
 /// The `[authority]` table as written (shared with the issuer's config).
@@ -183,8 +244,8 @@ pub struct Config {
     pub health_addr: Option<std::net::SocketAddr>,
     /// How long SIGTERM waits for in-flight requests.
     pub drain_timeout: std::time::Duration,
-    /// Standalone authority files.
-    pub authority: AuthorityFiles,
+    /// Standalone authority files, or the upstream issuer.
+    pub source: Source,
     /// Registration entries.
     pub entries: Vec<Entry>,
     /// Largest binary the unix attestor hashes.
@@ -241,14 +302,24 @@ impl Config {
         let drain_timeout = std::time::Duration::from_secs(
             duration::parse_secs(&drain).map_err(|e| err("drain_timeout", &drain, e))?,
         );
-        let a = raw.authority.ok_or_else(|| {
-            err(
-                "authority",
-                "",
-                "is required (standalone mode: chain_jwt, chain_seed, org_public)",
-            )
-        })?;
-        let authority = a.resolve(base);
+        let source = match (raw.authority, raw.upstream) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "upstream",
+                    "",
+                    "give either [authority] (standalone) or [upstream], not both",
+                ))
+            }
+            (Some(a), None) => Source::Local(a.resolve(base)),
+            (None, Some(u)) => Source::Upstream(upstream(u, base)?),
+            (None, None) => {
+                return Err(err(
+                    "authority",
+                    "",
+                    "is required (standalone mode: chain_jwt, chain_seed, org_public; or an [upstream] issuer)",
+                ))
+            }
+        };
         let mut entries = Vec::with_capacity(raw.entries.len());
         for (i, e) in raw.entries.into_iter().enumerate() {
             entries.push(entry(i, e, &trust_domain)?);
@@ -259,7 +330,7 @@ impl Config {
             data_dir: path(&data_dir),
             health_addr,
             drain_timeout,
-            authority,
+            source,
             entries,
             unix_max_hash_bytes: raw
                 .plugins
@@ -268,6 +339,40 @@ impl Config {
                 .unwrap_or(lanyard_plugins::unix::DEFAULT_MAX_HASH_BYTES),
         })
     }
+}
+
+fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> {
+    let addresses: Vec<String> = u
+        .address
+        .split(',')
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addresses.is_empty() || addresses.iter().any(|a| !a.contains(':')) {
+        return Err(err("upstream.address", u.address, "expected host:port[,host:port…]"));
+    }
+    let evidence = match (u.join_token, u.device_seed, u.psat_token_file) {
+        (Some(t), None, None) if !t.trim().is_empty() => NodeEvidence::JoinToken(t.trim().to_owned()),
+        (None, Some(seed), None) => NodeEvidence::Device {
+            seed: resolve_path(base, &seed),
+            name: u
+                .device_name
+                .ok_or_else(|| err("upstream.device_name", "", "is required with device_seed"))?,
+        },
+        (None, None, Some(p)) => NodeEvidence::PsatTokenFile(resolve_path(base, &p)),
+        _ => {
+            return Err(err(
+                "upstream.join_token",
+                "",
+                "give exactly one of join_token, device_seed or psat_token_file",
+            ))
+        }
+    };
+    Ok(UpstreamConfig {
+        addresses,
+        org_public: resolve_path(base, &u.org_public),
+        evidence,
+    })
 }
 
 fn entry(i: usize, e: RawEntry, trust_domain: &str) -> Result<Entry, ConfigError> {
@@ -338,9 +443,31 @@ audiences = []
         assert_eq!(c.trust_domain, "example.org");
         assert_eq!(c.socket_path, Path::new("/etc/lanyard/run/agent.sock"));
         assert_eq!(c.data_dir, Path::new("/var/lib/lanyard"));
-        assert_eq!(c.authority.chain_crt, Path::new("/etc/lanyard/chain.crt"));
+        let Source::Local(a) = &c.source else {
+            panic!("standalone config")
+        };
+        assert_eq!(a.chain_crt, Path::new("/etc/lanyard/chain.crt"));
         assert_eq!(c.entries[0].ttl_secs, 3600);
         assert_eq!(c.entries[0].selectors.len(), 2);
+    }
+
+    #[test]
+    fn upstream_replaces_authority() {
+        let up = GOOD.replace(
+            "[authority]\nchain_jwt = \"chain.jwt\"\nchain_seed = \"chain.seed\"\norg_public = \"org.public\"",
+            "[upstream]\naddress = \"127.0.0.1:8443\"\norg_public = \"org.public\"\njoin_token = \"lanyard-jt-x\"",
+        );
+        let c = parse(&up).unwrap();
+        let Source::Upstream(u) = c.source else {
+            panic!("upstream config")
+        };
+        assert_eq!(u.addresses, ["127.0.0.1:8443"]);
+        assert_eq!(u.org_public, Path::new("/etc/lanyard/org.public"));
+        assert_eq!(u.evidence, NodeEvidence::JoinToken("lanyard-jt-x".into()));
+        let both = up.replace("[upstream]", "[authority]\nchain_jwt = \"a\"\nchain_seed = \"b\"\norg_public = \"c\"\n[upstream]");
+        assert_eq!(parse(&both).unwrap_err().key, "upstream");
+        let two = up.replace("join_token = \"lanyard-jt-x\"", "join_token = \"t\"\npsat_token_file = \"p\"");
+        assert_eq!(parse(&two).unwrap_err().key, "upstream.join_token");
     }
 
     #[test]

@@ -18,6 +18,13 @@ fn agent_handler(ctx: Arc<Ctx>, ready: watch::Receiver<bool>) -> Handler {
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" => {
             let authority_ok = ctx.authority.expires_at() > now();
+            if let Some((serving, line)) = ctx.authority.link_state() {
+                return if *ready.borrow() && serving {
+                    (StatusCode::OK, format!("ready\n{line}\n"))
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{line}\n"))
+                };
+            }
             if *ready.borrow() && authority_ok {
                 (StatusCode::OK, "ready\n".to_owned())
             } else if !authority_ok {

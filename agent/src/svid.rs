@@ -395,7 +395,47 @@ impl JwtSigner {
         audience: &str,
         now: u64,
     ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-        use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+        validate_jwt_svid(token, audience, now, |kid| {
+            (kid == self.kid).then(|| self.key.public_key().as_ref().to_vec())
+        })
+    }
+}
+
+/// The P-256 points of a JWKS document by `kid` (keys of other types are skipped).
+pub fn jwks_points(jwks: &[u8]) -> std::collections::HashMap<String, Vec<u8>> {
+    let doc: serde_json::Value = serde_json::from_slice(jwks).unwrap_or_default();
+    let mut out = std::collections::HashMap::new();
+    for k in doc["keys"].as_array().into_iter().flatten() {
+        let (Some(kid), Some(x), Some(y)) = (k["kid"].as_str(), k["x"].as_str(), k["y"].as_str())
+        else {
+            continue;
+        };
+        if k["kty"] != "EC" || k["crv"] != "P-256" {
+            continue;
+        }
+        let (Ok(x), Ok(y)) = (URL_SAFE_NO_PAD.decode(x), URL_SAFE_NO_PAD.decode(y)) else {
+            continue;
+        };
+        if x.len() == 32 && y.len() == 32 {
+            let mut point = vec![4u8];
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            out.insert(kid.to_owned(), point);
+        }
+    }
+    out
+}
+
+/// Validates an ES256 JWT-SVID for `audience`, with the public key (an
+/// uncompressed P-256 point) that `key_for` returns for its `kid`.
+pub fn validate_jwt_svid(
+    token: &str,
+    audience: &str,
+    now: u64,
+    key_for: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    {
         if token.len() > lanyard_token::jws::MAX_TOKEN_LEN {
             return Err("token too large".into());
         }
@@ -413,13 +453,14 @@ impl JwtSigner {
         if header["alg"] != "ES256" {
             return Err(format!("unsupported alg {}", header["alg"]));
         }
-        if header["kid"] != self.kid.as_str() {
-            return Err("unknown kid: not signed by this trust domain's key".into());
-        }
+        let key = header["kid"]
+            .as_str()
+            .and_then(&key_for)
+            .ok_or("unknown kid: not signed by this trust domain's key")?;
         let sig = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| "bad signature encoding")?;
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key)
             .verify(format!("{h}.{p}").as_bytes(), &sig)
             .map_err(|_| "bad signature")?;
         let claims: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD

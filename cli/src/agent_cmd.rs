@@ -10,9 +10,9 @@ use lanyard_agent::config::Config;
 use crate::org::{self, DelegateArgs, InitArgs};
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
-const EXIT_CONFIG: u8 = 64;
+pub const EXIT_CONFIG: u8 = 64;
 
-fn init_logging() {
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -21,7 +21,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

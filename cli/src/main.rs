@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod agent_cmd;
 mod attest;
 mod clock;
@@ -37,12 +38,30 @@ enum Command {
     /// Mint, view, verify tokens; prove possession of a seed.
     #[command(subcommand)]
     Token(tokens::TokenCommand),
-    /// Run the agent: the Workload API on a Unix socket (config: see README).
+    /// Run the agent (`--config`), or manage agents at the issuer (`list`, `suspend`, …).
+    #[command(args_conflicts_with_subcommands = true)]
     Agent {
+        /// The agent's TOML config file: runs the Workload API on a Unix socket.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        manage: Option<admin::AgentCommand>,
+    },
+    /// Run the upstream issuer (config: see README).
+    Issuer {
         /// The TOML config file.
         #[arg(long)]
         config: PathBuf,
     },
+    /// Join tokens for node attestation (at the issuer's admin socket).
+    #[command(subcommand, name = "join-token")]
+    JoinToken(admin::JoinTokenCommand),
+    /// Nodes pinned by device key (at the issuer's admin socket).
+    #[command(subcommand)]
+    Node(admin::NodeCommand),
+    /// Registration entries (at the issuer's admin socket).
+    #[command(subcommand)]
+    Entry(admin::EntryCommand),
     /// Show the selectors the agent derives for a process, and which entries match.
     Attest(attest::AttestArgs),
     /// Sidecar: write this process's credentials from the agent socket to files.
@@ -66,7 +85,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Org(c) => org::run(c).map(|()| ExitCode::SUCCESS),
         Command::Token(c) => tokens::run(c),
-        Command::Agent { config } => agent_cmd::agent(&config),
+        Command::Agent {
+            config: Some(config),
+            ..
+        } => agent_cmd::agent(&config),
+        Command::Agent {
+            manage: Some(m), ..
+        } => admin::agents(m).map(|()| ExitCode::SUCCESS),
+        Command::Agent { .. } => Err(anyhow::anyhow!(
+            "give --config FILE (run an agent) or a subcommand (list, suspend, resume, revoke)"
+        )),
+        Command::Issuer { config } => admin::issuer(&config),
+        Command::JoinToken(c) => admin::join_token(c).map(|()| ExitCode::SUCCESS),
+        Command::Node(c) => admin::node(c).map(|()| ExitCode::SUCCESS),
+        Command::Entry(c) => admin::entry(c).map(|()| ExitCode::SUCCESS),
         Command::Dev { dir } => agent_cmd::dev(dir),
         Command::Fetch(a) => fetch::run(&a),
         Command::Attest(a) => attest::run(&a),

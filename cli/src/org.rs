@@ -57,14 +57,17 @@ pub struct DelegateArgs {
 #[derive(Debug, Args)]
 pub struct RevokeChainArgs {
     /// The org issuer's seed file (the deny list is signed with it).
-    #[arg(long)]
-    pub org_seed: PathBuf,
+    #[arg(long, requires = "deny_list")]
+    pub org_seed: Option<PathBuf>,
     /// The chain issuer's id: the `jti` of its chain.jwt.
     #[arg(long)]
     pub id: String,
-    /// The deny list to create or extend.
+    /// The deny list to create or extend (offline, with --org-seed).
+    #[arg(long, requires = "org_seed")]
+    pub deny_list: Option<PathBuf>,
+    /// Revoke at the upstream issuer instead (it signs and pushes the list).
     #[arg(long)]
-    pub deny_list: PathBuf,
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// Adds to the deny list at `path` (created if missing) and re-signs it with a
@@ -106,7 +109,17 @@ pub fn run(cmd: OrgCommand) -> Result<()> {
         OrgCommand::RevokeChain(a) => {
             lanyard_token::Ksuid::parse(&a.id)
                 .context("--id must be a chain issuer's jti (a KSUID)")?;
-            extend_deny_list(&a.org_seed, &a.deny_list, |d| {
+            crate::admin::need_one(a.org_seed.is_some(), a.admin_socket.is_some())?;
+            if let Some(socket) = &a.admin_socket {
+                return crate::admin::revoke(
+                    socket,
+                    lanyard_proto::issuer::revoke_request::What::ChainId(a.id.clone()),
+                );
+            }
+            let (Some(seed), Some(list)) = (&a.org_seed, &a.deny_list) else {
+                anyhow::bail!("--org-seed needs --deny-list");
+            };
+            extend_deny_list(seed, list, |d| {
                 d.chains.insert(a.id.clone());
             })
         }

@@ -92,14 +92,17 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The org issuer's seed file (the deny list is signed with it).
-    #[arg(long)]
-    pub org_seed: PathBuf,
+    #[arg(long, requires = "deny_list")]
+    pub org_seed: Option<PathBuf>,
     /// The token's jti.
     #[arg(long)]
     pub jti: String,
-    /// The deny list to create or extend.
+    /// The deny list to create or extend (offline, with --org-seed).
+    #[arg(long, requires = "org_seed")]
+    pub deny_list: Option<PathBuf>,
+    /// Revoke at the upstream issuer instead (it signs and pushes the list).
     #[arg(long)]
-    pub deny_list: PathBuf,
+    pub admin_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -146,7 +149,18 @@ pub fn run(cmd: TokenCommand) -> Result<ExitCode> {
         TokenCommand::CheckProof(a) => check_proof(&a),
         TokenCommand::Revoke(a) => {
             lanyard_token::Ksuid::parse(&a.jti).context("--jti must be a token's jti (a KSUID)")?;
-            crate::org::extend_deny_list(&a.org_seed, &a.deny_list, |d| {
+            crate::admin::need_one(a.org_seed.is_some(), a.admin_socket.is_some())?;
+            if let Some(socket) = &a.admin_socket {
+                return crate::admin::revoke(
+                    socket,
+                    lanyard_proto::issuer::revoke_request::What::Jti(a.jti.clone()),
+                )
+                .map(|()| ExitCode::SUCCESS);
+            }
+            let (Some(seed), Some(list)) = (&a.org_seed, &a.deny_list) else {
+                anyhow::bail!("--org-seed needs --deny-list");
+            };
+            crate::org::extend_deny_list(seed, list, |d| {
                 d.jtis.insert(a.jti.clone());
             })
             .map(|()| ExitCode::SUCCESS)

@@ -1,0 +1,869 @@
+//! `UpstreamAuthority`: the agent's signing power comes from an upstream issuer.
+//!
+//! - Trust: TLS to the issuer is checked against the org public key alone
+//!   ([`crate::tls`]).
+//! - Identity: the node attests once (join token, device key or PSAT) and gets
+//!   an agent seed + JWT; every session is opened by signing a fresh nonce with
+//!   that seed. The seed and JWT are persisted (0600), so a restart needs no new
+//!   join token.
+//! - Entries, the bundle and the deny list arrive on one `Sync` stream; they
+//!   are persisted too, so an agent that boots while the issuer is down serves
+//!   its cache for the entries it last knew.
+//! - Failures back off exponentially (1 s to 60 s) with full jitter, and several
+//!   issuer addresses are tried in turn.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures_util::future::BoxFuture;
+use lanyard_plugins::Selector;
+use lanyard_proto::issuer as pb;
+use lanyard_proto::issuer::node_client::NodeClient;
+use lanyard_token::deny::{Denied, VerifiedDenyList};
+use lanyard_token::pop::{issuer_proof_message, IssuerProof};
+use lanyard_token::{KeyPair, PublicKey, Verifier};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use crate::attest::Pipeline;
+use crate::authority::{Authority, AuthorityError, Bundle, CredentialRequest};
+use crate::cache::{Cache, Key, Kind, Spec};
+use crate::config::{Entry, NodeEvidence, UpstreamConfig};
+use crate::svid::X509Svid;
+
+/// Metadata that carries the session id (the issuer's name for it).
+const SESSION_HEADER: &str = "lanyard-session";
+/// The agent credential, persisted.
+const AGENT_SEED: &str = "agent.seed";
+const AGENT_JWT: &str = "agent.jwt";
+/// Entries, bundle and deny list, persisted.
+const SYNCED: &str = "upstream.json";
+/// Largest sync message accepted (many entries).
+const MAX_SYNC_BYTES: usize = 64 * 1024 * 1024;
+
+fn now() -> u64 {
+    crate::api::now()
+}
+
+/// The agent's own credential.
+#[derive(Debug, Clone)]
+struct AgentCredential {
+    key: KeyPair,
+    jwt: String,
+    id: String,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+/// What the last sync brought, as persisted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Synced {
+    revision: i64,
+    entries: Vec<WireEntry>,
+    trust_domain: String,
+    x509_roots: Vec<String>,
+    jwks: String,
+    deny_list: String,
+    /// Every denial ever seen: revocations are permanent, so lists are unioned.
+    #[serde(default)]
+    denied_jtis: Vec<String>,
+    #[serde(default)]
+    denied_chains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireEntry {
+    id: String,
+    subject: String,
+    selectors: Vec<String>,
+    ttl_secs: u64,
+    audiences: Vec<String>,
+    networks: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    channel: Channel,
+    session: String,
+    expires_at: u64,
+}
+
+/// The upstream connection's state, for `/readyz` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not yet connected since start.
+    Connecting,
+    /// Syncing from the issuer at this address.
+    Connected(String),
+    /// Unreachable or refusing since this time, with the last error.
+    Down {
+        /// Unix seconds.
+        since: u64,
+        /// The last error.
+        error: String,
+    },
+}
+
+/// Why an upstream call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// No issuer address answered.
+    #[error("no issuer reachable: {0}")]
+    Unreachable(String),
+    /// The issuer refused (attestation, session or signing).
+    #[error("issuer refused: {0}")]
+    Refused(String),
+    /// A local file could not be read or written.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl From<UpstreamError> for AuthorityError {
+    fn from(e: UpstreamError) -> Self {
+        AuthorityError::Upstream(e.to_string())
+    }
+}
+
+fn status_err(s: Status) -> UpstreamError {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+            UpstreamError::Unreachable(s.message().to_owned())
+        }
+        _ => UpstreamError::Refused(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+/// Signs through the upstream issuer.
+#[derive(Debug)]
+pub struct UpstreamAuthority {
+    cfg: UpstreamConfig,
+    org: PublicKey,
+    data_dir: PathBuf,
+    tls: Arc<rustls::ClientConfig>,
+    link: tokio::sync::Mutex<Option<Link>>,
+    agent: Mutex<Option<AgentCredential>>,
+    synced: RwLock<Synced>,
+    deny: RwLock<Option<VerifiedDenyList>>,
+    state: Mutex<LinkState>,
+    next_addr: AtomicUsize,
+    sessions_opened: AtomicU64,
+}
+
+impl UpstreamAuthority {
+    /// Reads the org key and any persisted agent credential and sync state.
+    pub fn load(
+        cfg: UpstreamConfig,
+        trust_domain: &str,
+        data_dir: PathBuf,
+    ) -> Result<Self, AuthorityError> {
+        let text = std::fs::read_to_string(&cfg.org_public).map_err(|e| AuthorityError::File {
+            path: cfg.org_public.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let org = PublicKey::from_file_text(&text).map_err(|e| AuthorityError::File {
+            path: cfg.org_public.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let tls = crate::tls::client_config(&org)
+            .map_err(|e| AuthorityError::Upstream(e.to_string()))?;
+        let me = Self {
+            cfg,
+            org,
+            tls,
+            link: tokio::sync::Mutex::new(None),
+            agent: Mutex::new(None),
+            synced: RwLock::new(Synced {
+                trust_domain: trust_domain.to_owned(),
+                ..Synced::default()
+            }),
+            deny: RwLock::new(None),
+            state: Mutex::new(LinkState::Connecting),
+            next_addr: AtomicUsize::new(0),
+            sessions_opened: AtomicU64::new(0),
+            data_dir,
+        };
+        me.load_persisted();
+        Ok(me)
+    }
+
+    fn load_persisted(&self) {
+        let seed = std::fs::read_to_string(self.data_dir.join(AGENT_SEED));
+        let jwt = std::fs::read_to_string(self.data_dir.join(AGENT_JWT));
+        if let (Ok(seed), Ok(jwt)) = (seed, jwt) {
+            match (KeyPair::from_seed_text(&seed), self.check_agent_jwt(jwt.trim())) {
+                (Ok(key), Ok((id, iat, exp))) if key.public().to_hex() == self.jwt_holder(&jwt) => {
+                    *self.agent.lock().unwrap_or_else(|p| p.into_inner()) = Some(AgentCredential {
+                        key,
+                        jwt: jwt.trim().to_owned(),
+                        id,
+                        issued_at: iat,
+                        expires_at: exp,
+                    });
+                }
+                _ => tracing::warn!("persisted agent credential is invalid; the node will attest again"),
+            }
+        }
+        if let Ok(bytes) = std::fs::read(self.data_dir.join(SYNCED)) {
+            match serde_json::from_slice::<Synced>(&bytes) {
+                Ok(s) => {
+                    if let Ok(list) = lanyard_token::deny::parse(&s.deny_list, &self.org) {
+                        *self.deny.write().unwrap_or_else(|p| p.into_inner()) = Some(list);
+                    }
+                    *self.synced.write().unwrap_or_else(|p| p.into_inner()) = s;
+                }
+                Err(e) => tracing::warn!(error = %e, "persisted sync state is unreadable; waiting for the issuer"),
+            }
+        }
+    }
+
+    fn jwt_holder(&self, jwt: &str) -> String {
+        Verifier::new(self.org)
+            .with_leeway(u64::MAX / 4)
+            .verify(jwt.trim(), now())
+            .ok()
+            .and_then(|v| v.holder())
+            .map(|k| k.to_hex())
+            .unwrap_or_default()
+    }
+
+    /// (agent id, iat, exp) of an agent credential signed under our org.
+    fn check_agent_jwt(&self, jwt: &str) -> Result<(String, u64, u64), String> {
+        // Expired is fine here: an expired credential is replaced, not trusted.
+        let v = Verifier::new(self.org)
+            .with_leeway(u64::MAX / 4)
+            .verify(jwt, now())
+            .map_err(|e| e.to_string())?;
+        let c = v.claims();
+        if c.purpose != lanyard_token::claims::PURPOSE_AGENT {
+            return Err("not an agent credential".into());
+        }
+        Ok((
+            c.sub.clone().unwrap_or_default(),
+            c.iat.unwrap_or(0),
+            v.expires_at().unwrap_or(0),
+        ))
+    }
+
+    /// The entries last synced (persisted across restarts).
+    pub fn entries(&self) -> Vec<Entry> {
+        let s = self.synced.read().unwrap_or_else(|p| p.into_inner());
+        to_entries(&s.entries)
+    }
+
+    /// The upstream link's state.
+    pub fn state(&self) -> LinkState {
+        self.state.lock().map(|s| s.clone()).unwrap_or(LinkState::Connecting)
+    }
+
+    /// The agent's id at the issuer, once attested.
+    pub fn agent_id(&self) -> Option<String> {
+        self.agent
+            .lock()
+            .ok()
+            .and_then(|a| a.as_ref().map(|a| a.id.clone()))
+    }
+
+    /// Sessions opened so far (each with a fresh nonce signature).
+    pub fn sessions_opened(&self) -> u64 {
+        self.sessions_opened.load(Ordering::Relaxed)
+    }
+
+    fn set_state(&self, s: LinkState) {
+        if let Ok(mut st) = self.state.lock() {
+            if let (LinkState::Down { .. }, LinkState::Down { since, error }) = (&*st, &s) {
+                // Keep the first failure time; update the error.
+                if let LinkState::Down { error: e, .. } = &mut *st {
+                    e.clone_from(error);
+                }
+                let _ = since;
+                return;
+            }
+            *st = s;
+        }
+    }
+
+    async fn connect(&self) -> Result<(Channel, String), UpstreamError> {
+        let n = self.cfg.addresses.len().max(1);
+        let mut last = String::new();
+        for i in 0..n {
+            let idx = (self.next_addr.load(Ordering::Relaxed) + i) % n;
+            let addr = &self.cfg.addresses[idx];
+            match crate::tls::channel(addr, self.tls.clone()).await {
+                Ok(ch) => {
+                    self.next_addr.store(idx, Ordering::Relaxed);
+                    return Ok((ch, addr.clone()));
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        // Start the next round at the following address.
+        self.next_addr.fetch_add(1, Ordering::Relaxed);
+        Err(UpstreamError::Unreachable(last))
+    }
+
+    fn client(ch: &Channel) -> NodeClient<Channel> {
+        NodeClient::new(ch.clone()).max_decoding_message_size(MAX_SYNC_BYTES)
+    }
+
+    async fn nonce(ch: &Channel) -> Result<Vec<u8>, UpstreamError> {
+        Ok(Self::client(ch)
+            .get_nonce(pb::GetNonceRequest {})
+            .await
+            .map_err(status_err)?
+            .into_inner()
+            .nonce)
+    }
+
+    async fn attest(&self, ch: &Channel) -> Result<AgentCredential, UpstreamError> {
+        let nonce = Self::nonce(ch).await?;
+        let key = KeyPair::generate().map_err(|e| UpstreamError::Local(e.to_string()))?;
+        let evidence = match &self.cfg.evidence {
+            NodeEvidence::JoinToken(t) => pb::attest_request::Evidence::JoinToken(t.clone()),
+            NodeEvidence::Device { seed, name } => {
+                let text = std::fs::read_to_string(seed)
+                    .map_err(|e| UpstreamError::Local(format!("{}: {e}", seed.display())))?;
+                let device = KeyPair::from_seed_text(&text)
+                    .map_err(|e| UpstreamError::Local(format!("{}: {e}", seed.display())))?;
+                let challenge = lanyard_plugins::node::device::challenge(&nonce, &key.public());
+                pb::attest_request::Evidence::Device(pb::DeviceEvidence {
+                    name: name.clone(),
+                    signature: device.sign(&challenge).to_vec(),
+                })
+            }
+            NodeEvidence::PsatTokenFile(p) => {
+                // Re-read each time: the kubelet rotates projected tokens.
+                let t = std::fs::read_to_string(p)
+                    .map_err(|e| UpstreamError::Local(format!("{}: {e}", p.display())))?;
+                pb::attest_request::Evidence::K8sPsat(t.trim().to_owned())
+            }
+        };
+        let sig = key.sign(&issuer_proof_message(IssuerProof::Attest, &nonce));
+        let r = Self::client(ch)
+            .attest(pb::AttestRequest {
+                nonce,
+                agent_public_key: key.public().to_hex(),
+                nonce_signature: sig.to_vec(),
+                evidence: Some(evidence),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        let cred = self.accept_agent(key, r)?;
+        tracing::info!(agent = %cred.id, "node attested to the issuer");
+        Ok(cred)
+    }
+
+    fn accept_agent(
+        &self,
+        key: KeyPair,
+        r: pb::AgentCredential,
+    ) -> Result<AgentCredential, UpstreamError> {
+        let (id, iat, exp) = self
+            .check_agent_jwt(&r.jwt)
+            .map_err(|e| UpstreamError::Refused(format!("issuer sent a bad agent credential: {e}")))?;
+        if self.jwt_holder(&r.jwt) != key.public().to_hex() {
+            return Err(UpstreamError::Refused(
+                "issuer sent an agent credential for another key".into(),
+            ));
+        }
+        // Seed first: a JWT without its seed is useless, a seed without its JWT harmless.
+        use crate::fsutil::{write_atomic, Replace};
+        write_atomic(&self.data_dir.join(AGENT_SEED), key.seed_text().as_bytes(), 0o600, Replace::Yes)
+            .and_then(|()| write_atomic(&self.data_dir.join(AGENT_JWT), r.jwt.as_bytes(), 0o600, Replace::Yes))
+            .map_err(|e| UpstreamError::Local(format!("cannot persist the agent credential: {e}")))?;
+        let cred = AgentCredential {
+            key,
+            jwt: r.jwt,
+            id,
+            issued_at: iat,
+            expires_at: exp,
+        };
+        *self.agent.lock().unwrap_or_else(|p| p.into_inner()) = Some(cred.clone());
+        Ok(cred)
+    }
+
+    async fn open_session(&self, ch: &Channel) -> Result<Link, UpstreamError> {
+        let held = self.agent.lock().ok().and_then(|a| a.clone());
+        let agent = match held {
+            Some(a) if a.expires_at > now() + 5 => a,
+            _ => self.attest(ch).await?,
+        };
+        let nonce = Self::nonce(ch).await?;
+        let sig = agent
+            .key
+            .sign(&issuer_proof_message(IssuerProof::Session, &nonce));
+        let r = Self::client(ch)
+            .open_session(pb::OpenSessionRequest {
+                agent_jwt: agent.jwt.clone(),
+                nonce,
+                nonce_signature: sig.to_vec(),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        self.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        Ok(Link {
+            channel: ch.clone(),
+            session: r.session,
+            expires_at: u64::try_from(r.expires_at).unwrap_or(0),
+        })
+    }
+
+    /// A live session, opening one (and attesting, if needed) on the first
+    /// reachable address.
+    async fn session(&self) -> Result<Link, UpstreamError> {
+        let mut guard = self.link.lock().await;
+        if let Some(l) = guard.as_ref().filter(|l| l.expires_at > now() + 30) {
+            return Ok(l.clone());
+        }
+        let (ch, addr) = self.connect().await?;
+        let link = match self.open_session(&ch).await {
+            Err(UpstreamError::Refused(m))
+                if m.contains("agent credential")
+                    && !matches!(self.cfg.evidence, NodeEvidence::JoinToken(_)) =>
+            {
+                // The credential was refused (revoked jti, unknown chain): a node
+                // that can prove itself again does so.
+                tracing::warn!(reason = %m, "agent credential refused; attesting again");
+                if let Ok(mut a) = self.agent.lock() {
+                    *a = None;
+                }
+                self.open_session(&ch).await?
+            }
+            r => r?,
+        };
+        tracing::debug!(issuer = %addr, "session opened");
+        *guard = Some(link.clone());
+        Ok(link)
+    }
+
+    async fn forget_link(&self) {
+        *self.link.lock().await = None;
+    }
+
+    /// Runs `call` with a session; on an unknown session (issuer restarted,
+    /// another replica) opens a new one once.
+    async fn with_session<T>(
+        &self,
+        call: impl Fn(NodeClient<Channel>, tonic::metadata::MetadataValue<tonic::metadata::Ascii>) -> BoxFuture<'static, Result<T, Status>>,
+    ) -> Result<T, UpstreamError> {
+        for attempt in 0..2 {
+            let link = self.session().await?;
+            let session = link
+                .session
+                .parse()
+                .map_err(|_| UpstreamError::Refused("issuer sent a malformed session id".into()))?;
+            match call(Self::client(&link.channel), session).await {
+                Ok(v) => return Ok(v),
+                Err(s) if s.code() == tonic::Code::Unauthenticated && attempt == 0 => {
+                    self.forget_link().await;
+                }
+                Err(s) => {
+                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+                        self.forget_link().await;
+                    }
+                    return Err(status_err(s));
+                }
+            }
+        }
+        Err(UpstreamError::Unreachable("session refused twice".into()))
+    }
+
+    /// Renews the agent credential past its half-life, with a new key.
+    async fn renew_if_due(&self) -> Result<(), UpstreamError> {
+        let Some(a) = self.agent.lock().ok().and_then(|a| a.clone()) else {
+            return Ok(());
+        };
+        let half = a.issued_at + (a.expires_at.saturating_sub(a.issued_at)) / 2;
+        if now() < half {
+            return Ok(());
+        }
+        let link = self.session().await?;
+        let key = KeyPair::generate().map_err(|e| UpstreamError::Local(e.to_string()))?;
+        let nonce = Self::nonce(&link.channel).await?;
+        let sig = key.sign(&issuer_proof_message(IssuerProof::Renew, &nonce));
+        let mut req = tonic::Request::new(pb::RenewAgentRequest {
+            nonce,
+            agent_public_key: key.public().to_hex(),
+            nonce_signature: sig.to_vec(),
+        });
+        if let Ok(v) = link.session.parse() {
+            req.metadata_mut().insert(SESSION_HEADER, v);
+        }
+        let r = Self::client(&link.channel)
+            .renew_agent(req)
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        let cred = self.accept_agent(key, r)?;
+        tracing::info!(agent = %cred.id, expires_at = cred.expires_at, "agent credential renewed");
+        Ok(())
+    }
+
+    /// Keeps the agent in sync until `stop`: entries into `pipeline`, the deny
+    /// list into `cache`. Reconnects with capped, jittered backoff.
+    pub async fn run(
+        self: Arc<Self>,
+        pipeline: Arc<Pipeline>,
+        cache: Arc<Cache>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut failures: u32 = 0;
+        loop {
+            let r = tokio::select! {
+                r = self.sync_once(&pipeline, &cache, &mut failures) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, failures, "upstream sync interrupted");
+                self.set_state(LinkState::Down {
+                    since: now(),
+                    error: e.to_string(),
+                });
+                self.forget_link().await;
+            }
+            failures = failures.saturating_add(1);
+            let wait = backoff(failures);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn sync_once(
+        &self,
+        pipeline: &Pipeline,
+        cache: &Cache,
+        failures: &mut u32,
+    ) -> Result<(), UpstreamError> {
+        let link = self.session().await?;
+        let since = self.synced.read().map(|s| s.revision).unwrap_or(0);
+        let mut req = tonic::Request::new(pb::SyncRequest {
+            since_revision: since,
+        });
+        if let Ok(v) = link.session.parse() {
+            req.metadata_mut().insert(SESSION_HEADER, v);
+        }
+        let mut stream = match Self::client(&link.channel).sync(req).await {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                self.forget_link().await;
+                return Err(status_err(s));
+            }
+            Err(s) => return Err(status_err(s)),
+        };
+        let addr = self.cfg.addresses[self.next_addr.load(Ordering::Relaxed) % self.cfg.addresses.len().max(1)].clone();
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(UpstreamError::Unreachable("sync stream ended".into())),
+                Err(s) => return Err(status_err(s)),
+            };
+            self.apply(msg, pipeline, cache).await?;
+            *failures = 0;
+            self.set_state(LinkState::Connected(addr.clone()));
+            if let Err(e) = self.renew_if_due().await {
+                tracing::warn!(error = %e, "agent credential renewal failed; will retry");
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        msg: pb::SyncResponse,
+        pipeline: &Pipeline,
+        cache: &Cache,
+    ) -> Result<(), UpstreamError> {
+        let (snapshot, newly_denied) = {
+            let mut s = self.synced.write().unwrap_or_else(|p| p.into_inner());
+            if msg.full {
+                s.entries.clear();
+            }
+            s.entries
+                .retain(|e| !msg.deleted_entry_ids.contains(&e.id));
+            for e in msg.entries {
+                s.entries.retain(|x| x.id != e.id);
+                s.entries.push(WireEntry {
+                    id: e.id,
+                    subject: e.subject,
+                    selectors: e.selectors,
+                    ttl_secs: u64::try_from(e.ttl_secs).unwrap_or(0),
+                    audiences: e.audiences,
+                    networks: e.networks,
+                });
+            }
+            s.revision = msg.revision;
+            if let Some(b) = msg.bundle {
+                s.trust_domain = b.trust_domain;
+                s.x509_roots = b.x509_roots.iter().map(|d| crate::pem::encode("CERTIFICATE", d)).collect();
+                s.jwks = String::from_utf8_lossy(&b.jwks).into_owned();
+            }
+            let mut newly_denied = Denied::default();
+            if !msg.deny_list.is_empty() {
+                match lanyard_token::deny::parse(&msg.deny_list, &self.org) {
+                    Ok(list) => {
+                        for j in &list.denied().jtis {
+                            if !s.denied_jtis.contains(j) {
+                                s.denied_jtis.push(j.clone());
+                                newly_denied.jtis.insert(j.clone());
+                            }
+                        }
+                        for c in &list.denied().chains {
+                            if !s.denied_chains.contains(c) {
+                                s.denied_chains.push(c.clone());
+                                newly_denied.chains.insert(c.clone());
+                            }
+                        }
+                        s.deny_list = msg.deny_list;
+                        *self.deny.write().unwrap_or_else(|p| p.into_inner()) = Some(list);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "issuer sent a deny list that does not verify; ignored"),
+                }
+            }
+            (s.clone(), newly_denied)
+        };
+        let entries = to_entries(&snapshot.entries);
+        pipeline.set_entries(entries.clone());
+        if newly_denied != Denied::default() {
+            let dropped = cache
+                .purge(|_, stored| revoked(&newly_denied, stored))
+                .await;
+            tracing::info!(dropped, "deny list applied to the credential cache");
+        }
+        let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
+        if let Err(e) = crate::fsutil::write_atomic(
+            &self.data_dir.join(SYNCED),
+            &bytes,
+            0o600,
+            crate::fsutil::Replace::Yes,
+        ) {
+            // Serving goes on from memory; the next sync tries again.
+            tracing::error!(error = %e, "cannot persist the sync state");
+        }
+        // Pre-mint X.509-SVIDs so the first workload call is a cache hit.
+        for e in entries.iter().filter(|e| e.subject.starts_with("spiffe://")) {
+            let key = Key::new(Kind::X509Svid, &e.subject, Vec::new());
+            let spec = Spec {
+                ttl_secs: e.ttl_secs,
+                networks: e.networks.clone(),
+                attrs: Vec::new(),
+            };
+            if let Err(err) = cache.get(&key, &spec, now()).await {
+                tracing::debug!(subject = %e.subject, error = %err, "pre-mint failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a cached credential is named by `denied` (its jti, or its chain).
+fn revoked(denied: &Denied, stored: &crate::cache::Stored) -> bool {
+    use crate::cache::Value;
+    if !denied.chains.is_empty() {
+        // A revoked chain takes everything it signed with it, SVIDs included.
+        return true;
+    }
+    let token = match &stored.value {
+        Value::Credential { jwt, .. } => jwt,
+        Value::JwtSvid { token } => token,
+        Value::X509Svid { .. } => return false,
+    };
+    let jti = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p).ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["jti"].as_str().map(str::to_owned));
+    jti.is_some_and(|j| denied.jtis.contains(&j))
+}
+
+fn to_entries(wire: &[WireEntry]) -> Vec<Entry> {
+    wire.iter()
+        .filter_map(|e| {
+            let selectors = e
+                .selectors
+                .iter()
+                .map(|s| Selector::parse(s))
+                .collect::<Result<Vec<_>, _>>();
+            match selectors {
+                Ok(selectors) if !selectors.is_empty() => Some(Entry {
+                    subject: e.subject.clone(),
+                    selectors,
+                    ttl_secs: e.ttl_secs.max(1),
+                    audiences: e.audiences.clone(),
+                    networks: e.networks.clone(),
+                }),
+                _ => {
+                    tracing::warn!(entry = %e.id, "entry with invalid selectors ignored");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Reconnect delay after `failures` in a row: 1 s doubling to 60 s, with full
+/// jitter so a fleet does not return in step when the issuer comes back.
+fn backoff(failures: u32) -> std::time::Duration {
+    let cap_ms = (1000u64 << failures.min(6).saturating_sub(1)).min(60_000);
+    let mut r = [0u8; 4];
+    let _ = lanyard_token::keys::random_bytes(&mut r);
+    let jitter = u64::from(u32::from_le_bytes(r)) % cap_ms.max(1);
+    std::time::Duration::from_millis(cap_ms / 2 + jitter / 2)
+}
+
+fn meta(
+    session: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::metadata::MetadataMap {
+    let mut m = tonic::metadata::MetadataMap::new();
+    m.insert(SESSION_HEADER, session.clone());
+    m
+}
+
+fn request<T>(msg: T, session: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>) -> tonic::Request<T> {
+    tonic::Request::from_parts(meta(session), tonic::Extensions::default(), msg)
+}
+
+impl Authority for UpstreamAuthority {
+    fn mint_credential<'a>(
+        &'a self,
+        req: &'a CredentialRequest,
+        holder: PublicKey,
+        _now: u64,
+    ) -> BoxFuture<'a, Result<(String, u64), AuthorityError>> {
+        Box::pin(async move {
+            let msg = pb::SignCredentialRequest {
+                subject: req.subject.clone(),
+                public_key: holder.to_hex(),
+                audiences: req.audiences.clone(),
+                networks: req.networks.clone(),
+                ttl_secs: i64::try_from(req.ttl_secs).unwrap_or(i64::MAX),
+                attrs: req.attrs.clone(),
+            };
+            let r = self
+                .with_session(|mut c, s| {
+                    let req = request(msg.clone(), &s);
+                    Box::pin(async move { c.sign_credential(req).await.map(|r| r.into_inner()) })
+                })
+                .await?;
+            Ok((r.jwt, u64::try_from(r.expires_at).unwrap_or(0)))
+        })
+    }
+
+    fn jwt_svid<'a>(
+        &'a self,
+        spiffe_id: &'a str,
+        audiences: &'a [String],
+        ttl_secs: u64,
+        _now: u64,
+    ) -> BoxFuture<'a, Result<(String, u64), AuthorityError>> {
+        Box::pin(async move {
+            let msg = pb::SignJwtSvidRequest {
+                spiffe_id: spiffe_id.to_owned(),
+                audiences: audiences.to_vec(),
+                ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
+            };
+            let r = self
+                .with_session(|mut c, s| {
+                    let req = request(msg.clone(), &s);
+                    Box::pin(async move { c.sign_jwt_svid(req).await.map(|r| r.into_inner()) })
+                })
+                .await?;
+            Ok((r.token, u64::try_from(r.expires_at).unwrap_or(0)))
+        })
+    }
+
+    fn x509_svid<'a>(
+        &'a self,
+        spiffe_id: &'a str,
+        ttl_secs: u64,
+        _now: u64,
+    ) -> BoxFuture<'a, Result<X509Svid, AuthorityError>> {
+        Box::pin(async move {
+            // The key is made here and never leaves the agent; the issuer certifies it.
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| AuthorityError::Upstream(e.to_string()))?;
+            let msg = pb::SignX509SvidRequest {
+                spiffe_id: spiffe_id.to_owned(),
+                public_key: key.public_key_raw().to_vec(),
+                ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
+            };
+            let r = self
+                .with_session(|mut c, s| {
+                    let req = request(msg.clone(), &s);
+                    Box::pin(async move { c.sign_x509_svid(req).await.map(|r| r.into_inner()) })
+                })
+                .await?;
+            if r.chain.is_empty() {
+                return Err(AuthorityError::Upstream("issuer sent no certificate".into()));
+            }
+            Ok(X509Svid {
+                chain: r.chain,
+                key_pkcs8: key.serialize_der(),
+                expires_at: u64::try_from(r.expires_at).unwrap_or(0),
+            })
+        })
+    }
+
+    fn bundle(&self) -> Bundle {
+        let s = self.synced.read().unwrap_or_else(|p| p.into_inner());
+        Bundle {
+            trust_domain: s.trust_domain.clone(),
+            x509_roots: s
+                .x509_roots
+                .iter()
+                .flat_map(|p| crate::pem::decode_certs(p))
+                .collect(),
+            jwks: s.jwks.clone().into_bytes(),
+            org_public: self.org.to_hex(),
+        }
+    }
+
+    fn validate_jwt_svid(
+        &self,
+        token: &str,
+        audience: &str,
+        now: u64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let jwks = self
+            .synced
+            .read()
+            .map(|s| s.jwks.clone())
+            .unwrap_or_default();
+        let points = crate::svid::jwks_points(jwks.as_bytes());
+        crate::svid::validate_jwt_svid(token, audience, now, |kid| points.get(kid).cloned())
+    }
+
+    fn verifier(&self) -> Verifier {
+        let v = Verifier::new(self.org);
+        match self.deny.read().ok().and_then(|d| d.clone()) {
+            Some(list) => v.with_deny_list(list),
+            None => v,
+        }
+    }
+
+    fn link_state(&self) -> Option<(bool, String)> {
+        let has_entries = self.synced.read().is_ok_and(|s| !s.entries.is_empty());
+        Some(match self.state() {
+            LinkState::Connected(addr) => (true, format!("upstream: connected to {addr}")),
+            LinkState::Connecting => (has_entries, "upstream: connecting".to_owned()),
+            LinkState::Down { since, error } => (
+                has_entries,
+                format!("upstream: unreachable since {since} ({error}); serving cached credentials"),
+            ),
+        })
+    }
+
+    fn expires_at(&self) -> u64 {
+        // Credentials carry their own expiry; the agent's signing power lasts as
+        // long as some issuer answers.
+        u64::MAX
+    }
+}
