@@ -98,7 +98,7 @@ fn join_token_is_single_use() {
         (node.attestor(), node.name(), node.can_reattest()),
         ("join_token", "edge-1", false)
     );
-    assert_eq!(node.selectors()[0].as_str(), "join_token:name:edge-1");
+    assert_eq!(node.selectors()[0].as_str(), "join:name:edge-1");
 
     let again = attest(&JoinTokenAttestor, &ev, &reg, b"n", &agent, 11);
     assert_eq!(again.unwrap_err(), NodeAttestError::UnknownOrUsedJoinToken);

@@ -56,6 +56,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // LANYARD_KEEP_TMP=1 keeps the logs of a failed run for a look.
+        if std::env::var_os("LANYARD_KEEP_TMP").is_some() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -178,5 +182,169 @@ impl Drop for AgentProcess {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `lanyard ARGS` with its stderr in `log`, and waits until `ready` holds.
+pub fn spawn_lanyard(args: &[&str], log: PathBuf, ready: impl Fn() -> bool) -> AgentProcess {
+    let child = Command::new(lanyard_bin())
+        .args(args)
+        .env("LANYARD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut p = AgentProcess {
+        child: Some(child),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        if let Some(status) = p.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("lanyard {args:?} exited with {status}: {}", p.log());
+        }
+        assert!(Instant::now() < deadline, "lanyard {args:?} did not start: {}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// An org, chain issuers for issuer replicas, and configs for issuers and
+/// upstream-mode agents, all made with the CLI.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Where everything lives.
+    pub dir: TempDir,
+}
+
+impl Fleet {
+    /// `lanyard org init`.
+    pub fn new(name: &str) -> Self {
+        let dir = TempDir::new(name);
+        let d = dir.0.display().to_string();
+        assert!(lanyard(&["org", "init", "--out", &format!("{d}/org")])
+            .status
+            .success());
+        Self { dir }
+    }
+
+    /// Delegates a chain issuer for replica `name` and writes `name.toml` with
+    /// the given store; returns the listen address.
+    pub fn issuer_config(&self, name: &str, store: &str) -> String {
+        let d = self.dir.0.display().to_string();
+        let out = lanyard(&[
+            "org",
+            "delegate",
+            "--org-seed",
+            &format!("{d}/org/org.seed"),
+            "--out",
+            &format!("{d}/{name}"),
+            "--validity",
+            "1d",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let listen = format!("127.0.0.1:{}", free_port());
+        let health = format!("127.0.0.1:{}", free_port());
+        std::fs::write(
+            self.dir.join(&format!("{name}.toml")),
+            format!(
+                "trust_domain = \"example.org\"\nlisten = \"{listen}\"\nadmin_socket = \"{name}/admin.sock\"\nstore = \"{store}\"\nhealth_addr = \"{health}\"\ndrain_timeout = \"2s\"\n\
+                 [authority]\nchain_jwt = \"{name}/chain.jwt\"\nchain_seed = \"{name}/chain.seed\"\norg_public = \"org/org.public\"\n"
+            ),
+        )
+        .unwrap();
+        listen
+    }
+
+    /// The admin socket of replica `name`.
+    pub fn admin(&self, name: &str) -> String {
+        self.dir.join(&format!("{name}/admin.sock")).display().to_string()
+    }
+
+    /// Starts replica `name` and waits for its admin socket.
+    pub fn start_issuer(&self, name: &str) -> AgentProcess {
+        let sock = self.dir.join(&format!("{name}/admin.sock"));
+        let _ = std::fs::remove_file(&sock);
+        let cfg = self.dir.join(&format!("{name}.toml"));
+        spawn_lanyard(
+            &["issuer", "--config", cfg.to_str().unwrap()],
+            self.dir.join(&format!("{name}.log")),
+            || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        )
+    }
+
+    /// Runs an admin command against replica `name`; its stdout, trimmed.
+    pub fn admin_cmd(&self, name: &str, args: &[&str]) -> String {
+        let sock = self.admin(name);
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--admin-socket", &sock]);
+        let out = lanyard(&a);
+        assert!(out.status.success(), "lanyard {a:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Writes `agent-NAME.toml`: an upstream agent with a join token; returns
+    /// its health address.
+    pub fn agent_config(&self, name: &str, addresses: &str, join_token: &str) -> String {
+        let health = format!("127.0.0.1:{}", free_port());
+        std::fs::write(
+            self.dir.join(&format!("agent-{name}.toml")),
+            format!(
+                "trust_domain = \"example.org\"\nsocket_path = \"{name}/run/agent.sock\"\ndata_dir = \"{name}/data\"\nhealth_addr = \"{health}\"\ndrain_timeout = \"2s\"\n\
+                 [upstream]\naddress = \"{addresses}\"\norg_public = \"org/org.public\"\njoin_token = \"{join_token}\"\n"
+            ),
+        )
+        .unwrap();
+        health
+    }
+
+    /// The socket of agent `name`.
+    pub fn agent_socket(&self, name: &str) -> PathBuf {
+        self.dir.join(&format!("{name}/run/agent.sock"))
+    }
+
+    /// Starts agent `name` and waits for its socket.
+    pub fn start_agent(&self, name: &str) -> AgentProcess {
+        let sock = self.agent_socket(name);
+        let _ = std::fs::remove_file(&sock);
+        let cfg = self.dir.join(&format!("agent-{name}.toml"));
+        spawn_lanyard(
+            &["agent", "--config", cfg.to_str().unwrap()],
+            self.dir.join(&format!("agent-{name}.log")),
+            || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        )
+    }
+}
+
+/// `GET path` on a plain-HTTP health address: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split(' ').nth(1)?.parse().ok()?;
+    Some((code, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()))
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `secs` with `what`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -16,6 +16,8 @@ use crate::Selector;
 
 /// The attestor name and selector type.
 pub const NAME: &str = "join_token";
+/// The type of the selector it produces: `join:name:NAME`.
+pub const SELECTOR_TYPE: &str = "join";
 /// Every token starts with this, so a leaked one is easy to recognise and grep for.
 pub const PREFIX: &str = "lanyard-jt-";
 /// Longest token text considered: real ones are 54 bytes; anything far longer is
@@ -88,7 +90,8 @@ impl NodeAttestor for JoinTokenAttestor {
                 .ok_or(NodeAttestError::UnknownOrUsedJoinToken)?;
             // The name came from an operator via the store; still, refuse one that
             // would make a malformed selector rather than trust it blindly.
-            let selector = Selector::parse(&format!("{NAME}:name:{name}"))
+            // The selector type is `join` (the contract), the attestor `join_token`.
+            let selector = Selector::parse(&format!("{SELECTOR_TYPE}:name:{name}"))
                 .map_err(|e| NodeAttestError::Registry(format!("join token name: {e}")))?;
             Ok(AttestedNode::new(NAME, name, vec![selector], false))
         })
@@ -139,7 +142,7 @@ mod tests {
         let node = attest(&reg, &token, 10).unwrap();
         assert_eq!(node.attestor(), "join_token");
         assert_eq!(node.name(), "edge-1");
-        assert_eq!(node.selectors()[0].as_str(), "join_token:name:edge-1");
+        assert_eq!(node.selectors()[0].as_str(), "join:name:edge-1");
         assert!(!node.can_reattest());
         assert_eq!(
             attest(&reg, &token, 11).unwrap_err(),

@@ -115,7 +115,7 @@ impl AttestedNode {
         &self.name
     }
 
-    /// The node selectors, all of type [`AttestedNode::attestor`].
+    /// The node selectors (`join:name:…`, `device:name:…`, `k8s_psat:…`).
     pub fn selectors(&self) -> &[Selector] {
         &self.selectors
     }

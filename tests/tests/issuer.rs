@@ -1,0 +1,363 @@
+//! End-to-end with the upstream issuer: real `lanyard issuer` and `lanyard agent`
+//! processes, real SPIFFE clients (Rust `spiffe` crate, Python `spiffe` package),
+//! SQLite and a real PostgreSQL server, and the issuer's gRPC API driven directly
+//! for the security checks an agent's own code would never attempt.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use lanyard_agent::client::{connect, with_header};
+use lanyard_proto::issuer as pb;
+use lanyard_proto::issuer::node_client::NodeClient;
+use lanyard_proto::workload::credentials_client::CredentialsClient;
+use lanyard_proto::workload::FetchCredentialsRequest;
+use lanyard_tests::{http_get, my_uid, wait_for, Fleet};
+use lanyard_token::pop::{issuer_proof_message, IssuerProof};
+use lanyard_token::{KeyPair, PublicKey, Verifier};
+use spiffe::WorkloadApiClient;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn org(f: &Fleet) -> PublicKey {
+    PublicKey::from_file_text(&std::fs::read_to_string(f.dir.join("org/org.public")).unwrap())
+        .unwrap()
+}
+
+/// A JWT-SVID for `aud` from the agent at `socket`, via the Rust spiffe crate.
+fn jwt_svid(socket: &std::path::Path, aud: &str) -> Result<String, String> {
+    rt().block_on(async {
+        let c = WorkloadApiClient::connect_to(format!("unix:{}", socket.display()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let svid = c
+            .fetch_jwt_svid([aud], None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let bundles = c.fetch_jwt_bundles().await.map_err(|e| e.to_string())?;
+        spiffe::JwtSvid::parse_and_validate(svid.token(), &bundles, &[aud])
+            .map_err(|e| e.to_string())?;
+        Ok(format!("{} {}", svid.spiffe_id(), svid.token()))
+    })
+}
+
+fn python_fetch(socket: &std::path::Path) -> serde_json::Value {
+    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-venv/bin/python");
+    assert!(py.exists(), "scripts/test-all.sh creates the Python venv");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/spiffe_client.py");
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The seed + JWT credentials the agent gives this process.
+fn credentials(socket: &std::path::Path) -> Vec<lanyard_proto::workload::Credential> {
+    rt().block_on(async {
+        let mut c = CredentialsClient::new(connect(socket).await.unwrap());
+        let mut s = c
+            .fetch_credentials(with_header(FetchCredentialsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().unwrap().credentials
+    })
+}
+
+fn connected(health: &str) -> Option<()> {
+    let (code, body) = http_get(health, "/readyz")?;
+    (code == 200 && body.contains("upstream: connected")).then_some(())
+}
+
+/// A client of the issuer's Node API that speaks as the agent whose persisted
+/// credential is in `data` (what a compromised node could do).
+struct AsAgent {
+    ch: tonic::transport::Channel,
+    key: KeyPair,
+    jwt: String,
+}
+
+impl AsAgent {
+    async fn new(f: &Fleet, addr: &str, data: &str) -> Self {
+        let tls = lanyard_agent::tls::client_config(&org(f)).unwrap();
+        let ch = lanyard_agent::tls::channel(addr, tls).await.unwrap();
+        let key = KeyPair::from_seed_text(
+            &std::fs::read_to_string(f.dir.join(&format!("{data}/agent.seed"))).unwrap(),
+        )
+        .unwrap();
+        let jwt = std::fs::read_to_string(f.dir.join(&format!("{data}/agent.jwt"))).unwrap();
+        Self { ch, key, jwt }
+    }
+
+    fn client(&self) -> NodeClient<tonic::transport::Channel> {
+        NodeClient::new(self.ch.clone())
+    }
+
+    async fn session_request(&self) -> pb::OpenSessionRequest {
+        let nonce = self
+            .client()
+            .get_nonce(pb::GetNonceRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nonce;
+        let sig = self
+            .key
+            .sign(&issuer_proof_message(IssuerProof::Session, &nonce));
+        pb::OpenSessionRequest {
+            agent_jwt: self.jwt.clone(),
+            nonce,
+            nonce_signature: sig.to_vec(),
+        }
+    }
+
+    async fn sign_jwt(&self, session: &str, subject: &str) -> Result<String, tonic::Status> {
+        let mut req = tonic::Request::new(pb::SignJwtSvidRequest {
+            spiffe_id: subject.into(),
+            audiences: vec!["x".into()],
+            ttl_secs: 60,
+        });
+        req.metadata_mut()
+            .insert("lanyard-session", session.parse().unwrap());
+        self.client()
+            .sign_jwt_svid(req)
+            .await
+            .map(|r| r.into_inner().token)
+    }
+}
+
+#[test]
+fn sqlite_fleet_join_entry_outage_restart_and_security() {
+    let uid = my_uid();
+    let f = Fleet::new("fleet-sqlite");
+    let addr = f.issuer_config("issuer1", "sqlite://issuer1/issuer.db");
+    let mut issuer = f.start_issuer("issuer1");
+    let token = f.admin_cmd("issuer1", &["join-token", "create", "--name", "gw1", "--ttl", "10m"]);
+    assert!(token.starts_with("lanyard-jt-"), "{token}");
+    let health = f.agent_config("gw1", &addr, &token);
+    let agent = f.start_agent("gw1");
+    let sock = f.agent_socket("gw1");
+    wait_for(10, "agent connected upstream", || connected(&health));
+
+    // Attest once before any entry exists: the unix attestor hashes this (large,
+    // debug) test binary on first contact, which must not count as sync latency.
+    assert!(jwt_svid(&sock, "billing").is_err(), "no entry yet");
+    // An entry for this process, scoped to this node; and one scoped elsewhere.
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "entry", "create", "--subject", "spiffe://example.org/e2e", "--selector",
+            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw1", "--audience", "mqtt",
+        ],
+    );
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "entry", "create", "--subject", "spiffe://example.org/elsewhere", "--selector",
+            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw2",
+        ],
+    );
+    let started = Instant::now();
+    let jwt = wait_for(5, "the entry to reach the agent", || jwt_svid(&sock, "billing").ok());
+    assert!(started.elapsed() < Duration::from_secs(2), "entry took {:?}", started.elapsed());
+    assert!(jwt.starts_with("spiffe://example.org/e2e "), "{jwt}");
+
+    // The Python spiffe package (grpc C-core) gets the same identity.
+    let py = python_fetch(&sock);
+    assert_eq!(py["jwt_spiffe_id"], "spiffe://example.org/e2e");
+    assert_eq!(py["x509_spiffe_id"], "spiffe://example.org/e2e");
+
+    // The seed + JWT credential verifies with the org public key alone; the
+    // out-of-scope entry is not among the credentials.
+    let creds = credentials(&sock);
+    assert_eq!(creds.len(), 1, "{creds:?}");
+    let now = lanyard_agent::api::now();
+    let v = Verifier::new(org(&f)).verify(&creds[0].jwt, now).unwrap();
+    assert_eq!(v.claims().sub.as_deref(), Some("spiffe://example.org/e2e"));
+    let seed = KeyPair::from_seed_text(&creds[0].seed).unwrap();
+    assert_eq!(v.holder(), Some(seed.public()));
+
+    // Security, speaking the Node API as this (possibly compromised) agent.
+    rt().block_on(async {
+        let a = AsAgent::new(&f, &addr, "gw1/data").await;
+        // Reusing the join token fails.
+        let nonce = a.client().get_nonce(pb::GetNonceRequest {}).await.unwrap().into_inner().nonce;
+        let k = KeyPair::generate().unwrap();
+        let r = a
+            .client()
+            .attest(pb::AttestRequest {
+                nonce: nonce.clone(),
+                agent_public_key: k.public().to_hex(),
+                nonce_signature: k.sign(&issuer_proof_message(IssuerProof::Attest, &nonce)).to_vec(),
+                evidence: Some(pb::attest_request::Evidence::JoinToken(token.clone())),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(r.code(), tonic::Code::PermissionDenied, "{r:?}");
+
+        // A session needs a fresh nonce signature; replaying one gets nothing.
+        let req = a.session_request().await;
+        let session = a.client().open_session(req.clone()).await.unwrap().into_inner().session;
+        let replay = a.client().open_session(req).await.unwrap_err();
+        assert_eq!(replay.code(), tonic::Code::PermissionDenied, "{replay:?}");
+        // The credential without a signature by its seed gets nothing either.
+        let mut forged = a.session_request().await;
+        forged.nonce_signature = KeyPair::generate()
+            .unwrap()
+            .sign(&issuer_proof_message(IssuerProof::Session, &forged.nonce))
+            .to_vec();
+        assert_eq!(
+            a.client().open_session(forged).await.unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        // A session id that was never issued.
+        assert_eq!(
+            a.sign_jwt(&"0".repeat(64), "spiffe://example.org/e2e").await.unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+
+        // In scope: signed. Out of the node's scope: refused, whatever it asks.
+        a.sign_jwt(&session, "spiffe://example.org/e2e").await.unwrap();
+        let out = a.sign_jwt(&session, "spiffe://example.org/elsewhere").await.unwrap_err();
+        assert_eq!(out.code(), tonic::Code::PermissionDenied, "{out:?}");
+    });
+
+    // SIGKILL the issuer: the agent keeps serving.
+    issuer.kill9();
+    assert!(jwt_svid(&sock, "billing").is_ok(), "cached JWT-SVID after issuer death");
+    assert_eq!(python_fetch(&sock)["x509_spiffe_id"], "spiffe://example.org/e2e");
+    // Restart the agent too, with the issuer still down: it still serves (the
+    // IoT gateway boot case), from the persisted entries and cache.
+    agent.kill9();
+    let agent = f.start_agent("gw1");
+    assert!(jwt_svid(&sock, "billing").is_ok(), "after restart with the issuer down: {}", agent.log());
+    let (code, body) = http_get(&health, "/readyz").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("upstream: "), "{body}");
+    assert!(!body.contains("connected to"), "{body}");
+
+    // Restart the issuer: the agent reconnects and a new entry arrives within 2 s.
+    issuer = f.start_issuer("issuer1");
+    wait_for(70, "agent reconnected", || connected(&health));
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "entry", "create", "--subject", "spiffe://example.org/new", "--selector",
+            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw1",
+        ],
+    );
+    let started = Instant::now();
+    wait_for(5, "the new entry", || {
+        credentials(&sock)
+            .iter()
+            .any(|c| c.subject == "spiffe://example.org/new")
+            .then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(2), "new entry took {:?}", started.elapsed());
+
+    // Revoking a token's jti: the agent stops serving that credential within 5 s.
+    let before = credentials(&sock);
+    let e2e = before.iter().find(|c| c.subject == "spiffe://example.org/e2e").unwrap();
+    let jti = Verifier::new(org(&f)).verify(&e2e.jwt, lanyard_agent::api::now()).unwrap().claims().jti.clone().unwrap();
+    f.admin_cmd("issuer1", &["token", "revoke", "--jti", &jti]);
+    let started = Instant::now();
+    wait_for(5, "the revoked credential to be replaced", || {
+        let now = credentials(&sock);
+        let c = now.iter().find(|c| c.subject == "spiffe://example.org/e2e")?;
+        (c.jwt != e2e.jwt).then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Revoking the agent: the issuer refuses it within 5 s.
+    let list = f.admin_cmd("issuer1", &["agent", "list", "--json"]);
+    let agents: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let id = agents[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(id, "spiffe://example.org/lanyard/agent/join_token/gw1");
+    rt().block_on(async {
+        let a = AsAgent::new(&f, &addr, "gw1/data").await;
+        let req = a.session_request().await;
+        let session = a.client().open_session(req).await.unwrap().into_inner().session;
+        f.admin_cmd("issuer1", &["agent", "revoke", &id]);
+        let started = Instant::now();
+        loop {
+            match a.sign_jwt(&session, "spiffe://example.org/e2e").await {
+                Err(s) if s.code() == tonic::Code::PermissionDenied => break,
+                _ => assert!(started.elapsed() < Duration::from_secs(5), "revoked agent still served"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let req = a.session_request().await;
+        assert_eq!(
+            a.client().open_session(req).await.unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+    });
+    let listed = f.admin_cmd("issuer1", &["agent", "list"]);
+    assert!(listed.contains("revoked"), "{listed}");
+    drop(agent);
+    drop(issuer);
+}
+
+#[test]
+fn postgres_two_replicas_share_the_store_and_agents_fail_over() {
+    let uid = my_uid();
+    let pg = lanyard_tests::postgres::PgServer::start();
+    let f = Fleet::new("fleet-pg");
+    let a_addr = f.issuer_config("replica-a", &pg.url());
+    let b_addr = f.issuer_config("replica-b", &pg.url());
+    let a = f.start_issuer("replica-a");
+    let b = f.start_issuer("replica-b");
+    // A join token made at A, redeemed by an agent that may reach either.
+    let token = f.admin_cmd("replica-a", &["join-token", "create", "--name", "gw1"]);
+    let health = f.agent_config("gw1", &format!("{a_addr},{b_addr}"), &token);
+    let _agent = f.start_agent("gw1");
+    let sock = f.agent_socket("gw1");
+    wait_for(10, "agent connected", || connected(&health));
+    assert!(jwt_svid(&sock, "one").is_err(), "no entry yet");
+    f.admin_cmd(
+        "replica-b",
+        &[
+            "entry", "create", "--subject", "spiffe://example.org/ha", "--selector",
+            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw1",
+        ],
+    );
+    wait_for(5, "entry written at B to reach the agent through A", || {
+        jwt_svid(&sock, "one").ok()
+    });
+    // Both replicas see one store.
+    let la = f.admin_cmd("replica-a", &["entry", "list", "--json"]);
+    let lb = f.admin_cmd("replica-b", &["entry", "list", "--json"]);
+    assert_eq!(la, lb);
+
+    // A dies: the agent fails over to B, gets new entries and new signatures.
+    a.kill9();
+    f.admin_cmd(
+        "replica-b",
+        &[
+            "entry", "create", "--subject", "spiffe://example.org/after", "--selector",
+            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw1",
+        ],
+    );
+    wait_for(20, "failover to B", || {
+        let (code, body) = http_get(&health, "/readyz")?;
+        (code == 200 && body.contains(&format!("connected to {b_addr}"))).then_some(())
+    });
+    wait_for(5, "the entry made after failover", || {
+        credentials(&sock)
+            .iter()
+            .any(|c| c.subject == "spiffe://example.org/after")
+            .then_some(())
+    });
+    // A new audience needs a signature now: B signs it, and the JWKS the agent
+    // publishes (both replicas' keys) validates it.
+    let fresh = jwt_svid(&sock, "two").unwrap();
+    assert!(fresh.starts_with("spiffe://example.org/"), "{fresh}");
+    drop(b);
+}
