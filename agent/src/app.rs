@@ -17,8 +17,8 @@ use crate::attest::Pipeline;
 use crate::authority::{Authority, AuthorityError, LocalAuthority};
 use crate::cache::Cache;
 use crate::config::{Config, Source};
-use crate::upstream::UpstreamAuthority;
 use crate::metrics::Metrics;
+use crate::upstream::UpstreamAuthority;
 
 /// Largest request message accepted. Real requests are a few hundred bytes (a
 /// JWT-SVID to validate is the largest); anything bigger is refused with

@@ -70,10 +70,7 @@ impl Pipeline {
 
     /// The current entries.
     pub fn entries(&self) -> Arc<Vec<Entry>> {
-        self.entries
-            .read()
-            .map(|e| e.clone())
-            .unwrap_or_default()
+        self.entries.read().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Selectors and entries for a process, synchronously (for `lanyard attest`).

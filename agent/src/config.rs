@@ -349,10 +349,16 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
         .filter(|a| !a.is_empty())
         .collect();
     if addresses.is_empty() || addresses.iter().any(|a| !a.contains(':')) {
-        return Err(err("upstream.address", u.address, "expected host:port[,host:port…]"));
+        return Err(err(
+            "upstream.address",
+            u.address,
+            "expected host:port[,host:port…]",
+        ));
     }
     let evidence = match (u.join_token, u.device_seed, u.psat_token_file) {
-        (Some(t), None, None) if !t.trim().is_empty() => NodeEvidence::JoinToken(t.trim().to_owned()),
+        (Some(t), None, None) if !t.trim().is_empty() => {
+            NodeEvidence::JoinToken(t.trim().to_owned())
+        }
         (None, Some(seed), None) => NodeEvidence::Device {
             seed: resolve_path(base, &seed),
             name: u
@@ -464,9 +470,15 @@ audiences = []
         assert_eq!(u.addresses, ["127.0.0.1:8443"]);
         assert_eq!(u.org_public, Path::new("/etc/lanyard/org.public"));
         assert_eq!(u.evidence, NodeEvidence::JoinToken("lanyard-jt-x".into()));
-        let both = up.replace("[upstream]", "[authority]\nchain_jwt = \"a\"\nchain_seed = \"b\"\norg_public = \"c\"\n[upstream]");
+        let both = up.replace(
+            "[upstream]",
+            "[authority]\nchain_jwt = \"a\"\nchain_seed = \"b\"\norg_public = \"c\"\n[upstream]",
+        );
         assert_eq!(parse(&both).unwrap_err().key, "upstream");
-        let two = up.replace("join_token = \"lanyard-jt-x\"", "join_token = \"t\"\npsat_token_file = \"p\"");
+        let two = up.replace(
+            "join_token = \"lanyard-jt-x\"",
+            "join_token = \"t\"\npsat_token_file = \"p\"",
+        );
         assert_eq!(parse(&two).unwrap_err().key, "upstream.join_token");
     }
 

@@ -22,7 +22,10 @@ fn agent_handler(ctx: Arc<Ctx>, ready: watch::Receiver<bool>) -> Handler {
                 return if *ready.borrow() && serving {
                     (StatusCode::OK, format!("ready\n{line}\n"))
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{line}\n"))
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready\n{line}\n"),
+                    )
                 };
             }
             if *ready.borrow() && authority_ok {

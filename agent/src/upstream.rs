@@ -168,8 +168,8 @@ impl UpstreamAuthority {
             path: cfg.org_public.display().to_string(),
             reason: e.to_string(),
         })?;
-        let tls = crate::tls::client_config(&org)
-            .map_err(|e| AuthorityError::Upstream(e.to_string()))?;
+        let tls =
+            crate::tls::client_config(&org).map_err(|e| AuthorityError::Upstream(e.to_string()))?;
         let me = Self {
             cfg,
             org,
@@ -194,7 +194,10 @@ impl UpstreamAuthority {
         let seed = std::fs::read_to_string(self.data_dir.join(AGENT_SEED));
         let jwt = std::fs::read_to_string(self.data_dir.join(AGENT_JWT));
         if let (Ok(seed), Ok(jwt)) = (seed, jwt) {
-            match (KeyPair::from_seed_text(&seed), self.check_agent_jwt(jwt.trim())) {
+            match (
+                KeyPair::from_seed_text(&seed),
+                self.check_agent_jwt(jwt.trim()),
+            ) {
                 (Ok(key), Ok((id, iat, exp))) if key.public().to_hex() == self.jwt_holder(&jwt) => {
                     *self.agent.lock().unwrap_or_else(|p| p.into_inner()) = Some(AgentCredential {
                         key,
@@ -204,7 +207,9 @@ impl UpstreamAuthority {
                         expires_at: exp,
                     });
                 }
-                _ => tracing::warn!("persisted agent credential is invalid; the node will attest again"),
+                _ => tracing::warn!(
+                    "persisted agent credential is invalid; the node will attest again"
+                ),
             }
         }
         if let Ok(bytes) = std::fs::read(self.data_dir.join(SYNCED)) {
@@ -215,7 +220,9 @@ impl UpstreamAuthority {
                     }
                     *self.synced.write().unwrap_or_else(|p| p.into_inner()) = s;
                 }
-                Err(e) => tracing::warn!(error = %e, "persisted sync state is unreadable; waiting for the issuer"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "persisted sync state is unreadable; waiting for the issuer")
+                }
             }
         }
     }
@@ -256,7 +263,10 @@ impl UpstreamAuthority {
 
     /// The upstream link's state.
     pub fn state(&self) -> LinkState {
-        self.state.lock().map(|s| s.clone()).unwrap_or(LinkState::Connecting)
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(LinkState::Connecting)
     }
 
     /// The agent's id at the issuer, once attested.
@@ -362,9 +372,9 @@ impl UpstreamAuthority {
         key: KeyPair,
         r: pb::AgentCredential,
     ) -> Result<AgentCredential, UpstreamError> {
-        let (id, iat, exp) = self
-            .check_agent_jwt(&r.jwt)
-            .map_err(|e| UpstreamError::Refused(format!("issuer sent a bad agent credential: {e}")))?;
+        let (id, iat, exp) = self.check_agent_jwt(&r.jwt).map_err(|e| {
+            UpstreamError::Refused(format!("issuer sent a bad agent credential: {e}"))
+        })?;
         if self.jwt_holder(&r.jwt) != key.public().to_hex() {
             return Err(UpstreamError::Refused(
                 "issuer sent an agent credential for another key".into(),
@@ -372,9 +382,21 @@ impl UpstreamAuthority {
         }
         // Seed first: a JWT without its seed is useless, a seed without its JWT harmless.
         use crate::fsutil::{write_atomic, Replace};
-        write_atomic(&self.data_dir.join(AGENT_SEED), key.seed_text().as_bytes(), 0o600, Replace::Yes)
-            .and_then(|()| write_atomic(&self.data_dir.join(AGENT_JWT), r.jwt.as_bytes(), 0o600, Replace::Yes))
-            .map_err(|e| UpstreamError::Local(format!("cannot persist the agent credential: {e}")))?;
+        write_atomic(
+            &self.data_dir.join(AGENT_SEED),
+            key.seed_text().as_bytes(),
+            0o600,
+            Replace::Yes,
+        )
+        .and_then(|()| {
+            write_atomic(
+                &self.data_dir.join(AGENT_JWT),
+                r.jwt.as_bytes(),
+                0o600,
+                Replace::Yes,
+            )
+        })
+        .map_err(|e| UpstreamError::Local(format!("cannot persist the agent credential: {e}")))?;
         let cred = AgentCredential {
             key,
             jwt: r.jwt,
@@ -449,7 +471,10 @@ impl UpstreamAuthority {
     /// another replica) opens a new one once.
     async fn with_session<T>(
         &self,
-        call: impl Fn(NodeClient<Channel>, tonic::metadata::MetadataValue<tonic::metadata::Ascii>) -> BoxFuture<'static, Result<T, Status>>,
+        call: impl Fn(
+            NodeClient<Channel>,
+            tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        ) -> BoxFuture<'static, Result<T, Status>>,
     ) -> Result<T, UpstreamError> {
         for attempt in 0..2 {
             let link = self.session().await?;
@@ -557,7 +582,9 @@ impl UpstreamAuthority {
             }
             Err(s) => return Err(status_err(s)),
         };
-        let addr = self.cfg.addresses[self.next_addr.load(Ordering::Relaxed) % self.cfg.addresses.len().max(1)].clone();
+        let addr = self.cfg.addresses
+            [self.next_addr.load(Ordering::Relaxed) % self.cfg.addresses.len().max(1)]
+        .clone();
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
@@ -584,8 +611,7 @@ impl UpstreamAuthority {
             if msg.full {
                 s.entries.clear();
             }
-            s.entries
-                .retain(|e| !msg.deleted_entry_ids.contains(&e.id));
+            s.entries.retain(|e| !msg.deleted_entry_ids.contains(&e.id));
             for e in msg.entries {
                 s.entries.retain(|x| x.id != e.id);
                 s.entries.push(WireEntry {
@@ -600,7 +626,11 @@ impl UpstreamAuthority {
             s.revision = msg.revision;
             if let Some(b) = msg.bundle {
                 s.trust_domain = b.trust_domain;
-                s.x509_roots = b.x509_roots.iter().map(|d| crate::pem::encode("CERTIFICATE", d)).collect();
+                s.x509_roots = b
+                    .x509_roots
+                    .iter()
+                    .map(|d| crate::pem::encode("CERTIFICATE", d))
+                    .collect();
                 s.jwks = String::from_utf8_lossy(&b.jwks).into_owned();
             }
             let mut newly_denied = Denied::default();
@@ -622,7 +652,9 @@ impl UpstreamAuthority {
                         s.deny_list = msg.deny_list;
                         *self.deny.write().unwrap_or_else(|p| p.into_inner()) = Some(list);
                     }
-                    Err(e) => tracing::warn!(error = %e, "issuer sent a deny list that does not verify; ignored"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "issuer sent a deny list that does not verify; ignored")
+                    }
                 }
             }
             (s.clone(), newly_denied)
@@ -646,7 +678,10 @@ impl UpstreamAuthority {
             tracing::error!(error = %e, "cannot persist the sync state");
         }
         // Pre-mint X.509-SVIDs so the first workload call is a cache hit.
-        for e in entries.iter().filter(|e| e.subject.starts_with("spiffe://")) {
+        for e in entries
+            .iter()
+            .filter(|e| e.subject.starts_with("spiffe://"))
+        {
             let key = Key::new(Kind::X509Svid, &e.subject, Vec::new());
             let spec = Spec {
                 ttl_secs: e.ttl_secs,
@@ -727,7 +762,10 @@ fn meta(
     m
 }
 
-fn request<T>(msg: T, session: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>) -> tonic::Request<T> {
+fn request<T>(
+    msg: T,
+    session: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::Request<T> {
     tonic::Request::from_parts(meta(session), tonic::Extensions::default(), msg)
 }
 
@@ -802,7 +840,9 @@ impl Authority for UpstreamAuthority {
                 })
                 .await?;
             if r.chain.is_empty() {
-                return Err(AuthorityError::Upstream("issuer sent no certificate".into()));
+                return Err(AuthorityError::Upstream(
+                    "issuer sent no certificate".into(),
+                ));
             }
             Ok(X509Svid {
                 chain: r.chain,
@@ -856,7 +896,9 @@ impl Authority for UpstreamAuthority {
             LinkState::Connecting => (has_entries, "upstream: connecting".to_owned()),
             LinkState::Down { since, error } => (
                 has_entries,
-                format!("upstream: unreachable since {since} ({error}); serving cached credentials"),
+                format!(
+                    "upstream: unreachable since {since} ({error}); serving cached credentials"
+                ),
             ),
         })
     }

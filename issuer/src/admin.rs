@@ -40,7 +40,10 @@ fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
         .get::<Arc<Peer>>()
         .ok_or_else(|| Status::permission_denied("unknown caller"))?;
     let p = peer.process();
-    let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
     if p.uid == 0 || p.uid == me.0 || p.gid == me.1 {
         Ok(())
     } else {
@@ -137,8 +140,7 @@ impl Admin for AdminService {
                 )))
             }
         };
-        let (token, hash) =
-            join_token::generate().map_err(|e| Status::internal(e.to_string()))?;
+        let (token, hash) = join_token::generate().map_err(|e| Status::internal(e.to_string()))?;
         let name = if r.name.is_empty() {
             // A stable, unguessable-enough default: the hash prefix (not the token).
             format!("node-{}", &hash[..12])
@@ -188,7 +190,12 @@ impl Admin for AdminService {
     async fn create_entry(&self, req: Request<pb::Entry>) -> Result<Response<pb::Entry>, Status> {
         authorize(&req)?;
         let e = self.validate_entry(req.get_ref())?;
-        let rec = self.issuer.store.create_entry(&e).await.map_err(store_err)?;
+        let rec = self
+            .issuer
+            .store
+            .create_entry(&e)
+            .await
+            .map_err(store_err)?;
         self.changed().await;
         Ok(Response::new(to_pb(&rec)))
     }
@@ -211,7 +218,13 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
         authorize(&req)?;
         let id = req.into_inner().id;
-        if !self.issuer.store.delete_entry(&id).await.map_err(store_err)? {
+        if !self
+            .issuer
+            .store
+            .delete_entry(&id)
+            .await
+            .map_err(store_err)?
+        {
             return Err(Status::not_found(format!("no entry {id}")));
         }
         self.changed().await;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 use lanyard_agent::authority::{AuthorityError, LocalAuthority};
-use lanyard_plugins::node::{DeviceAttestor, JoinTokenAttestor, NodeAttestor, PsatAttestor, PsatConfig};
+use lanyard_plugins::node::{
+    DeviceAttestor, JoinTokenAttestor, NodeAttestor, PsatAttestor, PsatConfig,
+};
 use lanyard_proto::issuer::admin_server::AdminServer;
 use lanyard_proto::issuer::node_server::NodeServer;
 use tokio::sync::watch;
@@ -234,14 +236,20 @@ fn health_handler(
         "/readyz" => {
             let now = lanyard_agent::api::now();
             if *stop.borrow() {
-                (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".into())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: shutting down\n".into(),
+                )
             } else if issuer.authority.chain().expires_at() <= now {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: the chain issuer credential has expired\n".into(),
                 )
             } else if !store_ok.load(Ordering::Relaxed) {
-                (StatusCode::SERVICE_UNAVAILABLE, "not ready: store unreachable\n".into())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: store unreachable\n".into(),
+                )
             } else {
                 (StatusCode::OK, "ready\n".into())
             }

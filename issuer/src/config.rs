@@ -131,11 +131,9 @@ impl IssuerConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err("--config", path.display().to_string(), e))?;
-        Self::parse(
-            &text,
-            path.parent().unwrap_or(Path::new(".")),
-            |k| std::env::var(k).ok(),
-        )
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")), |k| {
+            std::env::var(k).ok()
+        })
     }
 
     /// Parses config text; `env` looks up `LANYARD_*` overrides of top-level keys.
@@ -152,7 +150,11 @@ impl IssuerConfig {
         subject::validate(&format!("spiffe://{trust_domain}"))
             .map_err(|e| err("trust_domain", &trust_domain, e))?;
         if trust_domain.contains('/') {
-            return Err(err("trust_domain", trust_domain, "a trust domain has no path"));
+            return Err(err(
+                "trust_domain",
+                trust_domain,
+                "a trust domain has no path",
+            ));
         }
         let listen = pick("listen", raw.listen).ok_or_else(|| err("listen", "", "is required"))?;
         if !listen.contains(':') {
@@ -167,9 +169,7 @@ impl IssuerConfig {
                 format!("sqlite://{}", resolve_path(base, p).display())
             }
             Some(_) => store,
-            None if store.starts_with("postgres://") || store.starts_with("postgresql://") => {
-                store
-            }
+            None if store.starts_with("postgres://") || store.starts_with("postgresql://") => store,
             None => {
                 return Err(err(
                     "store",
@@ -194,31 +194,40 @@ impl IssuerConfig {
         let agent_ttl_secs = secs("agent_ttl", pick("agent_ttl", raw.agent_ttl), "1h")?;
         let authority = raw
             .authority
-            .ok_or_else(|| err("authority", "", "is required (chain_jwt, chain_seed, org_public)"))?
-            .resolve(base);
-        let k8s_psat = raw.node_attestors.k8s_psat.map(|p| -> Result<_, ConfigError> {
-            let jwks_file = p.jwks_file.ok_or_else(|| {
+            .ok_or_else(|| {
                 err(
-                    "node_attestors.k8s_psat.jwks_file",
+                    "authority",
                     "",
-                    "is required (jwks_url is not supported yet)",
+                    "is required (chain_jwt, chain_seed, org_public)",
                 )
-            })?;
-            if p.allowed.is_empty() {
-                return Err(err(
-                    "node_attestors.k8s_psat.allowed",
-                    "[]",
-                    "name at least one namespace:serviceaccount",
-                ));
-            }
-            Ok(PsatSettings {
-                cluster: p.cluster,
-                audience: p.audience,
-                allowed: p.allowed,
-                jwks_file: resolve_path(base, &jwks_file),
-                issuer: p.issuer,
-            })
-        });
+            })?
+            .resolve(base);
+        let k8s_psat = raw
+            .node_attestors
+            .k8s_psat
+            .map(|p| -> Result<_, ConfigError> {
+                let jwks_file = p.jwks_file.ok_or_else(|| {
+                    err(
+                        "node_attestors.k8s_psat.jwks_file",
+                        "",
+                        "is required (jwks_url is not supported yet)",
+                    )
+                })?;
+                if p.allowed.is_empty() {
+                    return Err(err(
+                        "node_attestors.k8s_psat.allowed",
+                        "[]",
+                        "name at least one namespace:serviceaccount",
+                    ));
+                }
+                Ok(PsatSettings {
+                    cluster: p.cluster,
+                    audience: p.audience,
+                    allowed: p.allowed,
+                    jwks_file: resolve_path(base, &jwks_file),
+                    issuer: p.issuer,
+                })
+            });
         let d = Limits::default();
         let l = raw.limits;
         let limits = Limits {

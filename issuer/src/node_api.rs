@@ -301,7 +301,13 @@ impl Node for NodeService {
         let key = verified
             .holder()
             .ok_or_else(|| Status::permission_denied("agent credential has no public_key"))?;
-        self.take_proof(&r.nonce, &key, &r.nonce_signature, IssuerProof::Session, now)?;
+        self.take_proof(
+            &r.nonce,
+            &key,
+            &r.nonce_signature,
+            IssuerProof::Session,
+            now,
+        )?;
         let agent_id = claims.sub.clone().unwrap_or_default();
         // Another replica may have attested this agent a moment ago.
         if !self.issuer.view().agents.contains_key(&agent_id) {
@@ -468,7 +474,12 @@ impl Node for NodeService {
             .issuer
             .authority
             .x509()
-            .certify_p256(&r.spiffe_id, &r.public_key, now, ttl(r.ttl_secs, entry.ttl_secs))
+            .certify_p256(
+                &r.spiffe_id,
+                &r.public_key,
+                now,
+                ttl(r.ttl_secs, entry.ttl_secs),
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::SignX509SvidResponse {
             chain,

@@ -209,8 +209,9 @@ impl Issuer {
             .iter()
             .filter_map(|(_, jwk)| serde_json::from_str(jwk).ok())
             .collect();
-        let jwks = serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
-            .unwrap_or_default();
+        let jwks =
+            serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
+                .unwrap_or_default();
         let view = View {
             revision,
             entries,
@@ -333,10 +334,7 @@ impl NodeRegistry for StoreRegistry<'_> {
         })
     }
 
-    fn device_key<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<PublicKey>, String>> {
+    fn device_key<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<PublicKey>, String>> {
         Box::pin(async move {
             match self.0.device_key(name).await.map_err(|e| e.to_string())? {
                 None => Ok(None),

@@ -212,7 +212,11 @@ pub fn spawn_lanyard(args: &[&str], log: PathBuf, ready: impl Fn() -> bool) -> A
         if let Some(status) = p.child.as_mut().unwrap().try_wait().unwrap() {
             panic!("lanyard {args:?} exited with {status}: {}", p.log());
         }
-        assert!(Instant::now() < deadline, "lanyard {args:?} did not start: {}", p.log());
+        assert!(
+            Instant::now() < deadline,
+            "lanyard {args:?} did not start: {}",
+            p.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     p
@@ -251,7 +255,11 @@ impl Fleet {
             "--validity",
             "1d",
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let listen = format!("127.0.0.1:{}", free_port());
         let health = format!("127.0.0.1:{}", free_port());
         std::fs::write(
@@ -267,7 +275,10 @@ impl Fleet {
 
     /// The admin socket of replica `name`.
     pub fn admin(&self, name: &str) -> String {
-        self.dir.join(&format!("{name}/admin.sock")).display().to_string()
+        self.dir
+            .join(&format!("{name}/admin.sock"))
+            .display()
+            .to_string()
     }
 
     /// Starts replica `name` and waits for its admin socket.
@@ -288,7 +299,11 @@ impl Fleet {
         let mut a: Vec<&str> = args.to_vec();
         a.extend(["--admin-socket", &sock]);
         let out = lanyard(&a);
-        assert!(out.status.success(), "lanyard {a:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lanyard {a:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -330,11 +345,18 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let code = out.split(' ').nth(1)?.parse().ok()?;
-    Some((code, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()))
+    Some((
+        code,
+        out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    ))
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `secs` with `what`.
@@ -344,7 +366,10 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

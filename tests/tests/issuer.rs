@@ -54,7 +54,11 @@ fn python_fetch(socket: &std::path::Path) -> serde_json::Value {
         .arg(socket)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -139,7 +143,10 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
     let f = Fleet::new("fleet-sqlite");
     let addr = f.issuer_config("issuer1", "sqlite://issuer1/issuer.db");
     let mut issuer = f.start_issuer("issuer1");
-    let token = f.admin_cmd("issuer1", &["join-token", "create", "--name", "gw1", "--ttl", "10m"]);
+    let token = f.admin_cmd(
+        "issuer1",
+        &["join-token", "create", "--name", "gw1", "--ttl", "10m"],
+    );
     assert!(token.starts_with("lanyard-jt-"), "{token}");
     let health = f.agent_config("gw1", &addr, &token);
     let agent = f.start_agent("gw1");
@@ -153,20 +160,40 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
     f.admin_cmd(
         "issuer1",
         &[
-            "entry", "create", "--subject", "spiffe://example.org/e2e", "--selector",
-            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw1", "--audience", "mqtt",
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/e2e",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+            "--node-selector",
+            "join:name:gw1",
+            "--audience",
+            "mqtt",
         ],
     );
     f.admin_cmd(
         "issuer1",
         &[
-            "entry", "create", "--subject", "spiffe://example.org/elsewhere", "--selector",
-            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw2",
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/elsewhere",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+            "--node-selector",
+            "join:name:gw2",
         ],
     );
     let started = Instant::now();
-    let jwt = wait_for(5, "the entry to reach the agent", || jwt_svid(&sock, "billing").ok());
-    assert!(started.elapsed() < Duration::from_secs(2), "entry took {:?}", started.elapsed());
+    let jwt = wait_for(5, "the entry to reach the agent", || {
+        jwt_svid(&sock, "billing").ok()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "entry took {:?}",
+        started.elapsed()
+    );
     assert!(jwt.starts_with("spiffe://example.org/e2e "), "{jwt}");
 
     // The Python spiffe package (grpc C-core) gets the same identity.
@@ -188,14 +215,22 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
     rt().block_on(async {
         let a = AsAgent::new(&f, &addr, "gw1/data").await;
         // Reusing the join token fails.
-        let nonce = a.client().get_nonce(pb::GetNonceRequest {}).await.unwrap().into_inner().nonce;
+        let nonce = a
+            .client()
+            .get_nonce(pb::GetNonceRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nonce;
         let k = KeyPair::generate().unwrap();
         let r = a
             .client()
             .attest(pb::AttestRequest {
                 nonce: nonce.clone(),
                 agent_public_key: k.public().to_hex(),
-                nonce_signature: k.sign(&issuer_proof_message(IssuerProof::Attest, &nonce)).to_vec(),
+                nonce_signature: k
+                    .sign(&issuer_proof_message(IssuerProof::Attest, &nonce))
+                    .to_vec(),
                 evidence: Some(pb::attest_request::Evidence::JoinToken(token.clone())),
             })
             .await
@@ -204,7 +239,13 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
 
         // A session needs a fresh nonce signature; replaying one gets nothing.
         let req = a.session_request().await;
-        let session = a.client().open_session(req.clone()).await.unwrap().into_inner().session;
+        let session = a
+            .client()
+            .open_session(req.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .session;
         let replay = a.client().open_session(req).await.unwrap_err();
         assert_eq!(replay.code(), tonic::Code::PermissionDenied, "{replay:?}");
         // The credential without a signature by its seed gets nothing either.
@@ -219,25 +260,43 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
         );
         // A session id that was never issued.
         assert_eq!(
-            a.sign_jwt(&"0".repeat(64), "spiffe://example.org/e2e").await.unwrap_err().code(),
+            a.sign_jwt(&"0".repeat(64), "spiffe://example.org/e2e")
+                .await
+                .unwrap_err()
+                .code(),
             tonic::Code::Unauthenticated
         );
 
         // In scope: signed. Out of the node's scope: refused, whatever it asks.
-        a.sign_jwt(&session, "spiffe://example.org/e2e").await.unwrap();
-        let out = a.sign_jwt(&session, "spiffe://example.org/elsewhere").await.unwrap_err();
+        a.sign_jwt(&session, "spiffe://example.org/e2e")
+            .await
+            .unwrap();
+        let out = a
+            .sign_jwt(&session, "spiffe://example.org/elsewhere")
+            .await
+            .unwrap_err();
         assert_eq!(out.code(), tonic::Code::PermissionDenied, "{out:?}");
     });
 
     // SIGKILL the issuer: the agent keeps serving.
     issuer.kill9();
-    assert!(jwt_svid(&sock, "billing").is_ok(), "cached JWT-SVID after issuer death");
-    assert_eq!(python_fetch(&sock)["x509_spiffe_id"], "spiffe://example.org/e2e");
+    assert!(
+        jwt_svid(&sock, "billing").is_ok(),
+        "cached JWT-SVID after issuer death"
+    );
+    assert_eq!(
+        python_fetch(&sock)["x509_spiffe_id"],
+        "spiffe://example.org/e2e"
+    );
     // Restart the agent too, with the issuer still down: it still serves (the
     // IoT gateway boot case), from the persisted entries and cache.
     agent.kill9();
     let agent = f.start_agent("gw1");
-    assert!(jwt_svid(&sock, "billing").is_ok(), "after restart with the issuer down: {}", agent.log());
+    assert!(
+        jwt_svid(&sock, "billing").is_ok(),
+        "after restart with the issuer down: {}",
+        agent.log()
+    );
     let (code, body) = http_get(&health, "/readyz").unwrap();
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("upstream: "), "{body}");
@@ -249,8 +308,14 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
     f.admin_cmd(
         "issuer1",
         &[
-            "entry", "create", "--subject", "spiffe://example.org/new", "--selector",
-            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw1",
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/new",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+            "--node-selector",
+            "join:name:gw1",
         ],
     );
     let started = Instant::now();
@@ -260,17 +325,32 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
             .any(|c| c.subject == "spiffe://example.org/new")
             .then_some(())
     });
-    assert!(started.elapsed() < Duration::from_secs(2), "new entry took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "new entry took {:?}",
+        started.elapsed()
+    );
 
     // Revoking a token's jti: the agent stops serving that credential within 5 s.
     let before = credentials(&sock);
-    let e2e = before.iter().find(|c| c.subject == "spiffe://example.org/e2e").unwrap();
-    let jti = Verifier::new(org(&f)).verify(&e2e.jwt, lanyard_agent::api::now()).unwrap().claims().jti.clone().unwrap();
+    let e2e = before
+        .iter()
+        .find(|c| c.subject == "spiffe://example.org/e2e")
+        .unwrap();
+    let jti = Verifier::new(org(&f))
+        .verify(&e2e.jwt, lanyard_agent::api::now())
+        .unwrap()
+        .claims()
+        .jti
+        .clone()
+        .unwrap();
     f.admin_cmd("issuer1", &["token", "revoke", "--jti", &jti]);
     let started = Instant::now();
     wait_for(5, "the revoked credential to be replaced", || {
         let now = credentials(&sock);
-        let c = now.iter().find(|c| c.subject == "spiffe://example.org/e2e")?;
+        let c = now
+            .iter()
+            .find(|c| c.subject == "spiffe://example.org/e2e")?;
         (c.jwt != e2e.jwt).then_some(())
     });
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -283,13 +363,22 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
     rt().block_on(async {
         let a = AsAgent::new(&f, &addr, "gw1/data").await;
         let req = a.session_request().await;
-        let session = a.client().open_session(req).await.unwrap().into_inner().session;
+        let session = a
+            .client()
+            .open_session(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .session;
         f.admin_cmd("issuer1", &["agent", "revoke", &id]);
         let started = Instant::now();
         loop {
             match a.sign_jwt(&session, "spiffe://example.org/e2e").await {
                 Err(s) if s.code() == tonic::Code::PermissionDenied => break,
-                _ => assert!(started.elapsed() < Duration::from_secs(5), "revoked agent still served"),
+                _ => assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "revoked agent still served"
+                ),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -324,8 +413,14 @@ fn postgres_two_replicas_share_the_store_and_agents_fail_over() {
     f.admin_cmd(
         "replica-b",
         &[
-            "entry", "create", "--subject", "spiffe://example.org/ha", "--selector",
-            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw1",
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/ha",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+            "--node-selector",
+            "join:name:gw1",
         ],
     );
     wait_for(5, "entry written at B to reach the agent through A", || {
@@ -341,8 +436,14 @@ fn postgres_two_replicas_share_the_store_and_agents_fail_over() {
     f.admin_cmd(
         "replica-b",
         &[
-            "entry", "create", "--subject", "spiffe://example.org/after", "--selector",
-            &format!("unix:uid:{uid}"), "--node-selector", "join:name:gw1",
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/after",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+            "--node-selector",
+            "join:name:gw1",
         ],
     );
     wait_for(20, "failover to B", || {
