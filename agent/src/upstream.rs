@@ -41,6 +41,9 @@ const AGENT_SEED: &str = "agent.seed";
 const AGENT_JWT: &str = "agent.jwt";
 /// Entries, bundle and deny list, persisted.
 const SYNCED: &str = "upstream.json";
+/// The latest deny list, for verifiers on this host
+/// (`lanyard token verify --deny-list DATA_DIR/deny.jwt`).
+pub const DENY_LIST_FILE: &str = "deny.jwt";
 /// Largest sync message accepted (many entries).
 const MAX_SYNC_BYTES: usize = 64 * 1024 * 1024;
 
@@ -88,7 +91,17 @@ struct WireEntry {
 struct Link {
     channel: Channel,
     session: String,
+    opened_at: u64,
     expires_at: u64,
+}
+
+impl Link {
+    /// Usable at `now`: a new session is opened a little before this one ends
+    /// (a quarter of its life, at most 30 s), so a call never races the expiry.
+    fn usable(&self, now: u64) -> bool {
+        let margin = (self.expires_at.saturating_sub(self.opened_at) / 4).min(30);
+        now + margin < self.expires_at
+    }
 }
 
 /// The upstream connection's state, for `/readyz` and `/metrics`.
@@ -411,7 +424,7 @@ impl UpstreamAuthority {
     async fn open_session(&self, ch: &Channel) -> Result<Link, UpstreamError> {
         let held = self.agent.lock().ok().and_then(|a| a.clone());
         let agent = match held {
-            Some(a) if a.expires_at > now() + 5 => a,
+            Some(a) if a.expires_at > now() + 1 => a,
             _ => self.attest(ch).await?,
         };
         let nonce = Self::nonce(ch).await?;
@@ -431,6 +444,7 @@ impl UpstreamAuthority {
         Ok(Link {
             channel: ch.clone(),
             session: r.session,
+            opened_at: now(),
             expires_at: u64::try_from(r.expires_at).unwrap_or(0),
         })
     }
@@ -439,7 +453,7 @@ impl UpstreamAuthority {
     /// reachable address.
     async fn session(&self) -> Result<Link, UpstreamError> {
         let mut guard = self.link.lock().await;
-        if let Some(l) = guard.as_ref().filter(|l| l.expires_at > now() + 30) {
+        if let Some(l) = guard.as_ref().filter(|l| l.usable(now())) {
             return Ok(l.clone());
         }
         let (ch, addr) = self.connect().await?;
@@ -585,8 +599,20 @@ impl UpstreamAuthority {
         let addr = self.cfg.addresses
             [self.next_addr.load(Ordering::Relaxed) % self.cfg.addresses.len().max(1)]
         .clone();
+        // Renewal is checked each second, not only when the issuer sends
+        // something: a quiet fleet must still renew its agent credentials.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
-            let msg = match stream.message().await {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = tick.tick() => {
+                    if let Err(e) = self.renew_if_due().await {
+                        tracing::warn!(error = %e, "agent credential renewal failed; will retry");
+                    }
+                    continue;
+                }
+            };
+            let msg = match msg {
                 Ok(Some(m)) => m,
                 Ok(None) => return Err(UpstreamError::Unreachable("sync stream ended".into())),
                 Err(s) => return Err(status_err(s)),
@@ -594,9 +620,6 @@ impl UpstreamAuthority {
             self.apply(msg, pipeline, cache).await?;
             *failures = 0;
             self.set_state(LinkState::Connected(addr.clone()));
-            if let Err(e) = self.renew_if_due().await {
-                tracing::warn!(error = %e, "agent credential renewal failed; will retry");
-            }
         }
     }
 
@@ -666,6 +689,16 @@ impl UpstreamAuthority {
                 .purge(|_, stored| revoked(&newly_denied, stored))
                 .await;
             tracing::info!(dropped, "deny list applied to the credential cache");
+        }
+        if !snapshot.deny_list.is_empty() {
+            if let Err(e) = crate::fsutil::write_atomic(
+                &self.data_dir.join(DENY_LIST_FILE),
+                snapshot.deny_list.as_bytes(),
+                0o644,
+                crate::fsutil::Replace::Yes,
+            ) {
+                tracing::error!(error = %e, "cannot write the deny list file");
+            }
         }
         let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
         if let Err(e) = crate::fsutil::write_atomic(
@@ -747,7 +780,7 @@ fn to_entries(wire: &[WireEntry]) -> Vec<Entry> {
 /// Reconnect delay after `failures` in a row: 1 s doubling to 60 s, with full
 /// jitter so a fleet does not return in step when the issuer comes back.
 fn backoff(failures: u32) -> std::time::Duration {
-    let cap_ms = (1000u64 << failures.min(6).saturating_sub(1)).min(60_000);
+    let cap_ms = (1000u64 << (failures.clamp(1, 7) - 1)).min(60_000);
     let mut r = [0u8; 4];
     let _ = lanyard_token::keys::random_bytes(&mut r);
     let jitter = u64::from(u32::from_le_bytes(r)) % cap_ms.max(1);
@@ -907,5 +940,57 @@ impl Authority for UpstreamAuthority {
         // Credentials carry their own expiry; the agent's signing power lasts as
         // long as some issuer answers.
         u64::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_jitter_so_a_fleet_spreads_out() {
+        for (failures, cap_ms) in [
+            (1u32, 1000u64),
+            (2, 2000),
+            (3, 4000),
+            (6, 32_000),
+            (7, 60_000),
+            (50, 60_000),
+        ] {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..200 {
+                let d = backoff(failures).as_millis() as u64;
+                assert!(d >= cap_ms / 2 && d < cap_ms, "failures {failures}: {d} ms");
+                seen.insert(d);
+            }
+            // Jitter: 200 agents do not pick the same delay.
+            assert!(
+                seen.len() > 50,
+                "failures {failures}: only {} distinct delays",
+                seen.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_session_is_replaced_before_it_ends() {
+        let ch = tonic::transport::Endpoint::from_static("http://x").connect_lazy();
+        let l = Link {
+            channel: ch,
+            session: "s".into(),
+            opened_at: 1000,
+            expires_at: 1000 + 3600,
+        };
+        assert!(l.usable(1000));
+        assert!(l.usable(1000 + 3600 - 31));
+        assert!(!l.usable(1000 + 3600 - 30));
+        // Short sessions keep a quarter of their life in hand.
+        let short = Link {
+            expires_at: 1008,
+            ..l
+        };
+        assert!(short.usable(1005));
+        assert!(!short.usable(1006));
     }
 }

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 mod empty;
+mod issuer;
 mod load;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("__agent") => return run_agent(Path::new(&args[2])),
         Some("__empty") => return empty::serve(Path::new(&args[2])),
+        Some("__issuer") => return issuer::run(Path::new(&args[2])),
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -120,6 +122,37 @@ fn main() {
     let _ = agent.wait();
     lines.push(format!("figure agent_rss_idle {idle:.1} MiB"));
     lines.push(format!("figure agent_rss_1000_identities {full:.1} MiB"));
+
+    // The upstream issuer.
+    let iss_dir = dir.join("issuer");
+    let addr = issuer::setup(&iss_dir);
+    let mut iss = spawn_self(&["__issuer", iss_dir.to_str().unwrap()]);
+    wait_socket(&iss_dir.join("admin.sock"));
+    let f = rt.block_on(issuer::measure(&iss_dir, &addr, iss.id(), quick));
+    let _ = iss.kill();
+    let _ = iss.wait();
+    lines.push(format!("figure issuer_sign_per_s {:.0} 1/s", f.sign_per_s));
+    lines.push(format!(
+        "figure issuer_local_mint_per_s {:.0} 1/s",
+        f.local_mint_per_s
+    ));
+    lines.push(format!(
+        "ratio issuer_sign_vs_local_mint {:.2}",
+        f.sign_per_s / f.local_mint_per_s
+    ));
+    lines.push(format!(
+        "figure entry_sync_10000_ms {:.0} ms",
+        f.sync_10000_ms
+    ));
+    lines.push(format!(
+        "figure entry_sync_10000_bytes {:.1} MiB",
+        f.sync_bytes as f64 / 1048576.0
+    ));
+    lines.push(format!("figure issuer_rss_idle {:.1} MiB", f.rss_idle));
+    lines.push(format!(
+        "figure issuer_rss_{}_agents {:.1} MiB",
+        f.agents, f.rss_agents
+    ));
     for l in &lines {
         println!("{l}");
     }

@@ -156,6 +156,9 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
     };
     let mut stop = shutdown_rx.clone();
     let node_server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_resource_exhausted,
+        ))
         .add_service(
             NodeServer::new(node)
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
@@ -199,6 +202,23 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
         tasks,
         drain: config.drain_timeout,
     })
+}
+
+/// tonic answers a request over `max_decoding_message_size` with `OutOfRange`;
+/// a size cap is a limit, which gRPC (and the contract) answer with
+/// `ResourceExhausted`. The Node handlers never return `OutOfRange` themselves,
+/// so every such status here is the decoder's.
+fn oversize_is_resource_exhausted<B>(
+    mut resp: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let h = resp.headers_mut();
+    if h.get("grpc-status").is_some_and(|v| v == "11") {
+        h.insert(
+            "grpc-status",
+            tonic::codegen::http::HeaderValue::from_static("8"),
+        );
+    }
+    resp
 }
 
 /// Polls the store's revision; a failure marks the issuer not ready until the

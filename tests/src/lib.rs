@@ -244,6 +244,13 @@ impl Fleet {
     /// Delegates a chain issuer for replica `name` and writes `name.toml` with
     /// the given store; returns the listen address.
     pub fn issuer_config(&self, name: &str, store: &str) -> String {
+        self.issuer_config_with(name, store, "")
+    }
+
+    /// [`Fleet::issuer_config`] with extra TOML appended (e.g. `[limits]`).
+    /// Top-level keys in `extra` (before its first table) go before `[authority]`.
+    pub fn issuer_config_with(&self, name: &str, store: &str, extra: &str) -> String {
+        let (top, tables) = extra.split_at(extra.find('[').unwrap_or(extra.len()));
         let d = self.dir.0.display().to_string();
         let out = lanyard(&[
             "org",
@@ -265,8 +272,8 @@ impl Fleet {
         std::fs::write(
             self.dir.join(&format!("{name}.toml")),
             format!(
-                "trust_domain = \"example.org\"\nlisten = \"{listen}\"\nadmin_socket = \"{name}/admin.sock\"\nstore = \"{store}\"\nhealth_addr = \"{health}\"\ndrain_timeout = \"2s\"\n\
-                 [authority]\nchain_jwt = \"{name}/chain.jwt\"\nchain_seed = \"{name}/chain.seed\"\norg_public = \"org/org.public\"\n"
+                "trust_domain = \"example.org\"\nlisten = \"{listen}\"\nadmin_socket = \"{name}/admin.sock\"\nstore = \"{store}\"\nhealth_addr = \"{health}\"\ndrain_timeout = \"2s\"\n{top}\
+                 [authority]\nchain_jwt = \"{name}/chain.jwt\"\nchain_seed = \"{name}/chain.seed\"\norg_public = \"org/org.public\"\n{tables}"
             ),
         )
         .unwrap();
@@ -310,12 +317,17 @@ impl Fleet {
     /// Writes `agent-NAME.toml`: an upstream agent with a join token; returns
     /// its health address.
     pub fn agent_config(&self, name: &str, addresses: &str, join_token: &str) -> String {
+        self.agent_config_with(name, addresses, &format!("join_token = \"{join_token}\""))
+    }
+
+    /// [`Fleet::agent_config`] with other node evidence (TOML lines in `[upstream]`).
+    pub fn agent_config_with(&self, name: &str, addresses: &str, evidence: &str) -> String {
         let health = format!("127.0.0.1:{}", free_port());
         std::fs::write(
             self.dir.join(&format!("agent-{name}.toml")),
             format!(
                 "trust_domain = \"example.org\"\nsocket_path = \"{name}/run/agent.sock\"\ndata_dir = \"{name}/data\"\nhealth_addr = \"{health}\"\ndrain_timeout = \"2s\"\n\
-                 [upstream]\naddress = \"{addresses}\"\norg_public = \"org/org.public\"\njoin_token = \"{join_token}\"\n"
+                 [upstream]\naddress = \"{addresses}\"\norg_public = \"org/org.public\"\n{evidence}\n"
             ),
         )
         .unwrap();

@@ -354,6 +354,26 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
         (c.jwt != e2e.jwt).then_some(())
     });
     assert!(started.elapsed() < Duration::from_secs(5));
+    // The agent keeps the issuer's (chain-signed) deny list for local verifiers;
+    // `lanyard token verify` with only the org key honours it.
+    std::fs::write(f.dir.join("old.jwt"), &e2e.jwt).unwrap();
+    let org_pub = f.dir.join("org/org.public").display().to_string();
+    let old = f.dir.join("old.jwt").display().to_string();
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["token", "verify", "--org-public", org_pub.as_str()];
+        args.extend_from_slice(extra);
+        args.push(&old);
+        lanyard_tests::lanyard(&args)
+    };
+    assert!(verify(&[]).status.success(), "valid without the deny list");
+    let deny = f.dir.join("gw1/data/deny.jwt").display().to_string();
+    let refused = verify(&["--deny-list", &deny]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // Revoking the agent: the issuer refuses it within 5 s.
     let list = f.admin_cmd("issuer1", &["agent", "list", "--json"]);
@@ -461,4 +481,367 @@ fn postgres_two_replicas_share_the_store_and_agents_fail_over() {
     let fresh = jwt_svid(&sock, "two").unwrap();
     assert!(fresh.starts_with("spiffe://example.org/"), "{fresh}");
     drop(b);
+}
+
+/// Attests with a join token and opens a session, as an agent would.
+async fn join(
+    addr: &str,
+    org: &PublicKey,
+    token: &str,
+) -> (NodeClient<tonic::transport::Channel>, String) {
+    let tls = lanyard_agent::tls::client_config(org).unwrap();
+    let mut c = NodeClient::new(lanyard_agent::tls::channel(addr, tls).await.unwrap());
+    let key = KeyPair::generate().unwrap();
+    let nonce = c
+        .get_nonce(pb::GetNonceRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nonce;
+    let cred = c
+        .attest(pb::AttestRequest {
+            nonce: nonce.clone(),
+            agent_public_key: key.public().to_hex(),
+            nonce_signature: key
+                .sign(&issuer_proof_message(IssuerProof::Attest, &nonce))
+                .to_vec(),
+            evidence: Some(pb::attest_request::Evidence::JoinToken(token.into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let nonce = c
+        .get_nonce(pb::GetNonceRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nonce;
+    let session = c
+        .open_session(pb::OpenSessionRequest {
+            agent_jwt: cred.jwt,
+            nonce: nonce.clone(),
+            nonce_signature: key
+                .sign(&issuer_proof_message(IssuerProof::Session, &nonce))
+                .to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session;
+    (c, session)
+}
+
+fn with_session<T>(session: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("lanyard-session", session.parse().unwrap());
+    r
+}
+
+fn sign_req(subject: &str, key: &str) -> pb::SignCredentialRequest {
+    pb::SignCredentialRequest {
+        subject: subject.into(),
+        public_key: key.into(),
+        ttl_secs: 60,
+        ..pb::SignCredentialRequest::default()
+    }
+}
+
+#[test]
+fn limits_answer_resource_exhausted_and_malformed_input_invalid_argument() {
+    let f = Fleet::new("fleet-limits");
+    let addr = f.issuer_config_with(
+        "issuer1",
+        "sqlite://issuer1/issuer.db",
+        "[limits]\nsign_per_sec = 2\nsign_burst = 10\nattest_per_sec = 1\nattest_burst = 40\n",
+    );
+    let _issuer = f.start_issuer("issuer1");
+    let t1 = f.admin_cmd("issuer1", &["join-token", "create", "--name", "n1"]);
+    let t2 = f.admin_cmd("issuer1", &["join-token", "create", "--name", "n2"]);
+    for n in ["n1", "n2"] {
+        f.admin_cmd(
+            "issuer1",
+            &[
+                "entry",
+                "create",
+                "--subject",
+                &format!("spiffe://example.org/{n}"),
+                "--selector",
+                "unix:uid:1",
+                "--node-selector",
+                &format!("join:name:{n}"),
+            ],
+        );
+    }
+    let org = org(&f);
+    let holder = KeyPair::generate().unwrap().public().to_hex();
+    rt().block_on(async {
+        let (mut a, sa) = join(&addr, &org, &t1).await;
+        let (mut b, sb) = join(&addr, &org, &t2).await;
+
+        // Malformed input: InvalidArgument.
+        let bad_key = a
+            .sign_credential(with_session(&sa, sign_req("spiffe://example.org/n1", "zz")))
+            .await
+            .unwrap_err();
+        assert_eq!(bad_key.code(), tonic::Code::InvalidArgument, "{bad_key:?}");
+        let bad_point = a
+            .sign_x509_svid(with_session(
+                &sa,
+                pb::SignX509SvidRequest {
+                    spiffe_id: "spiffe://example.org/n1".into(),
+                    public_key: vec![4; 10],
+                    ttl_secs: 60,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            bad_point.code(),
+            tonic::Code::InvalidArgument,
+            "{bad_point:?}"
+        );
+
+        // An oversized request: ResourceExhausted, and the issuer carries on.
+        let huge = a
+            .sign_credential(with_session(
+                &sa,
+                sign_req(
+                    &format!("spiffe://example.org/{}", "x".repeat(100_000)),
+                    &holder,
+                ),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(huge.code(), tonic::Code::ResourceExhausted, "{huge:?}");
+
+        // Agent n1 floods signing: past its burst it gets ResourceExhausted ...
+        let mut exhausted = 0;
+        for _ in 0..40 {
+            match a
+                .sign_credential(with_session(
+                    &sa,
+                    sign_req("spiffe://example.org/n1", &holder),
+                ))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => exhausted += 1,
+                Err(s) => panic!("unexpected {s:?}"),
+            }
+        }
+        assert!(
+            exhausted >= 25,
+            "only {exhausted} of 40 refused over a burst of 10"
+        );
+        // ... while agent n2's budget is its own.
+        b.sign_credential(with_session(
+            &sb,
+            sign_req("spiffe://example.org/n2", &holder),
+        ))
+        .await
+        .unwrap();
+
+        // Unauthenticated calls from one address: limited too.
+        let mut refused = 0;
+        for _ in 0..60 {
+            if let Err(s) = a.get_nonce(pb::GetNonceRequest {}).await {
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                refused += 1;
+            }
+        }
+        assert!(
+            refused > 0,
+            "60 nonce calls over a burst of 40 were all served"
+        );
+    });
+}
+
+#[test]
+fn device_key_node_renews_its_credential_and_reattests_after_a_lapse() {
+    let uid = my_uid();
+    let f = Fleet::new("fleet-device");
+    let addr = f.issuer_config_with(
+        "issuer1",
+        "sqlite://issuer1/issuer.db",
+        "agent_ttl = \"6s\"\n",
+    );
+    let _issuer = f.start_issuer("issuer1");
+    // The gateway's device key: any ed25519 key pair (here made by `org init`).
+    let d = f.dir.0.display().to_string();
+    assert!(
+        lanyard_tests::lanyard(&["org", "init", "--out", &format!("{d}/device")])
+            .status
+            .success()
+    );
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "node",
+            "allow",
+            "--public-key",
+            &format!("{d}/device/org.public"),
+            "--name",
+            "gw7",
+        ],
+    );
+    let health = f.agent_config_with(
+        "gw7",
+        &addr,
+        &format!("device_seed = \"{d}/device/org.seed\"\ndevice_name = \"gw7\""),
+    );
+    let agent = f.start_agent("gw7");
+    let sock = f.agent_socket("gw7");
+    wait_for(10, "agent connected", || connected(&health));
+    assert!(jwt_svid(&sock, "a").is_err(), "no entry yet");
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/gw",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+            "--node-selector",
+            "device:name:gw7",
+        ],
+    );
+    wait_for(5, "the entry", || jwt_svid(&sock, "a").ok());
+    let agents: serde_json::Value =
+        serde_json::from_str(&f.admin_cmd("issuer1", &["agent", "list", "--json"])).unwrap();
+    assert_eq!(
+        agents[0]["id"],
+        "spiffe://example.org/lanyard/agent/device/gw7"
+    );
+    assert_eq!(
+        agents[0]["selectors"],
+        serde_json::json!(["device:name:gw7"])
+    );
+
+    // Renewal at half-life, with a new key: the persisted credential changes and
+    // the agent keeps serving.
+    let jwt_path = f.dir.join("gw7/data/agent.jwt");
+    let first = std::fs::read_to_string(&jwt_path).unwrap();
+    wait_for(10, "agent credential renewal", || {
+        (std::fs::read_to_string(&jwt_path).ok()? != first).then_some(())
+    });
+    assert!(
+        jwt_svid(&sock, "b").is_ok(),
+        "signing after renewal: {}",
+        agent.log()
+    );
+
+    // A lapse: the agent is down longer than its credential lives. At restart
+    // it proves the device key again and carries on.
+    agent.kill9();
+    std::thread::sleep(Duration::from_secs(7));
+    let agent = f.start_agent("gw7");
+    wait_for(15, "agent reconnected after the lapse", || {
+        connected(&health)
+    });
+    assert!(
+        agent.log().contains("node attested to the issuer"),
+        "no re-attestation: {}",
+        agent.log()
+    );
+    assert!(jwt_svid(&sock, "c").is_ok(), "signing after re-attestation");
+
+    // Suspension is refused at once and reversible.
+    let id = "spiffe://example.org/lanyard/agent/device/gw7";
+    f.admin_cmd("issuer1", &["agent", "suspend", id]);
+    wait_for(5, "suspended agent refused", || {
+        jwt_svid(&sock, "d").is_err().then_some(())
+    });
+    f.admin_cmd("issuer1", &["agent", "resume", id]);
+    wait_for(70, "resumed agent served", || jwt_svid(&sock, "e").ok());
+}
+
+/// Kubernetes PSAT node attestation. No API server can run here, so a stand-in
+/// token issuer (`lanyard_plugins::node::psat_testing`) signs real-shaped
+/// projected tokens and publishes the JWKS the issuer is configured with.
+#[test]
+fn k8s_psat_node_attestation_scopes_entries_by_node_name() {
+    let uid = my_uid();
+    let f = Fleet::new("fleet-psat");
+    let cluster = lanyard_plugins::node::psat_testing::FakeCluster::new().unwrap();
+    std::fs::write(f.dir.join("jwks.json"), cluster.jwks_json()).unwrap();
+    let addr = f.issuer_config_with(
+        "issuer1",
+        "sqlite://issuer1/issuer.db",
+        "[node_attestors.k8s_psat]\ncluster = \"prod\"\naudience = \"lanyard\"\nallowed = [\"lanyard:lanyard-agent\"]\njwks_file = \"jwks.json\"\n",
+    );
+    let _issuer = f.start_issuer("issuer1");
+    let now = lanyard_agent::api::now();
+    std::fs::write(
+        f.dir.join("psat.token"),
+        cluster.token("lanyard", "lanyard-agent", "node-1", "lanyard", now),
+    )
+    .unwrap();
+    let health = f.agent_config_with("n1", &addr, "psat_token_file = \"psat.token\"");
+    let _agent = f.start_agent("n1");
+    let sock = f.agent_socket("n1");
+    wait_for(10, "agent connected", || connected(&health));
+    assert!(jwt_svid(&sock, "a").is_err(), "no entry yet");
+    for node in ["node-1", "node-2"] {
+        f.admin_cmd(
+            "issuer1",
+            &[
+                "entry",
+                "create",
+                "--subject",
+                &format!("spiffe://example.org/{node}"),
+                "--selector",
+                &format!("unix:uid:{uid}"),
+                "--node-selector",
+                "k8s_psat:cluster:prod",
+                "--node-selector",
+                &format!("k8s_psat:agent_node_name:{node}"),
+            ],
+        );
+    }
+    let got = wait_for(5, "the node-1 entry", || jwt_svid(&sock, "a").ok());
+    assert!(got.starts_with("spiffe://example.org/node-1 "), "{got}");
+    let creds = credentials(&sock);
+    assert_eq!(
+        creds.len(),
+        1,
+        "only node-1's entry reaches node-1: {creds:?}"
+    );
+    let agents: serde_json::Value =
+        serde_json::from_str(&f.admin_cmd("issuer1", &["agent", "list", "--json"])).unwrap();
+    assert_eq!(
+        agents[0]["id"],
+        "spiffe://example.org/lanyard/agent/k8s_psat/prod/node-1"
+    );
+
+    // A service account outside the allow-list, a wrong audience: refused.
+    rt().block_on(async {
+        let tls = lanyard_agent::tls::client_config(&org(&f)).unwrap();
+        let mut c = NodeClient::new(lanyard_agent::tls::channel(&addr, tls).await.unwrap());
+        for token in [
+            cluster.token("default", "default", "node-3", "lanyard", now),
+            cluster.token("lanyard", "lanyard-agent", "node-3", "other", now),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let nonce = c
+                .get_nonce(pb::GetNonceRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .nonce;
+            let e = c
+                .attest(pb::AttestRequest {
+                    nonce: nonce.clone(),
+                    agent_public_key: key.public().to_hex(),
+                    nonce_signature: key
+                        .sign(&issuer_proof_message(IssuerProof::Attest, &nonce))
+                        .to_vec(),
+                    evidence: Some(pb::attest_request::Evidence::K8sPsat(token)),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        }
+    });
 }

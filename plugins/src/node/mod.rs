@@ -14,6 +14,8 @@
 pub mod device;
 pub mod join_token;
 pub mod k8s_psat;
+#[cfg(feature = "testing")]
+pub mod psat_testing;
 
 use futures_util::future::BoxFuture;
 use lanyard_token::PublicKey;
