@@ -973,8 +973,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_session_is_replaced_before_it_ends() {
+    #[tokio::test]
+    async fn a_session_is_replaced_before_it_ends() {
         let ch = tonic::transport::Endpoint::from_static("http://x").connect_lazy();
         let l = Link {
             channel: ch,
