@@ -399,7 +399,7 @@ impl Node for NodeService {
                     return;
                 }
                 if first || view.revision != sent {
-                    let msg = delta(&issuer, &view, sent, &agent.selectors);
+                    let msg = delta(&view, sent, &agent.selectors, bundle(&issuer, &view));
                     sent = view.revision;
                     first = false;
                     if tx.send(Ok(msg)).await.is_err() {
@@ -517,8 +517,24 @@ impl Node for NodeService {
     }
 }
 
+/// The trust bundle agents publish: the org root and every replica's JWT-SVID key.
+fn bundle(issuer: &Issuer, view: &View) -> pb::Bundle {
+    let local = issuer.authority.bundle();
+    pb::Bundle {
+        trust_domain: issuer.trust_domain.clone(),
+        x509_roots: local.x509_roots,
+        jwks: view.jwks.clone(),
+        org_public: local.org_public,
+    }
+}
+
 /// What an agent at revision `since` is missing from `view`, within its scope.
-fn delta(issuer: &Issuer, view: &View, since: i64, node_selectors: &[String]) -> pb::SyncResponse {
+fn delta(
+    view: &View,
+    since: i64,
+    node_selectors: &[String],
+    bundle: pb::Bundle,
+) -> pb::SyncResponse {
     let full = since <= 0 || since > view.revision;
     let entries = view
         .entries
@@ -534,14 +550,6 @@ fn delta(issuer: &Issuer, view: &View, since: i64, node_selectors: &[String]) ->
             .filter(|(_, rev)| **rev > since)
             .map(|(id, _)| id.clone())
             .collect()
-    };
-    let local = issuer.authority.bundle();
-    let bundle = pb::Bundle {
-        trust_domain: issuer.trust_domain.clone(),
-        x509_roots: local.x509_roots,
-        // Every replica's JWT-SVID key, so a token from any of them validates.
-        jwks: view.jwks.clone(),
-        org_public: local.org_public,
     };
     pb::SyncResponse {
         revision: view.revision,
@@ -564,5 +572,82 @@ pub fn to_pb(e: &crate::store::EntryRecord) -> pb::Entry {
         audiences: e.audiences.clone(),
         networks: e.networks.clone(),
         revision: e.revision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EntryRecord;
+
+    fn entry(id: &str, node: &str, revision: i64) -> EntryRecord {
+        EntryRecord {
+            id: id.into(),
+            subject: format!("spiffe://example.org/{id}"),
+            selectors: vec!["unix:uid:1".into()],
+            node_selectors: vec![node.into()],
+            ttl_secs: 60,
+            audiences: vec![],
+            networks: vec![],
+            revision,
+            deleted: false,
+        }
+    }
+
+    fn view() -> View {
+        let mut v = View {
+            revision: 9,
+            ..View::default()
+        };
+        for e in [
+            entry("a", "join:name:n1", 3),
+            entry("b", "join:name:n2", 5),
+            entry("c", "join:name:n1", 8),
+        ] {
+            v.by_subject
+                .entry(e.subject.clone())
+                .or_default()
+                .push(e.id.clone());
+            v.entries.insert(e.id.clone(), e);
+        }
+        v.tombstones.insert("old".into(), 4);
+        v.tombstones.insert("gone".into(), 9);
+        v
+    }
+
+    #[test]
+    fn sync_is_full_at_first_then_incremental_and_always_scoped() {
+        let v = view();
+        let n1 = ["join:name:n1".to_owned(), "x:y:z".to_owned()];
+        let ids = |r: &pb::SyncResponse| r.entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let full = delta(&v, 0, &n1, pb::Bundle::default());
+        assert!(full.full);
+        assert_eq!(ids(&full), ["a", "c"]);
+        assert!(full.deleted_entry_ids.is_empty());
+        let inc = delta(&v, 4, &n1, pb::Bundle::default());
+        assert!(!inc.full);
+        assert_eq!(ids(&inc), ["c"]);
+        assert_eq!(inc.deleted_entry_ids, ["gone"]);
+        // An agent ahead of the store (another store, a restore): a full resend.
+        assert!(delta(&v, 99, &n1, pb::Bundle::default()).full);
+        // Another node sees only its own.
+        assert_eq!(
+            ids(&delta(
+                &v,
+                0,
+                &["join:name:n2".to_owned()],
+                pb::Bundle::default()
+            )),
+            ["b"]
+        );
+    }
+
+    #[test]
+    fn signing_scope_follows_node_selectors_not_what_the_agent_asks() {
+        let v = view();
+        let n1 = ["join:name:n1".to_owned()];
+        assert!(v.scoped_entry("spiffe://example.org/a", &n1).is_some());
+        assert!(v.scoped_entry("spiffe://example.org/b", &n1).is_none());
+        assert!(v.scoped_entry("spiffe://example.org/nope", &n1).is_none());
     }
 }

@@ -103,6 +103,9 @@ pub struct Issuer {
     /// Per-address limit on unauthenticated calls.
     pub attest_limit: RateLimiter,
     view: watch::Sender<Arc<View>>,
+    /// One refresh at a time: two racing refreshes could otherwise publish an
+    /// older snapshot after a newer one (an agent just attested would vanish).
+    refreshing: tokio::sync::Mutex<()>,
     nonces: Mutex<HashMap<[u8; 32], u64>>,
     sessions: Mutex<HashMap<String, Session>>,
 }
@@ -126,6 +129,7 @@ impl Issuer {
             sign_limit: RateLimiter::new(limits.sign_per_sec, limits.sign_burst),
             attest_limit: RateLimiter::new(limits.attest_per_sec, limits.attest_burst),
             view: watch::channel(Arc::new(View::default())).0,
+            refreshing: tokio::sync::Mutex::new(()),
             nonces: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
         }
@@ -156,6 +160,7 @@ impl Issuer {
     /// Rebuilds the view if the store's revision moved. Entries are applied
     /// incrementally; agents, denials and keys are small and re-read whole.
     pub async fn refresh(&self, now: u64) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let revision = self.store.revision().await?;
         let old = self.view();
         if revision == old.revision && old.revision != 0 {
