@@ -198,6 +198,16 @@ pub async fn build_with(
     })
 }
 
+/// Returns at SIGTERM or SIGINT (daemons then drain).
+pub async fn termination_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        r = tokio::signal::ctrl_c() => { r?; tracing::info!("interrupt: draining"); }
+    }
+    Ok(())
+}
+
 impl Bound {
     /// Where the health server listens, if enabled.
     pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
@@ -211,11 +221,7 @@ impl Bound {
 
     /// Waits for SIGTERM or SIGINT, then drains.
     pub async fn wait_termination(self) -> std::io::Result<()> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            r = tokio::signal::ctrl_c() => { r?; tracing::info!("interrupt: draining"); }
-        }
+        crate::app::termination_signal().await?;
         self.drain().await;
         Ok(())
     }

@@ -167,6 +167,25 @@ impl RawAuthority {
     }
 }
 
+/// The `health_addr` key: `127.0.0.1:<default_port>` when absent, `None` for
+/// `"off"` or `""`, else a `host:port`.
+pub fn health_addr(
+    value: Option<String>,
+    default_port: u16,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    match value {
+        None => Ok(Some(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            default_port,
+        )))),
+        Some(s) if s.is_empty() || s == "off" => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|e| err("health_addr", &s, format!("not host:port ({e})"))),
+    }
+}
+
 /// `p` if absolute, else relative to `base`.
 pub fn resolve_path(base: &Path, p: &str) -> PathBuf {
     let p = PathBuf::from(p);
@@ -290,14 +309,7 @@ impl Config {
             .ok_or_else(|| err("socket_path", "", "is required"))?;
         let data_dir =
             pick("data_dir", raw.data_dir).ok_or_else(|| err("data_dir", "", "is required"))?;
-        let health_addr = match pick("health_addr", raw.health_addr) {
-            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9188))),
-            Some(s) if s.is_empty() || s == "off" => None,
-            Some(s) => Some(
-                s.parse()
-                    .map_err(|e| err("health_addr", &s, format!("not host:port ({e})")))?,
-            ),
-        };
+        let health_addr = health_addr(pick("health_addr", raw.health_addr), 9188)?;
         let drain = pick("drain_timeout", raw.drain_timeout).unwrap_or_else(|| "10s".to_owned());
         let drain_timeout = std::time::Duration::from_secs(
             duration::parse_secs(&drain).map_err(|e| err("drain_timeout", &drain, e))?,

@@ -342,39 +342,29 @@ impl UpstreamAuthority {
     }
 
     async fn attest(&self, ch: &Channel) -> Result<AgentCredential, UpstreamError> {
-        let nonce = Self::nonce(ch).await?;
         let key = KeyPair::generate().map_err(|e| UpstreamError::Local(e.to_string()))?;
         let evidence = match &self.cfg.evidence {
-            NodeEvidence::JoinToken(t) => pb::attest_request::Evidence::JoinToken(t.clone()),
+            NodeEvidence::JoinToken(t) => Evidence::JoinToken(t.clone()),
             NodeEvidence::Device { seed, name } => {
                 let text = std::fs::read_to_string(seed)
                     .map_err(|e| UpstreamError::Local(format!("{}: {e}", seed.display())))?;
                 let device = KeyPair::from_seed_text(&text)
                     .map_err(|e| UpstreamError::Local(format!("{}: {e}", seed.display())))?;
-                let challenge = lanyard_plugins::node::device::challenge(&nonce, &key.public());
-                pb::attest_request::Evidence::Device(pb::DeviceEvidence {
+                Evidence::Device {
                     name: name.clone(),
-                    signature: device.sign(&challenge).to_vec(),
-                })
+                    key: Box::new(device),
+                }
             }
             NodeEvidence::PsatTokenFile(p) => {
                 // Re-read each time: the kubelet rotates projected tokens.
                 let t = std::fs::read_to_string(p)
                     .map_err(|e| UpstreamError::Local(format!("{}: {e}", p.display())))?;
-                pb::attest_request::Evidence::K8sPsat(t.trim().to_owned())
+                Evidence::K8sPsat(t.trim().to_owned())
             }
         };
-        let sig = key.sign(&issuer_proof_message(IssuerProof::Attest, &nonce));
-        let r = Self::client(ch)
-            .attest(pb::AttestRequest {
-                nonce,
-                agent_public_key: key.public().to_hex(),
-                nonce_signature: sig.to_vec(),
-                evidence: Some(evidence),
-            })
+        let r = attest_node(&mut Self::client(ch), &key, evidence)
             .await
-            .map_err(status_err)?
-            .into_inner();
+            .map_err(status_err)?;
         let cred = self.accept_agent(key, r)?;
         tracing::info!(agent = %cred.id, "node attested to the issuer");
         Ok(cred)
@@ -427,19 +417,9 @@ impl UpstreamAuthority {
             Some(a) if a.expires_at > now() + 1 => a,
             _ => self.attest(ch).await?,
         };
-        let nonce = Self::nonce(ch).await?;
-        let sig = agent
-            .key
-            .sign(&issuer_proof_message(IssuerProof::Session, &nonce));
-        let r = Self::client(ch)
-            .open_session(pb::OpenSessionRequest {
-                agent_jwt: agent.jwt.clone(),
-                nonce,
-                nonce_signature: sig.to_vec(),
-            })
+        let r = open_session(&mut Self::client(ch), &agent.key, &agent.jwt)
             .await
-            .map_err(status_err)?
-            .into_inner();
+            .map_err(status_err)?;
         self.sessions_opened.fetch_add(1, Ordering::Relaxed);
         Ok(Link {
             channel: ch.clone(),
@@ -727,6 +707,90 @@ impl UpstreamAuthority {
         }
         Ok(())
     }
+}
+
+/// Node evidence, as [`attest_node`] presents it.
+#[derive(Debug)]
+pub enum Evidence {
+    /// A single-use join token.
+    JoinToken(String),
+    /// A pinned device key, which signs the nonce and the new agent key.
+    Device {
+        /// The name it is pinned under.
+        name: String,
+        /// The device key (boxed: it is much larger than the other variants).
+        key: Box<KeyPair>,
+    },
+    /// A projected service-account token.
+    K8sPsat(String),
+}
+
+/// Node attestation: a fresh nonce, signed with the new agent `key`, plus the
+/// evidence. The one implementation of the agent's side of the protocol; tests
+/// and benchmarks speak it through here too.
+pub async fn attest_node(
+    client: &mut NodeClient<Channel>,
+    key: &KeyPair,
+    evidence: Evidence,
+) -> Result<pb::AgentCredential, Status> {
+    let nonce = client
+        .get_nonce(pb::GetNonceRequest {})
+        .await?
+        .into_inner()
+        .nonce;
+    let evidence = match evidence {
+        Evidence::JoinToken(t) => pb::attest_request::Evidence::JoinToken(t),
+        Evidence::Device { name, key: device } => {
+            let challenge = lanyard_plugins::node::device::challenge(&nonce, &key.public());
+            pb::attest_request::Evidence::Device(pb::DeviceEvidence {
+                name,
+                signature: device.sign(&challenge).to_vec(),
+            })
+        }
+        Evidence::K8sPsat(t) => pb::attest_request::Evidence::K8sPsat(t),
+    };
+    let sig = key.sign(&issuer_proof_message(IssuerProof::Attest, &nonce));
+    Ok(client
+        .attest(pb::AttestRequest {
+            nonce,
+            agent_public_key: key.public().to_hex(),
+            nonce_signature: sig.to_vec(),
+            evidence: Some(evidence),
+        })
+        .await?
+        .into_inner())
+}
+
+/// Opens a session: the agent credential plus its key's signature over a fresh nonce.
+pub async fn open_session(
+    client: &mut NodeClient<Channel>,
+    key: &KeyPair,
+    agent_jwt: &str,
+) -> Result<pb::OpenSessionResponse, Status> {
+    let nonce = client
+        .get_nonce(pb::GetNonceRequest {})
+        .await?
+        .into_inner()
+        .nonce;
+    let sig = key.sign(&issuer_proof_message(IssuerProof::Session, &nonce));
+    Ok(client
+        .open_session(pb::OpenSessionRequest {
+            agent_jwt: agent_jwt.to_owned(),
+            nonce,
+            nonce_signature: sig.to_vec(),
+        })
+        .await?
+        .into_inner())
+}
+
+/// A request carrying the session id.
+pub fn with_session<T>(session: &str, msg: T) -> Result<tonic::Request<T>, Status> {
+    let v = session
+        .parse()
+        .map_err(|_| Status::invalid_argument("malformed session id"))?;
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(SESSION_HEADER, v);
+    Ok(r)
 }
 
 /// Whether a cached credential is named by `denied` (its jti, or its chain).

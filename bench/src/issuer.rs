@@ -12,10 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lanyard_agent::upstream::{attest_node, open_session, Evidence};
 use lanyard_proto::issuer as pb;
 use lanyard_proto::issuer::admin_client::AdminClient;
 use lanyard_proto::issuer::node_client::NodeClient;
-use lanyard_token::pop::{issuer_proof_message, IssuerProof};
 use lanyard_token::{KeyPair, PublicKey};
 use tonic::transport::Channel;
 
@@ -97,41 +97,12 @@ impl SimAgent {
         let ch = lanyard_agent::tls::channel(addr, tls).await.unwrap();
         let mut client = NodeClient::new(ch).max_decoding_message_size(64 * 1024 * 1024);
         let key = KeyPair::generate().unwrap();
-        let nonce = client
-            .get_nonce(pb::GetNonceRequest {})
+        let cred = attest_node(&mut client, &key, Evidence::JoinToken(token))
+            .await
+            .unwrap();
+        let session = open_session(&mut client, &key, &cred.jwt)
             .await
             .unwrap()
-            .into_inner()
-            .nonce;
-        let cred = client
-            .attest(pb::AttestRequest {
-                nonce: nonce.clone(),
-                agent_public_key: key.public().to_hex(),
-                nonce_signature: key
-                    .sign(&issuer_proof_message(IssuerProof::Attest, &nonce))
-                    .to_vec(),
-                evidence: Some(pb::attest_request::Evidence::JoinToken(token)),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let nonce = client
-            .get_nonce(pb::GetNonceRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .nonce;
-        let session = client
-            .open_session(pb::OpenSessionRequest {
-                agent_jwt: cred.jwt,
-                nonce: nonce.clone(),
-                nonce_signature: key
-                    .sign(&issuer_proof_message(IssuerProof::Session, &nonce))
-                    .to_vec(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
             .session
             .parse()
             .unwrap();

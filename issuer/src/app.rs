@@ -308,11 +308,7 @@ impl Bound {
 
     /// Waits for SIGTERM or SIGINT, then drains.
     pub async fn wait_termination(self) -> std::io::Result<()> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            r = tokio::signal::ctrl_c() => { r?; tracing::info!("interrupt: draining"); }
-        }
+        lanyard_agent::app::termination_signal().await?;
         self.drain().await;
         Ok(())
     }

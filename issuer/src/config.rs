@@ -178,14 +178,8 @@ impl IssuerConfig {
                 ))
             }
         };
-        let health_addr = match pick("health_addr", raw.health_addr) {
-            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9189))),
-            Some(s) if s.is_empty() || s == "off" => None,
-            Some(s) => Some(
-                s.parse()
-                    .map_err(|e| err("health_addr", &s, format!("not host:port ({e})")))?,
-            ),
-        };
+        let health_addr =
+            lanyard_agent::config::health_addr(pick("health_addr", raw.health_addr), 9189)?;
         let drain_timeout = std::time::Duration::from_secs(secs(
             "drain_timeout",
             pick("drain_timeout", raw.drain_timeout),

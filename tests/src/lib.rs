@@ -110,37 +110,14 @@ impl Deployment {
 
     /// Starts the agent and waits until its socket accepts connections.
     pub fn start(&self) -> AgentProcess {
-        let _ = std::fs::remove_file(self.socket());
-        let child = Command::new(lanyard_bin())
-            .args([
-                "agent",
-                "--config",
-                self.dir.join("agent.toml").to_str().unwrap(),
-            ])
-            .env("LANYARD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.join("agent.log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        let mut agent = AgentProcess {
-            child: Some(child),
-            log: self.dir.join("agent.log"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
-            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent exited with {status}: {}", agent.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not start: {}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
+        let sock = self.socket();
+        let _ = std::fs::remove_file(&sock);
+        let cfg = self.dir.join("agent.toml");
+        spawn_lanyard(
+            &["agent", "--config", cfg.to_str().unwrap()],
+            self.dir.join("agent.log"),
+            || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use lanyard_agent::client::{connect, with_header};
+use lanyard_agent::upstream::{attest_node, open_session, Evidence};
 use lanyard_proto::issuer as pb;
 use lanyard_proto::issuer::node_client::NodeClient;
 use lanyard_proto::workload::credentials_client::CredentialsClient;
@@ -123,13 +124,14 @@ impl AsAgent {
     }
 
     async fn sign_jwt(&self, session: &str, subject: &str) -> Result<String, tonic::Status> {
-        let mut req = tonic::Request::new(pb::SignJwtSvidRequest {
-            spiffe_id: subject.into(),
-            audiences: vec!["x".into()],
-            ttl_secs: 60,
-        });
-        req.metadata_mut()
-            .insert("lanyard-session", session.parse().unwrap());
+        let req = with_session(
+            session,
+            pb::SignJwtSvidRequest {
+                spiffe_id: subject.into(),
+                audiences: vec!["x".into()],
+                ttl_secs: 60,
+            },
+        );
         self.client()
             .sign_jwt_svid(req)
             .await
@@ -215,24 +217,8 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
     rt().block_on(async {
         let a = AsAgent::new(&f, &addr, "gw1/data").await;
         // Reusing the join token fails.
-        let nonce = a
-            .client()
-            .get_nonce(pb::GetNonceRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .nonce;
         let k = KeyPair::generate().unwrap();
-        let r = a
-            .client()
-            .attest(pb::AttestRequest {
-                nonce: nonce.clone(),
-                agent_public_key: k.public().to_hex(),
-                nonce_signature: k
-                    .sign(&issuer_proof_message(IssuerProof::Attest, &nonce))
-                    .to_vec(),
-                evidence: Some(pb::attest_request::Evidence::JoinToken(token.clone())),
-            })
+        let r = attest_node(&mut a.client(), &k, Evidence::JoinToken(token.clone()))
             .await
             .unwrap_err();
         assert_eq!(r.code(), tonic::Code::PermissionDenied, "{r:?}");
@@ -492,50 +478,15 @@ async fn join(
     let tls = lanyard_agent::tls::client_config(org).unwrap();
     let mut c = NodeClient::new(lanyard_agent::tls::channel(addr, tls).await.unwrap());
     let key = KeyPair::generate().unwrap();
-    let nonce = c
-        .get_nonce(pb::GetNonceRequest {})
+    let cred = attest_node(&mut c, &key, Evidence::JoinToken(token.into()))
         .await
-        .unwrap()
-        .into_inner()
-        .nonce;
-    let cred = c
-        .attest(pb::AttestRequest {
-            nonce: nonce.clone(),
-            agent_public_key: key.public().to_hex(),
-            nonce_signature: key
-                .sign(&issuer_proof_message(IssuerProof::Attest, &nonce))
-                .to_vec(),
-            evidence: Some(pb::attest_request::Evidence::JoinToken(token.into())),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let nonce = c
-        .get_nonce(pb::GetNonceRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .nonce;
-    let session = c
-        .open_session(pb::OpenSessionRequest {
-            agent_jwt: cred.jwt,
-            nonce: nonce.clone(),
-            nonce_signature: key
-                .sign(&issuer_proof_message(IssuerProof::Session, &nonce))
-                .to_vec(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session;
+        .unwrap();
+    let session = open_session(&mut c, &key, &cred.jwt).await.unwrap().session;
     (c, session)
 }
 
 fn with_session<T>(session: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("lanyard-session", session.parse().unwrap());
-    r
+    lanyard_agent::upstream::with_session(session, msg).unwrap()
 }
 
 fn sign_req(subject: &str, key: &str) -> pb::SignCredentialRequest {
@@ -824,21 +775,7 @@ fn k8s_psat_node_attestation_scopes_entries_by_node_name() {
             cluster.token("lanyard", "lanyard-agent", "node-3", "other", now),
         ] {
             let key = KeyPair::generate().unwrap();
-            let nonce = c
-                .get_nonce(pb::GetNonceRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .nonce;
-            let e = c
-                .attest(pb::AttestRequest {
-                    nonce: nonce.clone(),
-                    agent_public_key: key.public().to_hex(),
-                    nonce_signature: key
-                        .sign(&issuer_proof_message(IssuerProof::Attest, &nonce))
-                        .to_vec(),
-                    evidence: Some(pb::attest_request::Evidence::K8sPsat(token)),
-                })
+            let e = attest_node(&mut c, &key, Evidence::K8sPsat(token))
                 .await
                 .unwrap_err();
             assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
