@@ -483,7 +483,10 @@ impl UpstreamAuthority {
                 }
                 Err(s) => {
                     if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+                        // This replica cannot sign (down, draining, its chain
+                        // revoked): the next session goes to the next address.
                         self.forget_link().await;
+                        self.next_addr.fetch_add(1, Ordering::Relaxed);
                     }
                     return Err(status_err(s));
                 }
@@ -544,6 +547,8 @@ impl UpstreamAuthority {
                     error: e.to_string(),
                 });
                 self.forget_link().await;
+                // Try the next replica first: this one failed us.
+                self.next_addr.fetch_add(1, Ordering::Relaxed);
             }
             failures = failures.saturating_add(1);
             let wait = backoff(failures);

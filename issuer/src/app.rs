@@ -265,6 +265,11 @@ fn health_handler(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: the chain issuer credential has expired\n".into(),
                 )
+            } else if issuer.chain_revoked() {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: this replica's chain issuer credential is revoked\n".into(),
+                )
             } else if !store_ok.load(Ordering::Relaxed) {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -95,6 +95,13 @@ fn jti_and_exp(token: &str) -> (String, u64) {
 }
 
 impl NodeService {
+    fn not_revoked(&self) -> Result<(), Status> {
+        if self.issuer.chain_revoked() {
+            return Err(Status::unavailable(SessionError::ChainRevoked.to_string()));
+        }
+        Ok(())
+    }
+
     fn take_proof(
         &self,
         nonce: &[u8],
@@ -128,6 +135,7 @@ impl NodeService {
             Err(e @ (SessionError::Unknown | SessionError::Expired)) => {
                 Err(Status::unauthenticated(e.to_string()))
             }
+            Err(e @ SessionError::ChainRevoked) => Err(Status::unavailable(e.to_string())),
             Err(e) => Err(Status::permission_denied(e.to_string())),
         }
     }
@@ -206,6 +214,7 @@ impl Node for NodeService {
         req: Request<pb::AttestRequest>,
     ) -> Result<Response<pb::AgentCredential>, Status> {
         limit_caller(&self.issuer, &req)?;
+        self.not_revoked()?;
         let now = now();
         let r = req.into_inner();
         let key = public_key(&r.agent_public_key)?;
@@ -285,6 +294,7 @@ impl Node for NodeService {
         req: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::OpenSessionResponse>, Status> {
         limit_caller(&self.issuer, &req)?;
+        self.not_revoked()?;
         let now = now();
         let r = req.into_inner();
         let verified = self
@@ -393,6 +403,7 @@ impl Node for NodeService {
                 if let Err(e) = issuer.session(&session_id, now()) {
                     let status = match e {
                         SessionError::Refused(..) => Status::permission_denied(e.to_string()),
+                        SessionError::ChainRevoked => Status::unavailable(e.to_string()),
                         _ => Status::unauthenticated(e.to_string()),
                     };
                     let _ = tx.send(Err(status)).await;

@@ -83,6 +83,10 @@ pub enum SessionError {
     /// The agent has been suspended or revoked.
     #[error("agent {0} is {1}")]
     Refused(String, &'static str),
+    /// This replica's own chain issuer credential is on the deny list: it must
+    /// not sign, so agents move to another replica.
+    #[error("this issuer replica's chain credential is revoked; use another replica")]
+    ChainRevoked,
 }
 
 /// The issuer's shared state.
@@ -287,6 +291,9 @@ impl Issuer {
         if s.expires_at <= now {
             return Err(SessionError::Expired);
         }
+        if self.chain_revoked() {
+            return Err(SessionError::ChainRevoked);
+        }
         let view = self.view();
         let agent = view
             .agents
@@ -300,6 +307,14 @@ impl Issuer {
             ));
         }
         Ok((s, agent))
+    }
+
+    /// Whether this replica's chain credential has been revoked.
+    pub fn chain_revoked(&self) -> bool {
+        self.view()
+            .denied
+            .chains
+            .contains(self.authority.chain().jti())
     }
 
     /// The store as a [`NodeRegistry`] for the node attestors.

@@ -291,7 +291,7 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
     // Restart the issuer: the agent reconnects and a new entry arrives within 2 s.
     issuer = f.start_issuer("issuer1");
     wait_for(70, "agent reconnected", || connected(&health));
-    f.admin_cmd(
+    let new_id = f.admin_cmd(
         "issuer1",
         &[
             "entry",
@@ -360,6 +360,17 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+
+    // Deleting an entry: the agent stops serving it.
+    f.admin_cmd("issuer1", &["entry", "delete", &new_id]);
+    wait_for(5, "the deleted entry to disappear", || {
+        (!credentials(&sock)
+            .iter()
+            .any(|c| c.subject == "spiffe://example.org/new"))
+        .then_some(())
+    });
+    let listed = f.admin_cmd("issuer1", &["entry", "list"]);
+    assert!(!listed.contains(&new_id), "{listed}");
 
     // Revoking the agent: the issuer refuses it within 5 s.
     let list = f.admin_cmd("issuer1", &["agent", "list", "--json"]);
@@ -466,7 +477,50 @@ fn postgres_two_replicas_share_the_store_and_agents_fail_over() {
     // publishes (both replicas' keys) validates it.
     let fresh = jwt_svid(&sock, "two").unwrap();
     assert!(fresh.starts_with("spiffe://example.org/"), "{fresh}");
-    drop(b);
+
+    // A comes back, and B's chain credential is revoked (at B itself): B stops
+    // signing and reports not ready, the agent moves to A, drops everything B's
+    // chain signed, and serves credentials from A's chain.
+    let a = f.start_issuer("replica-a");
+    let chain_jti = |name: &str| {
+        let jwt = std::fs::read_to_string(f.dir.join(&format!("{name}/chain.jwt"))).unwrap();
+        let c: lanyard_token::Claims =
+            serde_json::from_slice(&lanyard_token::jws::parse(jwt.trim()).unwrap().payload)
+                .unwrap();
+        c.jti.unwrap()
+    };
+    let (a_jti, b_jti) = (chain_jti("replica-a"), chain_jti("replica-b"));
+    f.admin_cmd("replica-b", &["org", "revoke-chain", "--id", &b_jti]);
+    wait_for(10, "agent on A", || {
+        let (code, body) = http_get(&health, "/readyz")?;
+        (code == 200 && body.contains(&format!("connected to {a_addr}"))).then_some(())
+    });
+    wait_for(10, "credentials from A's chain only", || {
+        let creds = credentials(&sock);
+        (creds.len() == 2
+            && creds.iter().all(|c| {
+                let v = Verifier::new(org(&f)).verify(&c.jwt, lanyard_agent::api::now());
+                v.is_ok_and(|v| {
+                    v.claims()
+                        .iss
+                        .as_deref()
+                        .is_some_and(|i| i.starts_with(&format!("C-{a_jti}.")))
+                })
+            }))
+        .then_some(())
+    });
+    let b_health = std::fs::read_to_string(f.dir.join("replica-b.toml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("health_addr = \"")
+                .map(|r| r.trim_end_matches('"').to_owned())
+        })
+        .unwrap();
+    let (code, body) = http_get(&b_health, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+    drop((a, b));
 }
 
 /// Attests with a join token and opens a session, as an agent would.
