@@ -443,7 +443,10 @@ fn postgres_two_replicas_share_the_store_and_agents_fail_over() {
     wait_for(5, "entry written at B to reach the agent through A", || {
         jwt_svid(&sock, "one").ok()
     });
-    assert_eq!(python_fetch(&sock)["jwt_spiffe_id"], "spiffe://example.org/ha");
+    assert_eq!(
+        python_fetch(&sock)["jwt_spiffe_id"],
+        "spiffe://example.org/ha"
+    );
     // Both replicas see one store.
     let la = f.admin_cmd("replica-a", &["entry", "list", "--json"]);
     let lb = f.admin_cmd("replica-b", &["entry", "list", "--json"]);
