@@ -3,15 +3,19 @@
 //! A [`WorkloadAttestor`] turns a [`ProcessRef`] (what `SO_PEERCRED` said at accept)
 //! into [`Selector`]s. Plugins know nothing about gRPC, caches or entries; the agent
 //! runs them and decides. Attestors are blocking (they read `/proc`); the agent
-//! runs them on its blocking pool.
+//! runs them on its blocking pool. [`container`] and [`systemd`] read a process's
+//! cgroups through the [`cgroup`] parser.
 //!
 //! A [`node::NodeAttestor`] checks the evidence an agent presents to the issuer
 //! once per node (a join token, a pinned device key, a Kubernetes service-account
 //! token) and yields a [`node::AttestedNode`]. Node attestors are async: they may
 //! consult the issuer's store.
 
+pub mod cgroup;
+pub mod container;
 pub mod node;
 pub mod selector;
+pub mod systemd;
 pub mod unix;
 
 pub use selector::{Selector, SelectorError};
