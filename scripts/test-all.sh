@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every lanyard test on a fresh Debian machine with the Rust toolchain.
 # It installs whatever the tests need; later issues add components here
-# (dockerd, helm).
+# (helm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,14 @@ command -v openssl >/dev/null && command -v setpriv >/dev/null || {
 if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  }
+fi
+# docker.io (dockerd, containerd, runc) and a static busybox for the test image:
+# the container tests start their own daemons and import the image from a
+# local rootfs, since nothing can be pulled.
+if ! command -v dockerd >/dev/null || [ ! -x /bin/busybox ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io busybox-static >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io busybox-static >/dev/null
   }
 fi
 

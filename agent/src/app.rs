@@ -62,9 +62,27 @@ fn bind_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildErro
 
 /// The attestors `config` enables.
 pub fn default_attestors(config: &Config) -> Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> {
-    vec![Box::new(lanyard_plugins::unix::UnixAttestor::new(
-        config.unix_max_hash_bytes,
-    ))]
+    attestors(config.unix_max_hash_bytes, config.docker_socket.as_deref())
+}
+
+/// unix, container and systemd always; docker when an Engine API socket is given.
+pub fn attestors(
+    unix_max_hash_bytes: u64,
+    docker_socket: Option<&std::path::Path>,
+) -> Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> {
+    use lanyard_plugins::{container::ContainerAttestor, docker, systemd, unix};
+    let mut v: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> = vec![
+        Box::new(unix::UnixAttestor::new(unix_max_hash_bytes)),
+        Box::new(ContainerAttestor::new()),
+        Box::new(systemd::SystemdAttestor::new()),
+    ];
+    if let Some(sock) = docker_socket {
+        v.push(Box::new(docker::DockerAttestor::new(
+            ContainerAttestor::new(),
+            docker::DockerClient::new(sock),
+        )));
+    }
+    v
 }
 
 /// Binds everything for `config` and starts serving.

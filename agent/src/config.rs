@@ -212,6 +212,13 @@ struct RawEntry {
 #[serde(deny_unknown_fields)]
 struct RawPlugins {
     unix: Option<RawUnix>,
+    container: Option<RawContainer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainer {
+    docker_socket: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +276,9 @@ pub struct Config {
     pub entries: Vec<Entry>,
     /// Largest binary the unix attestor hashes.
     pub unix_max_hash_bytes: u64,
+    /// `[plugins.container] docker_socket`: a Docker-compatible Engine API
+    /// (dockerd, `podman system service`) for labels and images.
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// Default credential lifetime.
@@ -344,6 +354,12 @@ impl Config {
             drain_timeout,
             source,
             entries,
+            docker_socket: raw
+                .plugins
+                .container
+                .as_ref()
+                .and_then(|c| c.docker_socket.as_deref())
+                .map(|p| resolve_path(base, p)),
             unix_max_hash_bytes: raw
                 .plugins
                 .unix

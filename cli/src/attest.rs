@@ -38,8 +38,7 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
         }
         None => (
             Vec::new(),
-            vec![Box::new(lanyard_plugins::unix::UnixAttestor::default())
-                as Box<dyn lanyard_plugins::WorkloadAttestor>],
+            lanyard_agent::app::attestors(lanyard_plugins::unix::DEFAULT_MAX_HASH_BYTES, None),
         ),
     };
     let (uid, gid) = lanyard_agent::peer::effective_ids(a.pid)

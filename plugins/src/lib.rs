@@ -13,6 +13,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod docker;
 pub mod node;
 pub mod selector;
 pub mod systemd;

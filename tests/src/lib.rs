@@ -2,6 +2,7 @@
 //! chain issuer, and an agent process that can be killed and restarted.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::missing_panics_doc)]
 
+pub mod docker;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,321 @@
+//! Container attestation against real kernel cgroups and a real Docker daemon.
+//!
+//! - Real cgroups: for every layout the parser knows, the test creates cgroups
+//!   with those names in this machine's hierarchies (cgroup v2 and a v1
+//!   controller), moves a live process in, and asks `lanyard attest --pid`.
+//! - Real runtime: containerd + dockerd started by hand, an image imported from
+//!   a busybox rootfs, a labelled container with a kubelet-shaped cgroup parent;
+//!   a process inside it fetches its identity through the mounted agent socket.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use lanyard_tests::docker::{DockerDaemon, IMAGE};
+use lanyard_tests::{lanyard, Deployment};
+
+/// The cgroup hierarchies a process is placed in: v2, the `pids` v1 controller
+/// and systemd's named v1 hierarchy, where mounted (a systemd host keeps the
+/// last two in step with the unit tree).
+fn hierarchies() -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let mut out: Vec<(usize, PathBuf)> = Vec::new();
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (Some(ty), Some(opts)) = (f.get(2), f.get(3)) else {
+            continue;
+        };
+        let opts: Vec<&str> = opts.split(',').collect();
+        let kind = match *ty {
+            "cgroup2" => 0,
+            "cgroup" if opts.contains(&"pids") => 1,
+            "cgroup" if opts.contains(&"name=systemd") => 2,
+            _ => continue,
+        };
+        if !out.iter().any(|(k, _)| *k == kind) {
+            out.push((kind, PathBuf::from(f[1])));
+        }
+    }
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+/// A process moved into `rel` in every hierarchy; removed on drop.
+struct InCgroup {
+    child: Child,
+    dirs: Vec<PathBuf>,
+}
+
+impl InCgroup {
+    fn new(rel: &str) -> Option<Self> {
+        let child = Command::new("sleep").arg("60").spawn().unwrap();
+        // Built first, so that Drop reaps the child on every path below.
+        let mut me = Self {
+            child,
+            dirs: Vec::new(),
+        };
+        for root in hierarchies() {
+            let dir = root.join(rel.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).ok()?;
+            me.dirs.push(dir.clone());
+            std::fs::write(dir.join("cgroup.procs"), me.child.id().to_string()).ok()?;
+        }
+        Some(me)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for InCgroup {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for d in &self.dirs {
+            // Remove the leaf and its now-empty parents (never a hierarchy root).
+            let mut p = d.clone();
+            while std::fs::remove_dir(&p).is_ok() {
+                if !p.pop() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn attest(pid: u32, config: Option<&Path>) -> serde_json::Value {
+    let pid = pid.to_string();
+    let mut args = vec!["attest", "--pid", pid.as_str(), "--json"];
+    let cfg;
+    if let Some(c) = config {
+        cfg = c.display().to_string();
+        args.extend(["--config", cfg.as_str()]);
+    }
+    let out = lanyard(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn selectors(v: &serde_json::Value) -> Vec<String> {
+    v["selectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn id(n: u8) -> String {
+    format!("{:02x}", n).repeat(32)
+}
+
+#[test]
+fn every_cgroup_layout_on_real_hierarchies() {
+    if hierarchies().is_empty() || !nix_root() {
+        eprintln!("SKIP: needs root and a writable cgroup hierarchy");
+        return;
+    }
+    let uid = "6d6a7b2c-1e3f-4a5b-9c8d-0e1f2a3b4c5d";
+    let uid_ = uid.replace('-', "_");
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (
+            format!("lanyard-t.slice/system.slice/docker-{}.scope", id(1)),
+            vec![format!("container:id:{}", id(1)), "container:runtime:docker".into()],
+        ),
+        (
+            format!("lanyard-t.slice/docker/{}", id(2)),
+            vec![format!("container:id:{}", id(2)), "container:runtime:docker".into()],
+        ),
+        (
+            format!("lanyard-t.slice/kubepods/besteffort/pod{uid}/{}", id(3)),
+            vec![format!("container:id:{}", id(3)), format!("container:pod-uid:{uid}")],
+        ),
+        (
+            format!(
+                "lanyard-t.slice/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{}.scope",
+                id(4)
+            ),
+            vec![
+                format!("container:id:{}", id(4)),
+                format!("container:pod-uid:{uid}"),
+                "container:runtime:containerd".into(),
+            ],
+        ),
+        (
+            format!("lanyard-t.slice/kubepods.slice/kubepods-pod{uid_}.slice/crio-{}.scope", id(5)),
+            vec![
+                format!("container:id:{}", id(5)),
+                format!("container:pod-uid:{uid}"),
+                "container:runtime:cri-o".into(),
+            ],
+        ),
+        (
+            format!(
+                "lanyard-t.slice/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{}.scope/container",
+                id(6)
+            ),
+            vec![format!("container:id:{}", id(6)), "container:runtime:podman".into()],
+        ),
+        (
+            // kind: a node container holding a pod's container; the innermost wins.
+            format!("lanyard-t.slice/docker/{}/kubepods/besteffort/pod{uid}/{}", id(7), id(8)),
+            vec![format!("container:id:{}", id(8)), format!("container:pod-uid:{uid}")],
+        ),
+        (
+            "lanyard-t.slice/system.slice/lanyard-test.service".into(),
+            vec!["systemd:unit:lanyard-test.service".into()],
+        ),
+    ];
+    for (rel, want) in cases {
+        let Some(p) = InCgroup::new(&rel) else {
+            eprintln!("SKIP: cannot create or join cgroup {rel}");
+            return;
+        };
+        let got = selectors(&attest(p.pid(), None));
+        for w in &want {
+            assert!(got.contains(w), "{rel}: {w} missing from {got:?}");
+        }
+        assert_eq!(
+            got.iter()
+                .filter(|s| s.starts_with("container:id:"))
+                .count(),
+            usize::from(want.iter().any(|w| w.starts_with("container:id:"))),
+            "{rel}: {got:?}"
+        );
+        drop(p);
+    }
+    // A CRI-O conmon process is not the container.
+    let p = InCgroup::new(&format!(
+        "lanyard-t.slice/kubepods.slice/crio-conmon-{}.scope",
+        id(9)
+    ))
+    .unwrap();
+    let got = selectors(&attest(p.pid(), None));
+    assert!(
+        !got.iter().any(|s| s.starts_with("container:id:")),
+        "{got:?}"
+    );
+}
+
+fn nix_root() -> bool {
+    lanyard_tests::my_uid() == 0
+}
+
+#[test]
+fn docker_container_is_attested_and_served_through_the_mounted_socket() {
+    let d = match DockerDaemon::start() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("SKIP: this machine cannot run containers: {}", e.0);
+            return;
+        }
+    };
+    let entries = "[[entries]]\nsubject = \"spiffe://example.org/demo\"\nselectors = [\"docker:label:app:demo\"]\n";
+    let dep = Deployment::new("docker", entries);
+    let cfg = dep.dir.join("agent.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "[plugins.container]\ndocker_socket = \"{}\"\n",
+        d.socket().display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let _agent = dep.start();
+    let pod = "0e8d6c4b-2a19-4f7e-8d5c-3b1a09f8e7d6";
+    let parent = format!("/kubepods/besteffort/pod{pod}");
+
+    // A labelled container in a kubelet-shaped cgroup parent: attest reports
+    // the container id, the pod uid, the labels and the image.
+    let sleeper = d.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--label",
+        "app=demo",
+        "--label",
+        "tier=web",
+        "--cgroup-parent",
+        &parent,
+        IMAGE,
+        "/bin/sleep",
+        "300",
+    ]);
+    let pid = u32::try_from(d.pid(&sleeper)).unwrap();
+    let image_id = d.docker(&["inspect", "-f", "{{.Image}}", &sleeper]);
+    let report = attest(pid, Some(&cfg));
+    let got = selectors(&report);
+    for w in [
+        format!("container:id:{sleeper}"),
+        // No container:runtime: a kubelet-shaped cgroupfs path does not name
+        // the runtime, and the parser does not guess.
+        format!("container:pod-uid:{pod}"),
+        "docker:label:app:demo".into(),
+        "docker:label:tier:web".into(),
+        format!("docker:image_id:{image_id}"),
+        format!("docker:image:{IMAGE}"),
+    ] {
+        assert!(got.contains(&w), "{w} missing from {got:?}");
+    }
+
+    // A process inside a container gets the entry's identity through the
+    // mounted agent socket (the lanyard binary and the host's libraries are
+    // mounted read-only; the image is only busybox).
+    let bin = lanyard_tests::lanyard_bin();
+    let out = dep.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let sock_dir = dep.socket().parent().unwrap().to_path_buf();
+    let mounts = [
+        format!("{}:/lanyard:ro", bin.display()),
+        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro".into(),
+        "/lib64:/lib64:ro".into(),
+        format!("{}:/run/lanyard", sock_dir.display()),
+        format!("{}:/out", out.display()),
+    ];
+    let mut args = vec!["run", "--rm", "--network", "none", "--label", "app=demo"];
+    for m in &mounts {
+        args.extend(["-v", m.as_str()]);
+    }
+    args.extend([
+        IMAGE,
+        "/lanyard",
+        "fetch",
+        "--socket",
+        "/run/lanyard/agent.sock",
+        "--out-dir",
+        "/out",
+    ]);
+    d.docker(&args);
+    let jwt = std::fs::read_to_string(out.join("credential.jwt")).unwrap();
+    let claims: lanyard_token::Claims =
+        serde_json::from_slice(&lanyard_token::jws::parse(jwt.trim()).unwrap().payload).unwrap();
+    assert_eq!(claims.sub.as_deref(), Some("spiffe://example.org/demo"));
+
+    // The same binary in a container without the label gets nothing.
+    let mut args = vec!["run", "--rm", "--network", "none", "--label", "app=other"];
+    for m in &mounts {
+        args.extend(["-v", m.as_str()]);
+    }
+    args.extend([
+        IMAGE,
+        "/lanyard",
+        "fetch",
+        "--socket",
+        "/run/lanyard/agent.sock",
+        "--out-dir",
+        "/out/x",
+    ]);
+    let refused = Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "an unlabelled container got an identity"
+    );
+    d.docker(&["rm", "-f", &sleeper]);
+}
