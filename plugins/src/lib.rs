@@ -4,7 +4,8 @@
 //! into [`Selector`]s. Plugins know nothing about gRPC, caches or entries; the agent
 //! runs them and decides. Attestors are blocking (they read `/proc`); the agent
 //! runs them on its blocking pool. [`container`] and [`systemd`] read a process's
-//! cgroups through the [`cgroup`] parser.
+//! cgroups through the [`cgroup`] parser; [`docker`] and [`k8s`] add what the
+//! container runtime or the kubelet knows about the container found there.
 //!
 //! A [`node::NodeAttestor`] checks the evidence an agent presents to the issuer
 //! once per node (a join token, a pinned device key, a Kubernetes service-account
@@ -14,6 +15,9 @@
 pub mod cgroup;
 pub mod container;
 pub mod docker;
+pub mod k8s;
+#[cfg(feature = "testing")]
+pub mod k8s_testing;
 pub mod node;
 pub mod selector;
 pub mod systemd;
