@@ -32,6 +32,9 @@ pub enum BuildError {
     /// The authority's files are missing or invalid.
     #[error(transparent)]
     Authority(#[from] AuthorityError),
+    /// An attestor's configuration is invalid (a CA file, …).
+    #[error("{0}")]
+    Attestor(String),
     /// A socket, directory or address could not be bound.
     #[error("{what}: {source}")]
     Bind {
@@ -60,12 +63,31 @@ fn bind_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildErro
     move |source| BuildError::Bind { what, source }
 }
 
-/// The attestors `config` enables.
-pub fn default_attestors(config: &Config) -> Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> {
-    attestors(config.unix_max_hash_bytes, config.docker_socket.as_deref())
+/// The attestors `config` enables: unix, container and systemd always; docker
+/// with `[plugins.container] docker_socket`; k8s with `[plugins.k8s]`.
+pub fn default_attestors(
+    config: &Config,
+) -> Result<Vec<Box<dyn lanyard_plugins::WorkloadAttestor>>, BuildError> {
+    let mut v = attestors(config.unix_max_hash_bytes, config.docker_socket.as_deref());
+    if let Some(k) = &config.k8s {
+        let mut c = lanyard_plugins::k8s::K8sConfig::new(&k.token_file);
+        c.kubelet_host.clone_from(&k.kubelet_host);
+        c.kubelet_port = k.kubelet_port;
+        c.ca_file.clone_from(&k.ca_file);
+        c.insecure_skip_verify = k.insecure_skip_verify;
+        c.node_name.clone_from(&k.node_name);
+        c.pod_wait = k.pod_wait;
+        let a = lanyard_plugins::k8s::K8sAttestor::new(
+            c,
+            lanyard_plugins::container::ContainerAttestor::new(),
+        )
+        .map_err(|e| BuildError::Attestor(format!("k8s: {e}")))?;
+        v.push(Box::new(a));
+    }
+    Ok(v)
 }
 
-/// unix, container and systemd always; docker when an Engine API socket is given.
+/// unix, container and systemd; docker when an Engine API socket is given.
 pub fn attestors(
     unix_max_hash_bytes: u64,
     docker_socket: Option<&std::path::Path>,
@@ -87,7 +109,7 @@ pub fn attestors(
 
 /// Binds everything for `config` and starts serving.
 pub async fn build(config: Config) -> Result<Bound, BuildError> {
-    let attestors = default_attestors(&config);
+    let attestors = default_attestors(&config)?;
     build_with(config, attestors).await
 }
 

@@ -98,7 +98,7 @@ impl Pipeline {
                     .iter()
                     .all(|s| selectors.binary_search(s).is_ok())
             })
-            .cloned()
+            .filter_map(|e| render(e, &selectors))
             .collect();
         Ok(AttestedWorkload { selectors, entries })
     }
@@ -131,6 +131,20 @@ impl Pipeline {
         }
         (res, start.elapsed().as_secs_f64())
     }
+}
+
+/// The entry as it applies to this caller: a template's subject filled from the
+/// caller's selectors, or `None` if it cannot be (the entry then does not apply).
+fn render(e: &Entry, selectors: &[Selector]) -> Option<Entry> {
+    if !lanyard_plugins::template::is_template(&e.subject) {
+        return Some(e.clone());
+    }
+    // `{trust_domain}` was filled when the entry was loaded.
+    let subject = lanyard_plugins::template::render(&e.subject, "", selectors).ok()??;
+    Some(Entry {
+        subject,
+        ..e.clone()
+    })
 }
 
 /// How long a connection may reuse its attestation while nothing changed.

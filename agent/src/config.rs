@@ -213,6 +213,39 @@ struct RawEntry {
 struct RawPlugins {
     unix: Option<RawUnix>,
     container: Option<RawContainer>,
+    k8s: Option<RawK8s>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawK8s {
+    kubelet_host: Option<String>,
+    kubelet_port: Option<u16>,
+    token_file: Option<String>,
+    ca_file: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+    node_name: Option<String>,
+    pod_wait: Option<String>,
+}
+
+/// `[plugins.k8s]`: the kubelet the `k8s` attestor asks about pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K8sSettings {
+    /// Kubelet host (default 127.0.0.1: the agent runs with hostNetwork).
+    pub kubelet_host: String,
+    /// Kubelet port (default 10250).
+    pub kubelet_port: u16,
+    /// The service-account token sent as bearer (re-read at each fetch).
+    pub token_file: PathBuf,
+    /// The CA that signed the kubelet's serving certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Skip verification of the kubelet's certificate (off; logged loudly).
+    pub insecure_skip_verify: bool,
+    /// Refuse pods of any other node.
+    pub node_name: Option<String>,
+    /// How long a container not yet in the pod status is waited for.
+    pub pod_wait: std::time::Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +312,8 @@ pub struct Config {
     /// `[plugins.container] docker_socket`: a Docker-compatible Engine API
     /// (dockerd, `podman system service`) for labels and images.
     pub docker_socket: Option<PathBuf>,
+    /// `[plugins.k8s]`, if the k8s attestor is enabled.
+    pub k8s: Option<K8sSettings>,
 }
 
 /// Default credential lifetime.
@@ -354,6 +389,7 @@ impl Config {
             drain_timeout,
             source,
             entries,
+            k8s: raw.plugins.k8s.map(|k| k8s(k, base)).transpose()?,
             docker_socket: raw
                 .plugins
                 .container
@@ -367,6 +403,33 @@ impl Config {
                 .unwrap_or(lanyard_plugins::unix::DEFAULT_MAX_HASH_BYTES),
         })
     }
+}
+
+fn k8s(k: RawK8s, base: &Path) -> Result<K8sSettings, ConfigError> {
+    let wait = k.pod_wait.unwrap_or_else(|| "30s".into());
+    let pod_wait =
+        duration::parse_secs(&wait).map_err(|e| err("plugins.k8s.pod_wait", &wait, e))?;
+    if k.ca_file.is_none() && !k.insecure_skip_verify {
+        return Err(err(
+            "plugins.k8s.ca_file",
+            "",
+            "is required (the kubelet's serving CA); insecure_skip_verify = true turns verification off",
+        ));
+    }
+    Ok(K8sSettings {
+        kubelet_host: k.kubelet_host.unwrap_or_else(|| "127.0.0.1".into()),
+        kubelet_port: k.kubelet_port.unwrap_or(10250),
+        token_file: resolve_path(
+            base,
+            k.token_file
+                .as_deref()
+                .unwrap_or("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        ),
+        ca_file: k.ca_file.as_deref().map(|p| resolve_path(base, p)),
+        insecure_skip_verify: k.insecure_skip_verify,
+        node_name: k.node_name,
+        pod_wait: std::time::Duration::from_secs(pod_wait),
+    })
 }
 
 fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> {
@@ -411,8 +474,15 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
 
 fn entry(i: usize, e: RawEntry, trust_domain: &str) -> Result<Entry, ConfigError> {
     let key = |k: &str| format!("entries[{i}].{k}");
-    subject::validate(&e.subject).map_err(|x| err(key("subject"), &e.subject, x))?;
-    if let Some(rest) = e.subject.strip_prefix("spiffe://") {
+    // `{trust_domain}` is known now; `{type:key}` placeholders are filled per caller.
+    let subject = e.subject.replace("{trust_domain}", trust_domain);
+    if lanyard_plugins::template::is_template(&subject) {
+        lanyard_plugins::template::validate(&subject, trust_domain)
+            .map_err(|x| err(key("subject"), &e.subject, x))?;
+    } else {
+        subject::validate(&subject).map_err(|x| err(key("subject"), &e.subject, x))?;
+    }
+    if let Some(rest) = subject.strip_prefix("spiffe://") {
         let td = rest.split('/').next().unwrap_or_default();
         if td != trust_domain {
             return Err(err(
@@ -440,7 +510,7 @@ fn entry(i: usize, e: RawEntry, trust_domain: &str) -> Result<Entry, ConfigError
         },
     };
     Ok(Entry {
-        subject: e.subject,
+        subject,
         selectors,
         ttl_secs,
         audiences: e.audiences,
@@ -508,6 +578,26 @@ audiences = []
             "join_token = \"t\"\npsat_token_file = \"p\"",
         );
         assert_eq!(parse(&two).unwrap_err().key, "upstream.join_token");
+    }
+
+    #[test]
+    fn template_subjects() {
+        let t = GOOD.replace(
+            "spiffe://example.org/web",
+            "spiffe://{trust_domain}/ns/{k8s:ns}/sa/{k8s:sa}",
+        );
+        assert_eq!(
+            parse(&t).unwrap().entries[0].subject,
+            "spiffe://example.org/ns/{k8s:ns}/sa/{k8s:sa}"
+        );
+        for bad in [
+            "spiffe://{k8s:ns}/x",
+            "spiffe://example.org/{ns}",
+            "spiffe://example.org/{k8s:ns",
+        ] {
+            let e = parse(&GOOD.replace("spiffe://example.org/web", bad)).unwrap_err();
+            assert_eq!(e.key, "entries[0].subject", "{bad}: {e}");
+        }
     }
 
     #[test]

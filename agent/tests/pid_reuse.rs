@@ -113,7 +113,7 @@ async fn reused_pid_gets_no_identity() {
     let socket = config.socket_path.clone();
     let marker = dir.join("attesting");
     let attestors = vec![
-        app::default_attestors(&config).remove(0),
+        app::default_attestors(&config).unwrap().remove(0),
         Box::new(Slow {
             delay: Duration::from_millis(1500),
             marker: marker.clone(),

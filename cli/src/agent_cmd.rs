@@ -49,6 +49,10 @@ fn run(config: Config, on_ready: impl FnOnce(&app::Bound)) -> Result<ExitCode> {
                 eprintln!("lanyard: config key `authority`: {e}");
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
+            Err(app::BuildError::Attestor(e)) => {
+                eprintln!("lanyard: config key `plugins`: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
             Err(e) => return Err(anyhow::Error::new(e)),
         };
         on_ready(&bound);

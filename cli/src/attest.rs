@@ -34,7 +34,13 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
                     return Ok(ExitCode::from(64));
                 }
             };
-            (c.entries.clone(), lanyard_agent::app::default_attestors(&c))
+            match lanyard_agent::app::default_attestors(&c) {
+                Ok(a) => (c.entries.clone(), a),
+                Err(e) => {
+                    eprintln!("lanyard: config key `plugins`: {e}");
+                    return Ok(ExitCode::from(64));
+                }
+            }
         }
         None => (
             Vec::new(),

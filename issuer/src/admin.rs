@@ -84,9 +84,17 @@ impl AdminService {
     }
 
     fn validate_entry(&self, e: &pb::Entry) -> Result<NewEntry, Status> {
-        subject::validate(&e.subject)
-            .map_err(|x| Status::invalid_argument(format!("subject {:?}: {x}", e.subject)))?;
-        if let Some(rest) = e.subject.strip_prefix("spiffe://") {
+        let td = &self.issuer.trust_domain;
+        // `{trust_domain}` is filled now; `{type:key}` per caller, by the agent.
+        let subject = e.subject.replace("{trust_domain}", td);
+        if lanyard_plugins::template::is_template(&subject) {
+            lanyard_plugins::template::validate(&subject, td)
+                .map_err(|x| Status::invalid_argument(format!("subject {:?}: {x}", e.subject)))?;
+        } else {
+            subject::validate(&subject)
+                .map_err(|x| Status::invalid_argument(format!("subject {:?}: {x}", e.subject)))?;
+        }
+        if let Some(rest) = subject.strip_prefix("spiffe://") {
             if rest.split('/').next() != Some(self.issuer.trust_domain.as_str()) {
                 return Err(Status::invalid_argument(format!(
                     "subject {} is outside trust domain {}",
@@ -112,7 +120,7 @@ impl AdminService {
             Err(_) => return Err(Status::invalid_argument("ttl must be positive")),
         };
         Ok(NewEntry {
-            subject: e.subject.clone(),
+            subject,
             selectors: sel,
             node_selectors: node,
             ttl_secs,

@@ -655,7 +655,21 @@ mod tests {
 
     #[test]
     fn signing_scope_follows_node_selectors_not_what_the_agent_asks() {
-        let v = view();
+        let mut v = view();
+        let mut t = entry("t", "join:name:n1", 9);
+        t.subject = "spiffe://example.org/ns/{k8s:ns}".into();
+        v.templates.push(t.id.clone());
+        v.entries.insert(t.id.clone(), t);
+        let n1 = ["join:name:n1".to_owned()];
+        assert!(v
+            .scoped_entry("spiffe://example.org/ns/shop", &n1)
+            .is_some());
+        assert!(v
+            .scoped_entry("spiffe://example.org/ns/shop/x", &n1)
+            .is_none());
+        assert!(v
+            .scoped_entry("spiffe://example.org/ns/shop", &["join:name:n2".to_owned()])
+            .is_none());
         let n1 = ["join:name:n1".to_owned()];
         assert!(v.scoped_entry("spiffe://example.org/a", &n1).is_some());
         assert!(v.scoped_entry("spiffe://example.org/b", &n1).is_none());

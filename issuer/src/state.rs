@@ -35,6 +35,8 @@ pub struct View {
     pub tombstones: BTreeMap<String, i64>,
     /// Live entry ids by subject.
     pub by_subject: HashMap<String, Vec<String>>,
+    /// Live template entries (subjects with placeholders), by id.
+    pub templates: Vec<String>,
     /// Agents by id.
     pub agents: HashMap<String, AgentRecord>,
     /// What is revoked.
@@ -51,13 +53,25 @@ impl View {
         e.node_selectors.iter().all(|s| node_selectors.contains(s))
     }
 
-    /// A live entry for `subject` within the node scope, if any.
+    /// A live entry for `subject` within the node scope, if any: one with that
+    /// subject, or a template that renders to it.
     pub fn scoped_entry(&self, subject: &str, node_selectors: &[String]) -> Option<&EntryRecord> {
-        self.by_subject
-            .get(subject)?
-            .iter()
+        let exact = self
+            .by_subject
+            .get(subject)
+            .into_iter()
+            .flatten()
             .filter_map(|id| self.entries.get(id))
-            .find(|e| Self::in_scope(e, node_selectors))
+            .find(|e| Self::in_scope(e, node_selectors));
+        exact.or_else(|| {
+            self.templates
+                .iter()
+                .filter_map(|id| self.entries.get(id))
+                .find(|e| {
+                    Self::in_scope(e, node_selectors)
+                        && lanyard_plugins::template::matches(&e.subject, "", subject)
+                })
+        })
     }
 }
 
@@ -221,11 +235,17 @@ impl Issuer {
         let jwks =
             serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
                 .unwrap_or_default();
+        let templates = entries
+            .values()
+            .filter(|e| lanyard_plugins::template::is_template(&e.subject))
+            .map(|e| e.id.clone())
+            .collect();
         let view = View {
             revision,
             entries,
             tombstones,
             by_subject,
+            templates,
             agents: agents.into_iter().map(|a| (a.id.clone(), a)).collect(),
             denied,
             deny_list,

@@ -21,6 +21,7 @@ pub mod k8s_testing;
 pub mod node;
 pub mod selector;
 pub mod systemd;
+pub mod template;
 pub mod unix;
 
 pub use selector::{Selector, SelectorError};

@@ -756,6 +756,34 @@ fn device_key_node_renews_its_credential_and_reattests_after_a_lapse() {
     );
     assert!(jwt_svid(&sock, "c").is_ok(), "signing after re-attestation");
 
+    // A template entry: one entry, the subject filled from each caller's selectors
+    // by the agent, and recognised (within the node's scope) by the issuer.
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://{trust_domain}/gw/{unix:user}",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+            "--node-selector",
+            "device:name:gw7",
+        ],
+    );
+    let user = if uid == 0 {
+        "root".to_owned()
+    } else {
+        format!("{uid}")
+    };
+    let want = format!("spiffe://example.org/gw/{user}");
+    wait_for(5, "the templated identity", || {
+        credentials(&sock)
+            .iter()
+            .any(|c| c.subject == want)
+            .then_some(())
+    });
+
     // Suspension is refused at once and reversible.
     let id = "spiffe://example.org/lanyard/agent/device/gw7";
     f.admin_cmd("issuer1", &["agent", "suspend", id]);
