@@ -61,6 +61,12 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
         .iter()
         .map(ToString::to_string)
         .collect();
+    // What the process would get: templates filled from its selectors.
+    let identities: Vec<&str> = attested
+        .entries()
+        .iter()
+        .map(|e| e.subject.as_str())
+        .collect();
     // For each entry: which of its selectors the process lacks.
     let report: Vec<serde_json::Value> = entries
         .iter()
@@ -73,7 +79,7 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"pid": a.pid, "selectors": selectors, "entries": report})
+                &serde_json::json!({"pid": a.pid, "selectors": selectors, "entries": report, "identities": identities})
             )?
         );
     } else {
@@ -93,7 +99,14 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
                             .join(", ")
                     })
                     .unwrap_or_default();
-                if r["matches"] == true {
+                if r["matches"] == true
+                    && !identities.contains(&r["subject"].as_str().unwrap_or_default())
+                {
+                    println!(
+                        "  MATCH    {} (a template; no identity unless its placeholders fill)",
+                        r["subject"].as_str().unwrap_or_default()
+                    );
+                } else if r["matches"] == true {
                     println!("  MATCH    {}", r["subject"].as_str().unwrap_or_default());
                 } else {
                     println!(
@@ -102,6 +115,12 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+    }
+    if !a.json && a.config.is_some() {
+        println!("identities:");
+        for i in &identities {
+            println!("  {i}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 
+use lanyard_plugins::k8s_testing::{pod_list_json, FakeContainer, FakeKubelet, FakePod};
 use lanyard_tests::docker::{DockerDaemon, IMAGE};
 use lanyard_tests::{lanyard, Deployment};
 
@@ -201,6 +203,32 @@ fn every_cgroup_layout_on_real_hierarchies() {
     );
 }
 
+/// The kubelet's view: one pod (the real container's pod uid) with one
+/// container `app` (the real container's id, once it exists).
+fn pods(
+    pod: &str,
+    container: Arc<Mutex<String>>,
+) -> impl Fn(u64) -> String + Send + Sync + 'static {
+    let pod = pod.to_owned();
+    move |_| {
+        let id = container.lock().unwrap().clone();
+        pod_list_json(&[FakePod {
+            namespace: "shop".into(),
+            name: "cart-7d4b9c-x2k8p".into(),
+            uid: pod.clone(),
+            node_name: "node-1".into(),
+            service_account: "cart".into(),
+            labels: vec![("app".into(), "cart".into())],
+            replica_set: Some("cart-7d4b9c".into()),
+            containers: vec![FakeContainer {
+                name: "app".into(),
+                image: IMAGE.into(),
+                container_id: (!id.is_empty()).then(|| format!("docker://{id}")),
+            }],
+        }])
+    }
+}
+
 fn nix_root() -> bool {
     lanyard_tests::my_uid() == 0
 }
@@ -214,22 +242,54 @@ fn docker_container_is_attested_and_served_through_the_mounted_socket() {
             return;
         }
     };
-    let entries = "[[entries]]\nsubject = \"spiffe://example.org/demo\"\nselectors = [\"docker:label:app:demo\"]\n";
+    let entries = "[[entries]]\nsubject = \"spiffe://example.org/demo\"\nselectors = [\"docker:label:app:demo\"]\n\
+                   [[entries]]\nsubject = \"spiffe://{trust_domain}/ns/{k8s:ns}/sa/{k8s:sa}\"\nselectors = [\"k8s:container-name:app\"]\n";
     let dep = Deployment::new("docker", entries);
+    let pod = "0e8d6c4b-2a19-4f7e-8d5c-3b1a09f8e7d6";
+
+    // No kubelet can run here: a stand-in (HTTPS, bearer token, real-shaped
+    // `/pods`) lists the pod whose uid and container id are the real container's.
+    let container_id = Arc::new(Mutex::new(String::new()));
+    let kubelet = FakeKubelet::start(
+        "sa-token",
+        pods(pod, container_id.clone()),
+        std::time::Duration::ZERO,
+    );
+    std::fs::write(dep.dir.join("kubelet-ca.pem"), kubelet.ca_pem()).unwrap();
+    std::fs::write(dep.dir.join("sa-token"), "sa-token").unwrap();
     let cfg = dep.dir.join("agent.toml");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
-        "[plugins.container]\ndocker_socket = \"{}\"\n",
-        d.socket().display()
+        "[plugins.container]\ndocker_socket = \"{}\"\n[plugins.k8s]\nkubelet_port = {}\nca_file = \"kubelet-ca.pem\"\ntoken_file = \"sa-token\"\npod_wait = \"3s\"\n",
+        d.socket().display(),
+        kubelet.port()
     ));
     std::fs::write(&cfg, text).unwrap();
-    let _agent = dep.start();
-    let pod = "0e8d6c4b-2a19-4f7e-8d5c-3b1a09f8e7d6";
-    let parent = format!("/kubepods/besteffort/pod{pod}");
 
-    // A labelled container in a kubelet-shaped cgroup parent: attest reports
-    // the container id, the pod uid, the labels and the image.
-    let sleeper = d.docker(&[
+    // The lanyard binary and the host's libraries are mounted read-only (the
+    // image is only busybox), and the agent socket's folder, as a DaemonSet does.
+    let bin = lanyard_tests::lanyard_bin();
+    let out = dep.dir.join("out");
+    let sock_dir = dep.socket().parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let mounts = [
+        format!("{}:/lanyard:ro", bin.display()),
+        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro".into(),
+        "/lib64:/lib64:ro".into(),
+        format!("{}:/run/lanyard", sock_dir.display()),
+        format!("{}:/out", out.display()),
+    ];
+    let with_mounts = |mut args: Vec<String>| {
+        for m in &mounts {
+            args.extend(["-v".to_owned(), m.clone()]);
+        }
+        args
+    };
+
+    // A labelled container in a kubelet-shaped cgroup parent.
+    let parent = format!("/kubepods/besteffort/pod{pod}");
+    let mut run: Vec<String> = [
         "run",
         "-d",
         "--network",
@@ -240,14 +300,21 @@ fn docker_container_is_attested_and_served_through_the_mounted_socket() {
         "tier=web",
         "--cgroup-parent",
         &parent,
-        IMAGE,
-        "/bin/sleep",
-        "300",
-    ]);
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    run = with_mounts(run);
+    run.extend([IMAGE, "/bin/sleep", "300"].map(String::from));
+    let sleeper = d.docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    *container_id.lock().unwrap() = sleeper.clone();
+    let _agent = dep.start();
+
+    // attest reports the container id, the pod uid, the labels, the image, and
+    // the pod's metadata from the (stand-in) kubelet.
     let pid = u32::try_from(d.pid(&sleeper)).unwrap();
     let image_id = d.docker(&["inspect", "-f", "{{.Image}}", &sleeper]);
-    let report = attest(pid, Some(&cfg));
-    let got = selectors(&report);
+    let got = selectors(&attest(pid, Some(&cfg)));
     for w in [
         format!("container:id:{sleeper}"),
         // No container:runtime: a kubelet-shaped cgroupfs path does not name
@@ -257,30 +324,33 @@ fn docker_container_is_attested_and_served_through_the_mounted_socket() {
         "docker:label:tier:web".into(),
         format!("docker:image_id:{image_id}"),
         format!("docker:image:{IMAGE}"),
+        "k8s:ns:shop".into(),
+        "k8s:sa:cart".into(),
+        "k8s:pod-name:cart-7d4b9c-x2k8p".into(),
+        format!("k8s:pod-uid:{pod}"),
+        "k8s:container-name:app".into(),
+        "k8s:node-name:node-1".into(),
     ] {
         assert!(got.contains(&w), "{w} missing from {got:?}");
     }
 
-    // A process inside a container gets the entry's identity through the
-    // mounted agent socket (the lanyard binary and the host's libraries are
-    // mounted read-only; the image is only busybox).
-    let bin = lanyard_tests::lanyard_bin();
-    let out = dep.dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let sock_dir = dep.socket().parent().unwrap().to_path_buf();
-    let mounts = [
-        format!("{}:/lanyard:ro", bin.display()),
-        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro".into(),
-        "/lib64:/lib64:ro".into(),
-        format!("{}:/run/lanyard", sock_dir.display()),
-        format!("{}:/out", out.display()),
-    ];
-    let mut args = vec!["run", "--rm", "--network", "none", "--label", "app=demo"];
-    for m in &mounts {
-        args.extend(["-v", m.as_str()]);
-    }
-    args.extend([
-        IMAGE,
+    // Its identities: the label entry's, and the template's filled from the
+    // pod's namespace and service account.
+    let report = attest(pid, Some(&cfg));
+    assert_eq!(
+        report["identities"],
+        serde_json::json!([
+            "spiffe://example.org/demo",
+            "spiffe://example.org/ns/shop/sa/cart"
+        ]),
+        "{report}"
+    );
+
+    // A process inside the container gets them through the mounted socket
+    // (`lanyard fetch` writes the first, as SPIFFE's default SVID).
+    d.docker(&[
+        "exec",
+        &sleeper,
         "/lanyard",
         "fetch",
         "--socket",
@@ -288,29 +358,34 @@ fn docker_container_is_attested_and_served_through_the_mounted_socket() {
         "--out-dir",
         "/out",
     ]);
-    d.docker(&args);
     let jwt = std::fs::read_to_string(out.join("credential.jwt")).unwrap();
     let claims: lanyard_token::Claims =
         serde_json::from_slice(&lanyard_token::jws::parse(jwt.trim()).unwrap().payload).unwrap();
     assert_eq!(claims.sub.as_deref(), Some("spiffe://example.org/demo"));
+    let x509 = std::fs::read_to_string(out.join("svid.pem")).unwrap();
+    assert!(x509.contains("BEGIN CERTIFICATE"));
 
-    // The same binary in a container without the label gets nothing.
-    let mut args = vec!["run", "--rm", "--network", "none", "--label", "app=other"];
-    for m in &mounts {
-        args.extend(["-v", m.as_str()]);
-    }
-    args.extend([
-        IMAGE,
-        "/lanyard",
-        "fetch",
-        "--socket",
-        "/run/lanyard/agent.sock",
-        "--out-dir",
-        "/out/x",
-    ]);
+    // The same binary in a container without the label, outside the pod: nothing.
+    let mut other: Vec<String> = ["run", "--rm", "--network", "none", "--label", "app=other"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    other = with_mounts(other);
+    other.extend(
+        [
+            IMAGE,
+            "/lanyard",
+            "fetch",
+            "--socket",
+            "/run/lanyard/agent.sock",
+            "--out-dir",
+            "/out/x",
+        ]
+        .map(String::from),
+    );
     let refused = Command::new("docker")
         .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
-        .args(&args)
+        .args(&other)
         .output()
         .unwrap();
     assert!(
