@@ -69,16 +69,9 @@ pub fn default_attestors(
     config: &Config,
 ) -> Result<Vec<Box<dyn lanyard_plugins::WorkloadAttestor>>, BuildError> {
     let mut v = attestors(config.unix_max_hash_bytes, config.docker_socket.as_deref());
-    if let Some(k) = &config.k8s {
-        let mut c = lanyard_plugins::k8s::K8sConfig::new(&k.token_file);
-        c.kubelet_host.clone_from(&k.kubelet_host);
-        c.kubelet_port = k.kubelet_port;
-        c.ca_file.clone_from(&k.ca_file);
-        c.insecure_skip_verify = k.insecure_skip_verify;
-        c.node_name.clone_from(&k.node_name);
-        c.pod_wait = k.pod_wait;
+    if let Some(c) = &config.k8s {
         let a = lanyard_plugins::k8s::K8sAttestor::new(
-            c,
+            c.clone(),
             lanyard_plugins::container::ContainerAttestor::new(),
         )
         .map_err(|e| BuildError::Attestor(format!("k8s: {e}")))?;

@@ -229,25 +229,6 @@ struct RawK8s {
     pod_wait: Option<String>,
 }
 
-/// `[plugins.k8s]`: the kubelet the `k8s` attestor asks about pods.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct K8sSettings {
-    /// Kubelet host (default 127.0.0.1: the agent runs with hostNetwork).
-    pub kubelet_host: String,
-    /// Kubelet port (default 10250).
-    pub kubelet_port: u16,
-    /// The service-account token sent as bearer (re-read at each fetch).
-    pub token_file: PathBuf,
-    /// The CA that signed the kubelet's serving certificate.
-    pub ca_file: Option<PathBuf>,
-    /// Skip verification of the kubelet's certificate (off; logged loudly).
-    pub insecure_skip_verify: bool,
-    /// Refuse pods of any other node.
-    pub node_name: Option<String>,
-    /// How long a container not yet in the pod status is waited for.
-    pub pod_wait: std::time::Duration,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawContainer {
@@ -313,7 +294,7 @@ pub struct Config {
     /// (dockerd, `podman system service`) for labels and images.
     pub docker_socket: Option<PathBuf>,
     /// `[plugins.k8s]`, if the k8s attestor is enabled.
-    pub k8s: Option<K8sSettings>,
+    pub k8s: Option<lanyard_plugins::k8s::K8sConfig>,
 }
 
 /// Default credential lifetime.
@@ -405,7 +386,7 @@ impl Config {
     }
 }
 
-fn k8s(k: RawK8s, base: &Path) -> Result<K8sSettings, ConfigError> {
+fn k8s(k: RawK8s, base: &Path) -> Result<lanyard_plugins::k8s::K8sConfig, ConfigError> {
     let wait = k.pod_wait.unwrap_or_else(|| "30s".into());
     let pod_wait =
         duration::parse_secs(&wait).map_err(|e| err("plugins.k8s.pod_wait", &wait, e))?;
@@ -416,20 +397,23 @@ fn k8s(k: RawK8s, base: &Path) -> Result<K8sSettings, ConfigError> {
             "is required (the kubelet's serving CA); insecure_skip_verify = true turns verification off",
         ));
     }
-    Ok(K8sSettings {
-        kubelet_host: k.kubelet_host.unwrap_or_else(|| "127.0.0.1".into()),
-        kubelet_port: k.kubelet_port.unwrap_or(10250),
-        token_file: resolve_path(
-            base,
-            k.token_file
-                .as_deref()
-                .unwrap_or("/var/run/secrets/kubernetes.io/serviceaccount/token"),
-        ),
-        ca_file: k.ca_file.as_deref().map(|p| resolve_path(base, p)),
-        insecure_skip_verify: k.insecure_skip_verify,
-        node_name: k.node_name,
-        pod_wait: std::time::Duration::from_secs(pod_wait),
-    })
+    let mut c = lanyard_plugins::k8s::K8sConfig::new(resolve_path(
+        base,
+        k.token_file
+            .as_deref()
+            .unwrap_or("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+    ));
+    if let Some(h) = k.kubelet_host {
+        c.kubelet_host = h;
+    }
+    if let Some(p) = k.kubelet_port {
+        c.kubelet_port = p;
+    }
+    c.ca_file = k.ca_file.as_deref().map(|p| resolve_path(base, p));
+    c.insecure_skip_verify = k.insecure_skip_verify;
+    c.node_name = k.node_name;
+    c.pod_wait = std::time::Duration::from_secs(pod_wait);
+    Ok(c)
 }
 
 fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> {
@@ -578,6 +562,32 @@ audiences = []
             "join_token = \"t\"\npsat_token_file = \"p\"",
         );
         assert_eq!(parse(&two).unwrap_err().key, "upstream.join_token");
+    }
+
+    #[test]
+    fn plugins_container_and_k8s() {
+        let with = |extra: &str| parse(&format!("{GOOD}{extra}"));
+        let c = with("[plugins.container]\ndocker_socket = \"/var/run/docker.sock\"\n[plugins.k8s]\nca_file = \"ca.pem\"\npod_wait = \"5s\"\n").unwrap();
+        assert_eq!(
+            c.docker_socket.as_deref(),
+            Some(Path::new("/var/run/docker.sock"))
+        );
+        let k = c.k8s.unwrap();
+        assert_eq!(k.ca_file.as_deref(), Some(Path::new("/etc/lanyard/ca.pem")));
+        assert_eq!(k.pod_wait, std::time::Duration::from_secs(5));
+        assert_eq!(k.kubelet_port, 10250);
+        // Verification is on unless turned off by name.
+        assert_eq!(
+            with("[plugins.k8s]\n").unwrap_err().key,
+            "plugins.k8s.ca_file"
+        );
+        assert!(with("[plugins.k8s]\ninsecure_skip_verify = true\n").is_ok());
+        assert_eq!(
+            with("[plugins.k8s]\nca_file = \"x\"\npod_wait = \"soon\"\n")
+                .unwrap_err()
+                .key,
+            "plugins.k8s.pod_wait"
+        );
     }
 
     #[test]
