@@ -370,7 +370,7 @@ impl Config {
             drain_timeout,
             source,
             entries,
-            k8s: raw.plugins.k8s.map(|k| k8s(k, base)).transpose()?,
+            k8s: raw.plugins.k8s.map(|k| k8s(k, base, &env)).transpose()?,
             docker_socket: raw
                 .plugins
                 .container
@@ -386,7 +386,14 @@ impl Config {
     }
 }
 
-fn k8s(k: RawK8s, base: &Path) -> Result<lanyard_plugins::k8s::K8sConfig, ConfigError> {
+/// `[plugins.k8s]`. In a DaemonSet the kubelet's address and the node's name
+/// are only known per pod, so `LANYARD_K8S_KUBELET_HOST` and
+/// `LANYARD_K8S_NODE_NAME` (from the downward API) override those two keys.
+fn k8s(
+    k: RawK8s,
+    base: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<lanyard_plugins::k8s::K8sConfig, ConfigError> {
     let wait = k.pod_wait.unwrap_or_else(|| "30s".into());
     let pod_wait =
         duration::parse_secs(&wait).map_err(|e| err("plugins.k8s.pod_wait", &wait, e))?;
@@ -403,7 +410,7 @@ fn k8s(k: RawK8s, base: &Path) -> Result<lanyard_plugins::k8s::K8sConfig, Config
             .as_deref()
             .unwrap_or("/var/run/secrets/kubernetes.io/serviceaccount/token"),
     ));
-    if let Some(h) = k.kubelet_host {
+    if let Some(h) = env("LANYARD_K8S_KUBELET_HOST").or(k.kubelet_host) {
         c.kubelet_host = h;
     }
     if let Some(p) = k.kubelet_port {
@@ -411,7 +418,7 @@ fn k8s(k: RawK8s, base: &Path) -> Result<lanyard_plugins::k8s::K8sConfig, Config
     }
     c.ca_file = k.ca_file.as_deref().map(|p| resolve_path(base, p));
     c.insecure_skip_verify = k.insecure_skip_verify;
-    c.node_name = k.node_name;
+    c.node_name = env("LANYARD_K8S_NODE_NAME").or(k.node_name);
     c.pod_wait = std::time::Duration::from_secs(pod_wait);
     Ok(c)
 }
@@ -562,6 +569,21 @@ audiences = []
             "join_token = \"t\"\npsat_token_file = \"p\"",
         );
         assert_eq!(parse(&two).unwrap_err().key, "upstream.join_token");
+    }
+
+    #[test]
+    fn k8s_host_and_node_come_from_the_downward_api() {
+        let text = format!("{GOOD}[plugins.k8s]\nca_file = \"ca.pem\"\n");
+        let k = Config::parse(&text, Path::new("/"), |v| match v {
+            "LANYARD_K8S_KUBELET_HOST" => Some("10.0.0.7".into()),
+            "LANYARD_K8S_NODE_NAME" => Some("node-7".into()),
+            _ => None,
+        })
+        .unwrap()
+        .k8s
+        .unwrap();
+        assert_eq!(k.kubelet_host, "10.0.0.7");
+        assert_eq!(k.node_name.as_deref(), Some("node-7"));
     }
 
     #[test]
