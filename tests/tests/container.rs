@@ -168,6 +168,15 @@ fn every_cgroup_layout_on_real_hierarchies() {
             vec![format!("container:id:{}", id(8)), format!("container:pod-uid:{uid}")],
         ),
         (
+            // containerd outside Kubernetes: /<namespace>/<id>.
+            format!("lanyard-t.slice/default/{}", id(10)),
+            vec![format!("container:id:{}", id(10)), "container:runtime:containerd".into()],
+        ),
+        (
+            format!("lanyard-t.slice/machine.slice/libpod-{}.scope", id(11)),
+            vec![format!("container:id:{}", id(11)), "container:runtime:podman".into()],
+        ),
+        (
             "lanyard-t.slice/system.slice/lanyard-test.service".into(),
             vec!["systemd:unit:lanyard-test.service".into()],
         ),
@@ -190,6 +199,42 @@ fn every_cgroup_layout_on_real_hierarchies() {
         );
         drop(p);
     }
+    // Namespace-relative paths: an agent in its own cgroup namespace (a
+    // container) sees a sibling's cgroup as `/../crio-<id>.scope`. The attest
+    // runs in a new cgroup namespace rooted at a sibling cgroup.
+    let target = InCgroup::new(&format!("lanyard-t.slice/crio-{}.scope", id(12))).unwrap();
+    let agent_side = InCgroup::new("lanyard-t.slice/agent").unwrap();
+    let procs: Vec<String> = agent_side
+        .dirs
+        .iter()
+        .map(|d| d.join("cgroup.procs").display().to_string())
+        .collect();
+    let script = format!(
+        "for f in {}; do echo $$ > $f; done; exec unshare --cgroup sh -c 'cat /proc/{pid}/cgroup >&2; exec {} attest --pid {pid} --json'",
+        procs.join(" "),
+        lanyard_tests::lanyard_bin().display(),
+        pid = target.pid()
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the attest saw is relative to its own namespace root.
+    let seen = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        seen.contains(&format!("/../crio-{}.scope", id(12))),
+        "{seen}"
+    );
+    let got = selectors(&serde_json::from_slice(&out.stdout).unwrap());
+    assert!(
+        got.contains(&format!("container:id:{}", id(12)))
+            && got.contains(&"container:runtime:cri-o".to_owned()),
+        "{got:?} (host view: {seen})"
+    );
+    drop((target, agent_side));
+
     // A CRI-O conmon process is not the container.
     let p = InCgroup::new(&format!(
         "lanyard-t.slice/kubepods.slice/crio-conmon-{}.scope",
