@@ -11,6 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lanyard_plugins::container::ContainerAttestor;
+use lanyard_plugins::k8s::{K8sAttestor, K8sConfig};
+use lanyard_plugins::{ProcessRef, WorkloadAttestor};
 
 use lanyard_plugins::k8s_testing::{pod_list_json, FakeContainer, FakeKubelet, FakePod};
 use lanyard_tests::docker::{DockerDaemon, IMAGE};
@@ -248,6 +253,108 @@ fn every_cgroup_layout_on_real_hierarchies() {
     );
 }
 
+fn k8s_config(dir: &Path, kubelet: &FakeKubelet, ca_pem: &str) -> K8sConfig {
+    let ca = dir.join(format!("ca-{}.pem", kubelet.port()));
+    std::fs::write(&ca, ca_pem).unwrap();
+    let mut c = K8sConfig::new(dir.join("sa-token"));
+    c.kubelet_port = kubelet.port();
+    c.ca_file = Some(ca);
+    c.pod_wait = std::time::Duration::from_secs(5);
+    c.retry_every = std::time::Duration::from_millis(100);
+    c
+}
+
+fn k8s_attestor_on_the_real_container(dir: &Path, pid: i32, pod: &str, container: &str) {
+    let process = ProcessRef {
+        pid,
+        uid: 0,
+        gid: 0,
+    };
+    let id = Arc::new(Mutex::new(container.to_owned()));
+
+    // 50 concurrent attestations, one kubelet request (it answers slowly so
+    // that they overlap).
+    let kubelet = FakeKubelet::start(
+        "sa-token",
+        pods(pod, id.clone()),
+        Duration::from_millis(300),
+    );
+    let a = Arc::new(
+        K8sAttestor::new(
+            k8s_config(dir, &kubelet, &kubelet.ca_pem()),
+            ContainerAttestor::new(),
+        )
+        .unwrap(),
+    );
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let a = a.clone();
+            std::thread::spawn(move || a.attest(&process))
+        })
+        .collect();
+    for t in threads {
+        let got = t.join().unwrap().unwrap();
+        assert!(
+            got.iter().any(|s| s.as_str() == "k8s:container-name:app"),
+            "{got:?}"
+        );
+    }
+    assert_eq!(
+        kubelet.requests(),
+        1,
+        "50 attestations, one kubelet request"
+    );
+
+    // Not yet visible: the kubelet lists the pod without this container for
+    // its first three answers; the attestation waits and then succeeds.
+    let hidden_answers = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let late = {
+        let hidden = pods(pod, Arc::new(Mutex::new(String::new())));
+        let shown = pods(pod, id.clone());
+        let count = hidden_answers.clone();
+        FakeKubelet::start(
+            "sa-token",
+            move |_| {
+                if count.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    hidden(0)
+                } else {
+                    shown(0)
+                }
+            },
+            Duration::ZERO,
+        )
+    };
+    let a = K8sAttestor::new(
+        k8s_config(dir, &late, &late.ca_pem()),
+        ContainerAttestor::new(),
+    )
+    .unwrap();
+    let got = a.attest(&process).unwrap();
+    assert!(
+        got.iter()
+            .any(|s| s.as_str() == format!("k8s:pod-uid:{pod}")),
+        "{got:?}"
+    );
+    // Three answers without the container were retried past, then one with it.
+    assert_eq!(hidden_answers.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(late.requests(), 4);
+
+    // TLS verification failure: another kubelet's CA. No selectors, no request.
+    let other = FakeKubelet::start("sa-token", pods(pod, id), Duration::ZERO);
+    let mut c = k8s_config(dir, &kubelet, &other.ca_pem());
+    c.pod_wait = std::time::Duration::from_millis(500);
+    let before = kubelet.requests();
+    let a = K8sAttestor::new(c, ContainerAttestor::new()).unwrap();
+    let e = a.attest(&process).unwrap_err();
+    assert!(e.to_string().contains("kubelet"), "{e}");
+    assert_eq!(
+        kubelet.requests(),
+        before,
+        "no request over an unverified connection"
+    );
+}
+
 /// The kubelet's view: one pod (the real container's pod uid) with one
 /// container `app` (the real container's id, once it exists).
 fn pods(
@@ -378,6 +485,12 @@ fn docker_container_is_attested_and_served_through_the_mounted_socket() {
     ] {
         assert!(got.contains(&w), "{w} missing from {got:?}");
     }
+
+    // The k8s attestor itself, in process, against stand-in kubelets that list
+    // this real container: one shared fetch for 50 concurrent attestations, a
+    // container that shows up late, and a kubelet whose certificate the
+    // configured CA did not sign.
+    k8s_attestor_on_the_real_container(&dep.dir.0, i32::try_from(pid).unwrap(), pod, &sleeper);
 
     // Its identities: the label entry's, and the template's filled from the
     // pod's namespace and service account.
