@@ -37,8 +37,16 @@ use crate::svid::X509Svid;
 /// Metadata that carries the session id (the issuer's name for it).
 const SESSION_HEADER: &str = "lanyard-session";
 /// The agent credential, persisted.
-const AGENT_SEED: &str = "agent.seed";
-const AGENT_JWT: &str = "agent.jwt";
+/// One file (0600), written atomically: a seed and its JWT can never be torn
+/// apart by a crash, which for a join-token node would mean a new token.
+pub const AGENT_CREDENTIAL_FILE: &str = "agent.cred";
+
+/// The persisted agent credential.
+#[derive(Serialize, Deserialize)]
+struct StoredAgent {
+    seed: zeroize::Zeroizing<String>,
+    jwt: String,
+}
 /// Entries, bundle and deny list, persisted.
 const SYNCED: &str = "upstream.json";
 /// The latest deny list, for verifiers on this host
@@ -204,9 +212,10 @@ impl UpstreamAuthority {
     }
 
     fn load_persisted(&self) {
-        let seed = std::fs::read_to_string(self.data_dir.join(AGENT_SEED));
-        let jwt = std::fs::read_to_string(self.data_dir.join(AGENT_JWT));
-        if let (Ok(seed), Ok(jwt)) = (seed, jwt) {
+        let stored = std::fs::read(self.data_dir.join(AGENT_CREDENTIAL_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StoredAgent>(&b).ok());
+        if let Some(StoredAgent { seed, jwt }) = stored {
             match (
                 KeyPair::from_seed_text(&seed),
                 self.check_agent_jwt(jwt.trim()),
@@ -383,23 +392,6 @@ impl UpstreamAuthority {
                 "issuer sent an agent credential for another key".into(),
             ));
         }
-        // Seed first: a JWT without its seed is useless, a seed without its JWT harmless.
-        use crate::fsutil::{write_atomic, Replace};
-        write_atomic(
-            &self.data_dir.join(AGENT_SEED),
-            key.seed_text().as_bytes(),
-            0o600,
-            Replace::Yes,
-        )
-        .and_then(|()| {
-            write_atomic(
-                &self.data_dir.join(AGENT_JWT),
-                r.jwt.as_bytes(),
-                0o600,
-                Replace::Yes,
-            )
-        })
-        .map_err(|e| UpstreamError::Local(format!("cannot persist the agent credential: {e}")))?;
         let cred = AgentCredential {
             key,
             jwt: r.jwt,
@@ -407,7 +399,22 @@ impl UpstreamAuthority {
             issued_at: iat,
             expires_at: exp,
         };
+        // In memory first: if the disk refuses, the agent goes on serving and
+        // retries the write at the next renewal.
         *self.agent.lock().unwrap_or_else(|p| p.into_inner()) = Some(cred.clone());
+        let stored = StoredAgent {
+            seed: cred.key.seed_text(),
+            jwt: cred.jwt.clone(),
+        };
+        let bytes = zeroize::Zeroizing::new(serde_json::to_vec(&stored).unwrap_or_default());
+        if let Err(e) = crate::fsutil::write_atomic(
+            &self.data_dir.join(AGENT_CREDENTIAL_FILE),
+            &bytes,
+            0o600,
+            crate::fsutil::Replace::Yes,
+        ) {
+            tracing::error!(error = %e, "cannot persist the agent credential; a restart would need to attest again");
+        }
         Ok(cred)
     }
 
@@ -643,7 +650,20 @@ impl UpstreamAuthority {
             }
             let mut newly_denied = Denied::default();
             if !msg.deny_list.is_empty() {
-                match lanyard_token::deny::parse(&msg.deny_list, &self.org) {
+                let held = self.deny.read().ok().and_then(|d| d.clone());
+                let parsed = lanyard_token::deny::parse(&msg.deny_list, &self.org).and_then(|l| {
+                    // A list signed by a chain already revoked is not trusted, and
+                    // an older list never replaces a newer one (a stale replica).
+                    if l.signer_chain()
+                        .is_some_and(|c| s.denied_chains.iter().any(|d| d == c))
+                    {
+                        return Err(lanyard_token::DenyListError::BadChain(
+                            "signed by a revoked chain issuer".into(),
+                        ));
+                    }
+                    lanyard_token::deny::newer(held.as_ref(), l)
+                });
+                match parsed {
                     Ok(list) => {
                         for j in &list.denied().jtis {
                             if !s.denied_jtis.contains(j) {

@@ -136,6 +136,9 @@ impl NodeService {
                 Err(Status::unauthenticated(e.to_string()))
             }
             Err(e @ SessionError::ChainRevoked) => Err(Status::unavailable(e.to_string())),
+            // The session is void; opening a new one needs an unrevoked
+            // credential (a device or PSAT node attests again).
+            Err(e @ SessionError::CredentialRevoked) => Err(Status::unauthenticated(e.to_string())),
             Err(e) => Err(Status::permission_denied(e.to_string())),
         }
     }
@@ -169,6 +172,29 @@ impl NodeService {
             .map(|_| ())
             .map_err(|e| Status::unavailable(e.to_string()))
     }
+}
+
+fn mint_err(e: lanyard_token::MintError) -> Status {
+    match e {
+        // This replica cannot sign any more: the agent should use another.
+        e @ lanyard_token::MintError::IssuerExpired { .. } => {
+            Status::unavailable(format!("cannot mint: {e}"))
+        }
+        e => Status::invalid_argument(format!("cannot mint: {e}")),
+    }
+}
+
+/// A SPIFFE ID in this trust domain (the SVID endpoints sign nothing else).
+fn spiffe_id(issuer: &Issuer, id: &str) -> Result<(), Status> {
+    lanyard_token::subject::validate(id)
+        .map_err(|e| Status::invalid_argument(format!("spiffe_id: {e}")))?;
+    if !id.starts_with(&format!("spiffe://{}/", issuer.trust_domain)) {
+        return Err(Status::invalid_argument(format!(
+            "{id} is not a SPIFFE ID in trust domain {}",
+            issuer.trust_domain
+        )));
+    }
+    Ok(())
 }
 
 fn scoped<'v>(
@@ -279,7 +305,12 @@ impl Node for NodeService {
             })
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        self.refresh(now).await?;
+        // Serve the new agent from this replica at once; if the store cannot be
+        // re-read now, the poll catches up. The credential is already minted and
+        // stored, and the join token spent: it must reach the node.
+        if let Err(e) = self.refresh(now).await {
+            tracing::warn!(error = %e, "refresh after attestation failed");
+        }
         tracing::info!(agent = %agent_id, attestor = node.attestor(), "node attested");
         Ok(Response::new(pb::AgentCredential {
             agent_id,
@@ -299,7 +330,8 @@ impl Node for NodeService {
         let r = req.into_inner();
         let verified = self
             .issuer
-            .verifier(now)
+            .verifier()
+            .ok_or_else(|| Status::unavailable("this replica's deny list does not verify"))?
             .verify(&r.agent_jwt, now)
             .map_err(|e| Status::permission_denied(format!("agent credential: {e}")))?;
         let claims = verified.claims();
@@ -338,9 +370,10 @@ impl Node for NodeService {
             .expires_at()
             .unwrap_or(now)
             .min(now + crate::state::SESSION_TTL_SECS);
+        let jti = claims.jti.clone().unwrap_or_default();
         let session = self
             .issuer
-            .open_session(&agent_id, expires_at, now)
+            .open_session(&agent_id, &jti, expires_at, now)
             .ok_or_else(|| Status::unavailable("cannot open a session"))?;
         Ok(Response::new(pb::OpenSessionResponse {
             session,
@@ -398,12 +431,16 @@ impl Node for NodeService {
             let mut views = issuer.subscribe();
             let mut sent = since;
             let mut first = true;
+            // What the agent last got, so an unrelated store change (another
+            // agent's renewal) sends it nothing.
+            let (mut last_deny, mut last_jwks) = (String::new(), Vec::new());
             loop {
                 let view = views.borrow_and_update().clone();
                 if let Err(e) = issuer.session(&session_id, now()) {
                     let status = match e {
                         SessionError::Refused(..) => Status::permission_denied(e.to_string()),
                         SessionError::ChainRevoked => Status::unavailable(e.to_string()),
+                        SessionError::CredentialRevoked => Status::unauthenticated(e.to_string()),
                         _ => Status::unauthenticated(e.to_string()),
                     };
                     let _ = tx.send(Err(status)).await;
@@ -412,9 +449,20 @@ impl Node for NodeService {
                 if first || view.revision != sent {
                     let msg = delta(&view, sent, &agent.selectors, bundle(&issuer, &view));
                     sent = view.revision;
+                    let news = first
+                        || !msg.entries.is_empty()
+                        || !msg.deleted_entry_ids.is_empty()
+                        || msg.deny_list != last_deny
+                        || msg.bundle.as_ref().is_some_and(|b| b.jwks != last_jwks);
                     first = false;
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
+                    if news {
+                        last_deny.clone_from(&msg.deny_list);
+                        if let Some(b) = &msg.bundle {
+                            last_jwks.clone_from(&b.jwks);
+                        }
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 tokio::select! {
@@ -463,7 +511,7 @@ impl Node for NodeService {
             .authority
             .chain()
             .mint(&leaf, now)
-            .map_err(|e| Status::invalid_argument(format!("cannot mint: {e}")))?;
+            .map_err(mint_err)?;
         let (_, exp) = jti_and_exp(&jwt);
         Ok(Response::new(pb::SignCredentialResponse {
             jwt,
@@ -479,6 +527,7 @@ impl Node for NodeService {
         let agent = self.signing_session(&req, now)?;
         let r = req.into_inner();
         check_len("spiffe_id", &r.spiffe_id)?;
+        spiffe_id(&self.issuer, &r.spiffe_id)?;
         let view = self.issuer.view();
         let entry = scoped(&view, &r.spiffe_id, &agent)?;
         let (chain, exp) = self
@@ -506,6 +555,7 @@ impl Node for NodeService {
         let agent = self.signing_session(&req, now)?;
         let r = req.into_inner();
         check_len("spiffe_id", &r.spiffe_id)?;
+        spiffe_id(&self.issuer, &r.spiffe_id)?;
         check_list("audiences", &r.audiences)?;
         if r.audiences.is_empty() {
             return Err(Status::invalid_argument("a JWT-SVID needs an audience"));

@@ -80,6 +80,8 @@ impl View {
 pub struct Session {
     /// The agent.
     pub agent_id: String,
+    /// The `jti` of the credential that opened it: revoking that jti ends it.
+    pub credential_jti: String,
     /// When the session ends.
     pub expires_at: u64,
 }
@@ -97,9 +99,12 @@ pub enum SessionError {
     /// The agent has been suspended or revoked.
     #[error("agent {0} is {1}")]
     Refused(String, &'static str),
-    /// This replica's own chain issuer credential is on the deny list: it must
-    /// not sign, so agents move to another replica.
-    #[error("this issuer replica's chain credential is revoked; use another replica")]
+    /// The credential that opened the session has been revoked (by jti).
+    #[error("the agent credential that opened this session is revoked")]
+    CredentialRevoked,
+    /// This replica's own chain issuer credential is revoked or expired: it
+    /// must not sign, so agents move to another replica.
+    #[error("this issuer replica's chain credential is revoked or expired; use another replica")]
     ChainRevoked,
 }
 
@@ -200,7 +205,11 @@ impl Issuer {
             }
         }
         let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
-        for e in entries.values() {
+        // Templates are matched by pattern, never by their literal subject.
+        for e in entries
+            .values()
+            .filter(|e| !lanyard_plugins::template::is_template(&e.subject))
+        {
             by_subject
                 .entry(e.subject.clone())
                 .or_default()
@@ -282,7 +291,13 @@ impl Issuer {
     }
 
     /// Opens a session for an agent whose credential and nonce signature checked out.
-    pub fn open_session(&self, agent_id: &str, expires_at: u64, now: u64) -> Option<String> {
+    pub fn open_session(
+        &self,
+        agent_id: &str,
+        credential_jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Option<String> {
         let mut id = [0u8; 32];
         lanyard_token::keys::random_bytes(&mut id).ok()?;
         let id = lanyard_token::hex::encode(&id);
@@ -294,6 +309,7 @@ impl Issuer {
             id.clone(),
             Session {
                 agent_id: agent_id.to_owned(),
+                credential_jti: credential_jti.to_owned(),
                 expires_at,
             },
         );
@@ -311,7 +327,7 @@ impl Issuer {
         if s.expires_at <= now {
             return Err(SessionError::Expired);
         }
-        if self.chain_revoked() {
+        if self.chain_revoked() || self.authority.chain().expires_at() <= now {
             return Err(SessionError::ChainRevoked);
         }
         let view = self.view();
@@ -325,6 +341,11 @@ impl Issuer {
                 agent.id.clone(),
                 agent.status.as_str(),
             ));
+        }
+        // After the agent's standing: a revoked agent is told so, not merely
+        // that its session ended.
+        if view.denied.jtis.contains(&s.credential_jti) {
+            return Err(SessionError::CredentialRevoked);
         }
         Ok((s, agent))
     }
@@ -342,17 +363,18 @@ impl Issuer {
         StoreRegistry(self.store.as_ref())
     }
 
-    /// A verifier for agent credentials: the org key and the current deny list.
-    pub fn verifier(&self, now: u64) -> lanyard_token::Verifier {
+    /// A verifier for agent credentials: the org key and the current deny
+    /// list. `None` if this replica's own list does not parse: then nothing is
+    /// verified (fail closed) rather than verified without revocations.
+    pub fn verifier(&self) -> Option<lanyard_token::Verifier> {
         let v = lanyard_token::Verifier::new(self.authority.org());
         let view = self.view();
-        match lanyard_token::deny::parse(&view.deny_list, &self.authority.org()) {
-            Ok(list) if !view.deny_list.is_empty() => {
-                let _ = now;
-                v.with_deny_list(list)
-            }
-            _ => v,
+        if view.deny_list.is_empty() {
+            return Some(v);
         }
+        lanyard_token::deny::parse(&view.deny_list, &self.authority.org())
+            .ok()
+            .map(|list| v.with_deny_list(list))
     }
 }
 

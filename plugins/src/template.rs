@@ -25,6 +25,10 @@ pub enum TemplateError {
     /// Too long.
     #[error("template longer than {MAX_TEMPLATE_LEN} bytes")]
     TooLong,
+    /// Two placeholders in one path segment: which value ends where would be
+    /// ambiguous (and costly for the issuer to check).
+    #[error("at most one placeholder per path segment in {0:?}")]
+    TwoInOneSegment(String),
     /// With every placeholder filled, it is not a valid identity.
     #[error("not a valid subject once filled: {0}")]
     Subject(String),
@@ -45,6 +49,7 @@ fn parts(t: &str) -> Result<Vec<Part<'_>>, TemplateError> {
     if t.len() > MAX_TEMPLATE_LEN {
         return Err(TemplateError::TooLong);
     }
+
     let mut out = Vec::new();
     let mut rest = t;
     while let Some(open) = rest.find('{') {
@@ -83,6 +88,10 @@ fn parts(t: &str) -> Result<Vec<Part<'_>>, TemplateError> {
         return Err(TemplateError::Unbalanced(t.to_owned()));
     }
     out.push(Part::Text(rest));
+    // Checked once the braces are known to balance.
+    if t.split('/').any(|seg| seg.matches('{').count() > 1) {
+        return Err(TemplateError::TwoInOneSegment(t.to_owned()));
+    }
     Ok(out)
 }
 
@@ -252,6 +261,7 @@ mod tests {
             ("spiffe://x/{K8S:ns}", "Placeholder"),
             ("spiffe://x/{k8s:pod-label:app}", "Placeholder"),
             ("http://x/{k8s:ns}", "Subject"),
+            ("spiffe://x/{k8s:ns}-{k8s:sa}", "TwoInOneSegment"),
         ] {
             let e = validate(t, "example.org").unwrap_err();
             assert!(format!("{e:?}").starts_with(want), "{t}: {e:?}");

@@ -600,7 +600,11 @@ fn health_readiness_and_metrics() {
     std::fs::write(d.dir.join("agent.toml"), conf).unwrap();
     let _agent = d.start();
     assert_eq!(http_get(&addr, "/healthz").0, 200);
-    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    // The socket accepts (kernel backlog) from the moment it is bound; readiness
+    // follows once everything is started. It must get there promptly.
+    lanyard_tests::wait_for(10, "/readyz 200", || {
+        (http_get(&addr, "/readyz").0 == 200).then_some(())
+    });
     let out = lanyard(&[
         "fetch",
         "--socket",

@@ -93,11 +93,15 @@ impl AsAgent {
     async fn new(f: &Fleet, addr: &str, data: &str) -> Self {
         let tls = lanyard_agent::tls::client_config(&org(f)).unwrap();
         let ch = lanyard_agent::tls::channel(addr, tls).await.unwrap();
-        let key = KeyPair::from_seed_text(
-            &std::fs::read_to_string(f.dir.join(&format!("{data}/agent.seed"))).unwrap(),
-        )
-        .unwrap();
-        let jwt = std::fs::read_to_string(f.dir.join(&format!("{data}/agent.jwt"))).unwrap();
+        // The agent's persisted credential: one 0600 file with its seed and JWT.
+        let path = f.dir.join(&format!(
+            "{data}/{}",
+            lanyard_agent::upstream::AGENT_CREDENTIAL_FILE
+        ));
+        let stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let key = KeyPair::from_seed_text(stored["seed"].as_str().unwrap()).unwrap();
+        let jwt = stored["jwt"].as_str().unwrap().to_owned();
         Self { ch, key, jwt }
     }
 
@@ -730,7 +734,10 @@ fn device_key_node_renews_its_credential_and_reattests_after_a_lapse() {
 
     // Renewal at half-life, with a new key: the persisted credential changes and
     // the agent keeps serving.
-    let jwt_path = f.dir.join("gw7/data/agent.jwt");
+    let jwt_path = f.dir.join(&format!(
+        "gw7/data/{}",
+        lanyard_agent::upstream::AGENT_CREDENTIAL_FILE
+    ));
     let first = std::fs::read_to_string(&jwt_path).unwrap();
     wait_for(10, "agent credential renewal", || {
         (std::fs::read_to_string(&jwt_path).ok()? != first).then_some(())
@@ -782,6 +789,21 @@ fn device_key_node_renews_its_credential_and_reattests_after_a_lapse() {
             .iter()
             .any(|c| c.subject == want)
             .then_some(())
+    });
+
+    // Revoking the agent credential's jti voids its sessions; a device node
+    // proves its key again and carries on with a new credential.
+    let before: serde_json::Value =
+        serde_json::from_str(&f.admin_cmd("issuer1", &["agent", "list", "--json"])).unwrap();
+    let old_jti = before[0]["credential_jti"].as_str().unwrap().to_owned();
+    f.admin_cmd("issuer1", &["token", "revoke", "--jti", &old_jti]);
+    wait_for(15, "a new agent credential after the revocation", || {
+        let now: serde_json::Value =
+            serde_json::from_str(&f.admin_cmd("issuer1", &["agent", "list", "--json"])).ok()?;
+        (now[0]["credential_jti"].as_str()? != old_jti).then_some(())
+    });
+    wait_for(15, "signing after re-attestation", || {
+        jwt_svid(&sock, "r").ok()
     });
 
     // Suspension is refused at once and reversible.

@@ -207,6 +207,14 @@ async fn conformance(store: Arc<dyn Store>) {
         .await
         .unwrap());
     rev = bumped(s, rev, "set_agent_status").await;
+    // A renewal or re-attestation racing the suspension does not lift it.
+    let mut renewed = again.clone();
+    renewed.credential_jti = "jti-3".into();
+    s.upsert_agent(&renewed).await.unwrap();
+    rev = bumped(s, rev, "upsert_agent (renewal while suspended)").await;
+    let held = s.agent(ag).await.unwrap().unwrap();
+    assert_eq!(held.status, AgentStatus::Suspended);
+    assert_eq!(held.credential_jti, "jti-3");
     assert!(s.set_agent_status(ag, AgentStatus::Active).await.unwrap());
     rev = bumped(s, rev, "set_agent_status").await;
     assert!(!s

@@ -78,9 +78,15 @@ pub struct VerifiedDenyList {
     serial: u64,
     issued_at: u64,
     denied: Denied,
+    signer_chain: Option<String>,
 }
 
 impl VerifiedDenyList {
+    /// The `jti` of the chain issuer that signed it; `None` if the org did. A
+    /// holder refuses lists from a chain it already knows to be revoked.
+    pub fn signer_chain(&self) -> Option<&str> {
+        self.signer_chain.as_deref()
+    }
     /// The list's serial.
     pub fn serial(&self) -> u64 {
         self.serial
@@ -150,10 +156,17 @@ pub fn parse(text: &str, org: &PublicKey) -> Result<VerifiedDenyList, DenyListEr
     if c.purpose != PURPOSE_DENY_LIST {
         return Err(DenyListError::Claims(format!("purpose is {:?}", c.purpose)));
     }
+    let signer_chain = c
+        .chain
+        .is_some()
+        .then(|| c.iss.strip_prefix("C-").and_then(|r| r.split('.').next()))
+        .flatten()
+        .map(str::to_owned);
     Ok(VerifiedDenyList {
         serial: c.serial,
         issued_at: c.iat,
         denied: c.deny,
+        signer_chain,
     })
 }
 

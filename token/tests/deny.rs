@@ -113,6 +113,7 @@ fn a_chain_issuer_signs_lists_that_verify_with_the_org_key_alone() {
     let text = deny::sign_by_chain(&chain, &denied, 3, T0 + 10).unwrap();
     let list = deny::parse(&text, &o.org.public()).unwrap();
     assert_eq!(list.serial(), 3);
+    assert_eq!(list.signer_chain(), Some(jti_of(&o.chain_jwt).as_str()));
     assert!(list.denies_jti("3MVUmuoA6KiC9vfUlPWtgWZksOh"));
     // Another org refuses it (its chain token does not verify).
     let other = KeyPair::generate().unwrap().public();

@@ -166,7 +166,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One live entry.
     fn entry<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<EntryRecord>, StoreError>>;
 
-    /// Inserts or replaces an agent (re-attestation keeps the id).
+    /// Inserts or replaces an agent (re-attestation keeps the id). It never
+    /// lifts a suspension: a renewal or re-attestation racing `agent suspend`
+    /// keeps the agent suspended (only [`Store::set_agent_status`] resumes).
     fn upsert_agent<'a>(&'a self, a: &'a AgentRecord) -> BoxFuture<'a, Result<(), StoreError>>;
     /// One agent.
     fn agent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AgentRecord>, StoreError>>;

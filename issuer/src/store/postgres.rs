@@ -563,7 +563,8 @@ impl Store for PostgresStore {
                         "INSERT INTO agents (id, selectors, status, attested_at, credential_jti, \
                          credential_exp) VALUES ($1, $2, $3, $4, $5, $6) \
                          ON CONFLICT (id) DO UPDATE SET selectors = excluded.selectors, \
-                         status = excluded.status, attested_at = excluded.attested_at, \
+                         status = CASE WHEN agents.status = 'suspended' THEN agents.status ELSE excluded.status END, \
+                     attested_at = excluded.attested_at, \
                          credential_jti = excluded.credential_jti, \
                          credential_exp = excluded.credential_exp",
                         &[&id, &sel, &status, &attested_at, &jti, &exp],
