@@ -10,5 +10,6 @@ pub mod app;
 pub mod config;
 pub mod limits;
 pub mod node_api;
+pub mod nonces;
 pub mod state;
 pub mod store;

@@ -45,12 +45,26 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The rate-limit key of a caller: its IPv4 address, or its IPv6 /64 (one
+/// host usually holds a whole /64, so per-address keys would not limit it).
 fn caller<T>(req: &Request<T>) -> String {
-    req.extensions()
+    let ip = req
+        .extensions()
         .get::<std::net::SocketAddr>()
-        .map(|a| a.ip().to_string())
-        .or_else(|| req.remote_addr().map(|a| a.ip().to_string()))
-        .unwrap_or_else(|| "unknown".into())
+        .copied()
+        .or_else(|| req.remote_addr())
+        .map(|a| a.ip());
+    match ip {
+        Some(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(std::net::IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(String::new, |v4| v4.to_string()),
+        Some(ip) => ip.to_string(),
+        None => "unknown".into(),
+    }
 }
 
 fn limit_caller<T>(issuer: &Issuer, req: &Request<T>) -> Result<(), Status> {
@@ -228,7 +242,7 @@ impl Node for NodeService {
         let nonce = self
             .issuer
             .new_nonce(now)
-            .ok_or_else(|| Status::resource_exhausted("too many outstanding nonces"))?;
+            .ok_or_else(|| Status::unavailable("no random source for a nonce"))?;
         Ok(Response::new(pb::GetNonceResponse {
             nonce: nonce.to_vec(),
             expires_at: to_i64(now + crate::state::NONCE_TTL_SECS),

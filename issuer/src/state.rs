@@ -17,7 +17,7 @@ use crate::store::{AgentRecord, AgentStatus, Denial, EntryRecord, Store, StoreEr
 
 /// How long a nonce may wait to be used.
 pub const NONCE_TTL_SECS: u64 = 60;
-/// Outstanding nonces before new ones are refused (bounds memory under a flood).
+/// Outstanding nonces kept; past it the oldest is dropped (bounds memory under a flood).
 pub const MAX_NONCES: usize = 100_000;
 /// Longest session; the agent opens a new one (with a new nonce) after it.
 pub const SESSION_TTL_SECS: u64 = 3600;
@@ -129,7 +129,7 @@ pub struct Issuer {
     /// One refresh at a time: two racing refreshes could otherwise publish an
     /// older snapshot after a newer one (an agent just attested would vanish).
     refreshing: tokio::sync::Mutex<()>,
-    nonces: Mutex<HashMap<[u8; 32], u64>>,
+    nonces: Mutex<crate::nonces::Nonces>,
     sessions: Mutex<HashMap<String, Session>>,
 }
 
@@ -153,7 +153,7 @@ impl Issuer {
             attest_limit: RateLimiter::new(limits.attest_per_sec, limits.attest_burst),
             view: watch::channel(Arc::new(View::default())).0,
             refreshing: tokio::sync::Mutex::new(()),
-            nonces: Mutex::new(HashMap::new()),
+            nonces: Mutex::new(crate::nonces::Nonces::new(MAX_NONCES)),
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -264,30 +264,17 @@ impl Issuer {
         Ok(true)
     }
 
-    /// A fresh nonce, or `None` when too many are outstanding.
+    /// A fresh nonce (`None` only if the random source fails).
     pub fn new_nonce(&self, now: u64) -> Option<[u8; 32]> {
         let mut nonce = [0u8; 32];
         lanyard_token::keys::random_bytes(&mut nonce).ok()?;
-        let mut map = self.nonces.lock().ok()?;
-        if map.len() >= MAX_NONCES {
-            map.retain(|_, exp| *exp > now);
-            if map.len() >= MAX_NONCES {
-                return None;
-            }
-        }
-        map.insert(nonce, now + NONCE_TTL_SECS);
+        self.nonces.lock().ok()?.insert(nonce, now + NONCE_TTL_SECS);
         Some(nonce)
     }
 
     /// Uses up a nonce: `true` once, if this replica issued it and it is fresh.
     pub fn take_nonce(&self, nonce: &[u8], now: u64) -> bool {
-        let Ok(key) = <[u8; 32]>::try_from(nonce) else {
-            return false;
-        };
-        let Ok(mut map) = self.nonces.lock() else {
-            return false;
-        };
-        map.remove(&key).is_some_and(|exp| exp > now)
+        self.nonces.lock().is_ok_and(|mut t| t.take(nonce, now))
     }
 
     /// Opens a session for an agent whose credential and nonce signature checked out.
