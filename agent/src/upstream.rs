@@ -651,19 +651,7 @@ impl UpstreamAuthority {
             let mut newly_denied = Denied::default();
             if !msg.deny_list.is_empty() {
                 let held = self.deny.read().ok().and_then(|d| d.clone());
-                let parsed = lanyard_token::deny::parse(&msg.deny_list, &self.org).and_then(|l| {
-                    // A list signed by a chain already revoked is not trusted, and
-                    // an older list never replaces a newer one (a stale replica).
-                    if l.signer_chain()
-                        .is_some_and(|c| s.denied_chains.iter().any(|d| d == c))
-                    {
-                        return Err(lanyard_token::DenyListError::BadChain(
-                            "signed by a revoked chain issuer".into(),
-                        ));
-                    }
-                    lanyard_token::deny::newer(held.as_ref(), l)
-                });
-                match parsed {
+                match accept_deny_list(&msg.deny_list, &self.org, held.as_ref(), &s.denied_chains) {
                     Ok(list) => {
                         for j in &list.denied().jtis {
                             if !s.denied_jtis.contains(j) {
@@ -816,6 +804,27 @@ pub fn with_session<T>(session: &str, msg: T) -> Result<tonic::Request<T>, Statu
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert(SESSION_HEADER, v);
     Ok(r)
+}
+
+/// The deny list an agent takes from its issuer: it must verify with the org
+/// key, must not be signed by a chain already known to be revoked, and must
+/// not be older than the one held (a stale replica after a failover).
+fn accept_deny_list(
+    text: &str,
+    org: &PublicKey,
+    held: Option<&VerifiedDenyList>,
+    denied_chains: &[String],
+) -> Result<VerifiedDenyList, lanyard_token::DenyListError> {
+    let list = lanyard_token::deny::parse(text, org)?;
+    if list
+        .signer_chain()
+        .is_some_and(|c| denied_chains.iter().any(|d| d == c))
+    {
+        return Err(lanyard_token::DenyListError::BadChain(
+            "signed by a revoked chain issuer".into(),
+        ));
+    }
+    lanyard_token::deny::newer(held, list)
 }
 
 /// Whether a cached credential is named by `denied` (its jti, or its chain).
@@ -1060,6 +1069,43 @@ mod tests {
                 seen.len()
             );
         }
+    }
+
+    #[test]
+    fn deny_lists_from_the_issuer_never_roll_back_nor_come_from_a_revoked_chain() {
+        use lanyard_token::deny::{sign_by_chain, Denied};
+        use lanyard_token::{delegate, ChainIssuer, DelegateRequest, DenyListError};
+        let now = crate::api::now();
+        let org = KeyPair::generate().unwrap();
+        let chain_key = KeyPair::generate().unwrap();
+        let req = DelegateRequest {
+            name: "replica".into(),
+            validity_secs: 3600,
+            ..Default::default()
+        };
+        let jwt = delegate(&org, &chain_key.public(), &req, now).unwrap();
+        let chain = ChainIssuer::new(&jwt, chain_key).unwrap();
+        let mut denied = Denied::default();
+        denied.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
+        let newer = sign_by_chain(&chain, &denied, 9, now).unwrap();
+        let older = sign_by_chain(&chain, &denied, 4, now).unwrap();
+
+        let held = accept_deny_list(&newer, &org.public(), None, &[]).unwrap();
+        assert!(matches!(
+            accept_deny_list(&older, &org.public(), Some(&held), &[]),
+            Err(DenyListError::Rollback { got: 4, held: 9 })
+        ));
+        // The same serial again is fine (a reconnect).
+        assert!(accept_deny_list(&newer, &org.public(), Some(&held), &[]).is_ok());
+        // Once the signing chain is known to be revoked, its lists are refused.
+        let revoked = vec![chain.jti().to_owned()];
+        assert!(matches!(
+            accept_deny_list(&newer, &org.public(), None, &revoked),
+            Err(DenyListError::BadChain(_))
+        ));
+        // Another org's key refuses it outright.
+        let other = KeyPair::generate().unwrap().public();
+        assert!(accept_deny_list(&newer, &other, None, &[]).is_err());
     }
 
     #[tokio::test]
