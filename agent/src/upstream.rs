@@ -470,20 +470,13 @@ impl UpstreamAuthority {
 
     /// Runs `call` with a session; on an unknown session (issuer restarted,
     /// another replica) opens a new one once.
-    async fn with_session<T>(
+    async fn call_in_session<T>(
         &self,
-        call: impl Fn(
-            NodeClient<Channel>,
-            tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-        ) -> BoxFuture<'static, Result<T, Status>>,
+        call: impl Fn(NodeClient<Channel>, &str) -> BoxFuture<'static, Result<T, Status>>,
     ) -> Result<T, UpstreamError> {
         for attempt in 0..2 {
             let link = self.session().await?;
-            let session = link
-                .session
-                .parse()
-                .map_err(|_| UpstreamError::Refused("issuer sent a malformed session id".into()))?;
-            match call(Self::client(&link.channel), session).await {
+            match call(Self::client(&link.channel), &link.session).await {
                 Ok(v) => return Ok(v),
                 Err(s) if s.code() == tonic::Code::Unauthenticated && attempt == 0 => {
                     self.forget_link().await;
@@ -515,14 +508,15 @@ impl UpstreamAuthority {
         let key = KeyPair::generate().map_err(|e| UpstreamError::Local(e.to_string()))?;
         let nonce = Self::nonce(&link.channel).await?;
         let sig = key.sign(&issuer_proof_message(IssuerProof::Renew, &nonce));
-        let mut req = tonic::Request::new(pb::RenewAgentRequest {
-            nonce,
-            agent_public_key: key.public().to_hex(),
-            nonce_signature: sig.to_vec(),
-        });
-        if let Ok(v) = link.session.parse() {
-            req.metadata_mut().insert(SESSION_HEADER, v);
-        }
+        let req = with_session(
+            &link.session,
+            pb::RenewAgentRequest {
+                nonce,
+                agent_public_key: key.public().to_hex(),
+                nonce_signature: sig.to_vec(),
+            },
+        )
+        .map_err(status_err)?;
         let r = Self::client(&link.channel)
             .renew_agent(req)
             .await
@@ -574,12 +568,13 @@ impl UpstreamAuthority {
     ) -> Result<(), UpstreamError> {
         let link = self.session().await?;
         let since = self.synced.read().map(|s| s.revision).unwrap_or(0);
-        let mut req = tonic::Request::new(pb::SyncRequest {
-            since_revision: since,
-        });
-        if let Ok(v) = link.session.parse() {
-            req.metadata_mut().insert(SESSION_HEADER, v);
-        }
+        let req = with_session(
+            &link.session,
+            pb::SyncRequest {
+                since_revision: since,
+            },
+        )
+        .map_err(status_err)?;
         let mut stream = match Self::client(&link.channel).sync(req).await {
             Ok(s) => s.into_inner(),
             Err(s) if s.code() == tonic::Code::Unauthenticated => {
@@ -885,21 +880,6 @@ fn backoff(failures: u32) -> std::time::Duration {
     std::time::Duration::from_millis(cap_ms / 2 + jitter / 2)
 }
 
-fn meta(
-    session: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-) -> tonic::metadata::MetadataMap {
-    let mut m = tonic::metadata::MetadataMap::new();
-    m.insert(SESSION_HEADER, session.clone());
-    m
-}
-
-fn request<T>(
-    msg: T,
-    session: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-) -> tonic::Request<T> {
-    tonic::Request::from_parts(meta(session), tonic::Extensions::default(), msg)
-}
-
 impl Authority for UpstreamAuthority {
     fn mint_credential<'a>(
         &'a self,
@@ -917,9 +897,9 @@ impl Authority for UpstreamAuthority {
                 attrs: req.attrs.clone(),
             };
             let r = self
-                .with_session(|mut c, s| {
-                    let req = request(msg.clone(), &s);
-                    Box::pin(async move { c.sign_credential(req).await.map(|r| r.into_inner()) })
+                .call_in_session(|mut c, s| {
+                    let req = with_session(s, msg.clone());
+                    Box::pin(async move { c.sign_credential(req?).await.map(|r| r.into_inner()) })
                 })
                 .await?;
             Ok((r.jwt, u64::try_from(r.expires_at).unwrap_or(0)))
@@ -940,9 +920,9 @@ impl Authority for UpstreamAuthority {
                 ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
             };
             let r = self
-                .with_session(|mut c, s| {
-                    let req = request(msg.clone(), &s);
-                    Box::pin(async move { c.sign_jwt_svid(req).await.map(|r| r.into_inner()) })
+                .call_in_session(|mut c, s| {
+                    let req = with_session(s, msg.clone());
+                    Box::pin(async move { c.sign_jwt_svid(req?).await.map(|r| r.into_inner()) })
                 })
                 .await?;
             Ok((r.token, u64::try_from(r.expires_at).unwrap_or(0)))
@@ -965,9 +945,9 @@ impl Authority for UpstreamAuthority {
                 ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
             };
             let r = self
-                .with_session(|mut c, s| {
-                    let req = request(msg.clone(), &s);
-                    Box::pin(async move { c.sign_x509_svid(req).await.map(|r| r.into_inner()) })
+                .call_in_session(|mut c, s| {
+                    let req = with_session(s, msg.clone());
+                    Box::pin(async move { c.sign_x509_svid(req?).await.map(|r| r.into_inner()) })
                 })
                 .await?;
             if r.chain.is_empty() {

@@ -66,6 +66,23 @@ pub struct NewEntry {
     pub networks: Vec<String>,
 }
 
+impl NewEntry {
+    /// The record it becomes under `id` (its revision is set when it is stored).
+    pub fn record(&self, id: String) -> EntryRecord {
+        EntryRecord {
+            id,
+            subject: self.subject.clone(),
+            selectors: self.selectors.clone(),
+            node_selectors: self.node_selectors.clone(),
+            ttl_secs: self.ttl_secs,
+            audiences: self.audiences.clone(),
+            networks: self.networks.clone(),
+            revision: 0,
+            deleted: false,
+        }
+    }
+}
+
 /// An agent's standing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -430,17 +430,7 @@ impl Store for PostgresStore {
         e: &'a NewEntry,
     ) -> BoxFuture<'a, Result<EntryRecord, StoreError>> {
         async move {
-            let mut rec = EntryRecord {
-                id: new_entry_id()?,
-                subject: e.subject.clone(),
-                selectors: e.selectors.clone(),
-                node_selectors: e.node_selectors.clone(),
-                ttl_secs: e.ttl_secs,
-                audiences: e.audiences.clone(),
-                networks: e.networks.clone(),
-                revision: 0,
-                deleted: false,
-            };
+            let mut rec = e.record(new_entry_id()?);
             let ttl = to_i64("ttl_secs", e.ttl_secs)?;
             let lists = [
                 to_json(&e.selectors)?,
