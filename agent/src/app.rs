@@ -171,6 +171,8 @@ pub async fn build_with(
         )));
     }
 
+    let admission = crate::server::Admission::new(config.connections);
+    metrics.track_connections(admission.clone());
     let mut stop = shutdown_rx.clone();
     let server = tonic::transport::Server::builder()
         .add_service(
@@ -181,7 +183,7 @@ pub async fn build_with(
             CredentialsServer::new(CredentialsService(ctx.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
+        .serve_with_incoming_shutdown(crate::server::incoming(listener, admission), async move {
             let _ = stop.wait_for(|s| *s).await;
         });
     let server = tokio::spawn(async move {

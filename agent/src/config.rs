@@ -71,6 +71,15 @@ struct Raw {
     entries: Vec<RawEntry>,
     #[serde(default)]
     plugins: RawPlugins,
+    connections: Option<RawConnections>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnections {
+    max_total: Option<usize>,
+    max_per_process: Option<usize>,
+    first_byte_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +304,8 @@ pub struct Config {
     pub docker_socket: Option<PathBuf>,
     /// `[plugins.k8s]`, if the k8s attestor is enabled.
     pub k8s: Option<lanyard_plugins::k8s::K8sConfig>,
+    /// `[connections]`: how many Workload API connections, and how long silent.
+    pub connections: crate::server::ConnLimits,
 }
 
 /// Default credential lifetime.
@@ -358,6 +369,11 @@ impl Config {
                 ))
             }
         };
+        let connections = raw
+            .connections
+            .map(connections)
+            .transpose()?
+            .unwrap_or_default();
         let mut entries = Vec::with_capacity(raw.entries.len());
         for (i, e) in raw.entries.into_iter().enumerate() {
             entries.push(entry(i, e, &trust_domain)?);
@@ -370,6 +386,7 @@ impl Config {
             drain_timeout,
             source,
             entries,
+            connections,
             k8s: raw.plugins.k8s.map(|k| k8s(k, base, &env)).transpose()?,
             docker_socket: raw
                 .plugins
@@ -384,6 +401,42 @@ impl Config {
                 .unwrap_or(lanyard_plugins::unix::DEFAULT_MAX_HASH_BYTES),
         })
     }
+}
+
+/// `[connections]`: every limit must be at least 1, and the per-process cap
+/// cannot exceed the total.
+fn connections(c: RawConnections) -> Result<crate::server::ConnLimits, ConfigError> {
+    let mut l = crate::server::ConnLimits::default();
+    if let Some(n) = c.max_total {
+        if n == 0 {
+            return Err(err("connections.max_total", "0", "must be at least 1"));
+        }
+        l.max_total = n;
+    }
+    if let Some(n) = c.max_per_process {
+        if n == 0 || n > l.max_total {
+            return Err(err(
+                "connections.max_per_process",
+                n.to_string(),
+                "must be between 1 and connections.max_total",
+            ));
+        }
+        l.max_per_process = n;
+    }
+    l.max_per_process = l.max_per_process.min(l.max_total);
+    if let Some(t) = c.first_byte_timeout {
+        let secs =
+            duration::parse_secs(&t).map_err(|e| err("connections.first_byte_timeout", &t, e))?;
+        if secs == 0 {
+            return Err(err(
+                "connections.first_byte_timeout",
+                &t,
+                "must be at least 1s",
+            ));
+        }
+        l.first_byte_timeout = std::time::Duration::from_secs(secs);
+    }
+    Ok(l)
 }
 
 /// `[plugins.k8s]`. In a DaemonSet the kubelet's address and the node's name
@@ -678,6 +731,42 @@ audiences = []
             let e = parse(&text).unwrap_err();
             assert_eq!(e.key, key, "{e}");
             assert!(e.to_string().contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.connections, crate::server::ConnLimits::default());
+        let text = format!(
+            "{GOOD}[connections]\nmax_total = 100\nmax_per_process = 8\nfirst_byte_timeout = \"3s\"\n"
+        );
+        let l = parse(&text).unwrap().connections;
+        assert_eq!((l.max_total, l.max_per_process), (100, 8));
+        assert_eq!(l.first_byte_timeout, std::time::Duration::from_secs(3));
+        // A small total also caps the per-process default.
+        let l = parse(&format!("{GOOD}[connections]\nmax_total = 10\n"))
+            .unwrap()
+            .connections;
+        assert_eq!(l.max_per_process, 10);
+        for (bad, key) in [
+            ("max_total = 0", "connections.max_total"),
+            ("max_per_process = 0", "connections.max_per_process"),
+            (
+                "max_total = 4\nmax_per_process = 5",
+                "connections.max_per_process",
+            ),
+            (
+                "first_byte_timeout = \"0s\"",
+                "connections.first_byte_timeout",
+            ),
+            (
+                "first_byte_timeout = \"soon\"",
+                "connections.first_byte_timeout",
+            ),
+        ] {
+            let e = parse(&format!("{GOOD}[connections]\n{bad}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{bad}: {e}");
         }
     }
 }

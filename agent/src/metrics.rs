@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::server::Admission;
 
 const BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
 
@@ -26,6 +28,7 @@ const CODES: usize = 17;
 pub struct Metrics {
     requests: [[AtomicU64; CODES]; RPCS.len()],
     attest: Mutex<([u64; BUCKETS.len()], u64, f64)>,
+    connections: OnceLock<Arc<Admission>>,
 }
 
 impl Metrics {
@@ -47,6 +50,11 @@ impl Metrics {
             .position(|x| *x == rpc)
             .and_then(|r| self.requests[r].get(usize::try_from(code as i32).ok()?))
             .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Reports the Workload API socket's connection counts from now on.
+    pub fn track_connections(&self, admission: Arc<Admission>) {
+        let _ = self.connections.set(admission);
     }
 
     /// Records one attestation's latency.
@@ -99,6 +107,23 @@ impl Metrics {
             out,
             "# TYPE lanyard_cache_entries gauge\nlanyard_cache_entries {cache_entries}"
         );
+        if let Some(a) = self.connections.get() {
+            let _ = writeln!(
+                out,
+                "# TYPE lanyard_connections_open gauge\nlanyard_connections_open {}",
+                a.open()
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE lanyard_connections_refused_total counter\nlanyard_connections_refused_total {}",
+                a.refused()
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE lanyard_connections_idle_closed_total counter\nlanyard_connections_idle_closed_total {}",
+                a.idle_closed()
+            );
+        }
         if let Some(s) = secs_to_expiry {
             let _ = writeln!(out, "# TYPE lanyard_credential_expiry_seconds gauge\nlanyard_credential_expiry_seconds {s}");
         }

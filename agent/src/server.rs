@@ -1,11 +1,15 @@
 //! The Unix socket listener: each accepted connection is pinned to its peer
 //! process before gRPC sees a byte of it.
 
+use std::collections::HashMap;
+use std::future::Future as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
@@ -21,6 +25,11 @@ pub struct PeerStream {
     peer: Arc<Peer>,
     fix: Rewriter,
     eof: bool,
+    /// Until the client's first byte: a connection that never speaks is closed
+    /// when this fires, so idle sockets cannot pile up.
+    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Held for the connection's life; dropping it frees the slot.
+    slot: Slot,
 }
 
 impl Connected for PeerStream {
@@ -50,13 +59,24 @@ impl AsyncRead for PeerStream {
             let mut tmp = [0u8; 8192];
             let mut rb = ReadBuf::new(&mut tmp);
             match Pin::new(&mut me.io).poll_read(cx, &mut rb) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if let Some(t) = me.first_byte.as_mut() {
+                        if t.as_mut().poll(cx).is_ready() {
+                            me.slot.limits.idle_closed.fetch_add(1, Ordering::Relaxed);
+                            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+                        }
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => {
                     me.fix.finish();
                     me.eof = true;
                 }
-                Poll::Ready(Ok(())) => me.fix.feed(rb.filled()),
+                Poll::Ready(Ok(())) => {
+                    me.first_byte = None;
+                    me.fix.feed(rb.filled());
+                }
             }
         }
     }
@@ -114,35 +134,179 @@ pub fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepted, pinned connections. A connection whose peer cannot be pinned is
-/// closed at once; accept errors (EMFILE, …) back off instead of spinning.
+/// How many Workload API connections the agent holds at once, and how long a
+/// connection may stay silent. One local process cannot exhaust the agent's file
+/// descriptors or memory for everyone else: it runs into its own per-process cap
+/// long before the global one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections open at once, all callers together.
+    pub max_total: usize,
+    /// Connections open at once from one process (by peer pid).
+    pub max_per_process: usize,
+    /// A connection that has sent nothing for this long after accept is closed.
+    pub first_byte_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_total: 4096,
+            max_per_process: 64,
+            first_byte_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The live connection counts behind [`ConnLimits`], shared with `/metrics`.
+#[derive(Debug, Default)]
+pub struct Admission {
+    limits: ConnLimits,
+    per_process: Mutex<HashMap<i32, usize>>,
+    open: AtomicU64,
+    refused: AtomicU64,
+    idle_closed: AtomicU64,
+}
+
+impl Admission {
+    /// Admission control with these limits.
+    pub fn new(limits: ConnLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            ..Self::default()
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at accept because a limit was reached.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed because they sent nothing in time.
+    pub fn idle_closed(&self) -> u64 {
+        self.idle_closed.load(Ordering::Relaxed)
+    }
+
+    /// A slot for one more connection from `pid`, or `None` over a limit.
+    fn admit(self: &Arc<Self>, pid: i32) -> Option<Slot> {
+        let Ok(mut map) = self.per_process.lock() else {
+            return None;
+        };
+        let total: usize = usize::try_from(self.open()).unwrap_or(usize::MAX);
+        let mine = map.get(&pid).copied().unwrap_or(0);
+        if total >= self.limits.max_total || mine >= self.limits.max_per_process {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        map.insert(pid, mine + 1);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            limits: self.clone(),
+            pid,
+        })
+    }
+}
+
+/// One admitted connection's place in the counts.
+#[derive(Debug)]
+struct Slot {
+    limits: Arc<Admission>,
+    pid: i32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.limits.per_process.lock() {
+            if let Some(n) = map.get_mut(&self.pid) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.pid);
+                }
+            }
+        }
+        self.limits.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepted, pinned connections. A connection over a limit, or whose peer cannot
+/// be pinned, is closed at once; accept errors (EMFILE, …) back off instead of
+/// spinning.
 pub fn incoming(
     listener: UnixListener,
+    admission: Arc<Admission>,
 ) -> impl futures_util::Stream<Item = std::io::Result<PeerStream>> {
-    futures_util::stream::unfold(listener, |l| async move {
+    futures_util::stream::unfold((listener, admission), |(l, adm)| async move {
         loop {
             match l.accept().await {
-                Ok((io, _)) => match Peer::of(&io) {
-                    Ok(peer) => {
-                        return Some((
-                            Ok(PeerStream {
-                                io,
-                                peer,
-                                fix: Rewriter::default(),
-                                eof: false,
-                            }),
-                            l,
-                        ))
+                Ok((io, _)) => {
+                    // The cheap pid lookup first: a refused connection never costs a pidfd.
+                    let Some(pid) = io.peer_cred().ok().and_then(|c| c.pid()) else {
+                        continue;
+                    };
+                    let Some(slot) = adm.admit(pid) else {
+                        tracing::debug!(pid, "connection refused: over the connection limit");
+                        continue;
+                    };
+                    match Peer::of(&io) {
+                        Ok(peer) => {
+                            let first_byte =
+                                Some(Box::pin(tokio::time::sleep(adm.limits.first_byte_timeout)));
+                            return Some((
+                                Ok(PeerStream {
+                                    io,
+                                    peer,
+                                    fix: Rewriter::default(),
+                                    eof: false,
+                                    first_byte,
+                                    slot,
+                                }),
+                                (l, adm),
+                            ));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "closing a connection whose peer cannot be pinned")
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "closing a connection whose peer cannot be pinned")
-                    }
-                },
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn one_process_cannot_take_every_slot() {
+        let adm = Admission::new(ConnLimits {
+            max_total: 5,
+            max_per_process: 2,
+            first_byte_timeout: Duration::from_secs(1),
+        });
+        let a1 = adm.admit(100).unwrap();
+        let _a2 = adm.admit(100).unwrap();
+        assert!(adm.admit(100).is_none(), "third from one pid");
+        let _b: Vec<_> = (0..2).map(|_| adm.admit(200).unwrap()).collect();
+        let _c = adm.admit(300).unwrap();
+        assert!(adm.admit(400).is_none(), "over the total");
+        assert_eq!((adm.open(), adm.refused()), (5, 2));
+        drop(a1);
+        assert_eq!(adm.open(), 4);
+        assert!(
+            adm.admit(100).is_some(),
+            "a closed connection frees its slot"
+        );
+        assert!(adm.per_process.lock().unwrap().len() <= 3);
+    }
 }

@@ -176,9 +176,15 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_SYNC_BYTES),
         )
-        .serve_with_incoming_shutdown(lanyard_agent::server::incoming(admin), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            lanyard_agent::server::incoming(
+                admin,
+                lanyard_agent::server::Admission::new(Default::default()),
+            ),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        );
     let servers = vec![
         tokio::spawn(async move {
             if let Err(e) = node_server.await {
