@@ -79,6 +79,7 @@ struct Raw {
 struct RawConnections {
     max_total: Option<usize>,
     max_per_process: Option<usize>,
+    max_per_uid: Option<usize>,
     first_byte_timeout: Option<String>,
 }
 
@@ -403,8 +404,8 @@ impl Config {
     }
 }
 
-/// `[connections]`: every limit must be at least 1, and the per-process cap
-/// cannot exceed the total.
+/// `[connections]`: every limit must be at least 1, and the per-process and
+/// per-uid caps cannot exceed the total.
 fn connections(c: RawConnections) -> Result<crate::server::ConnLimits, ConfigError> {
     let mut l = crate::server::ConnLimits::default();
     if let Some(n) = c.max_total {
@@ -423,7 +424,18 @@ fn connections(c: RawConnections) -> Result<crate::server::ConnLimits, ConfigErr
         }
         l.max_per_process = n;
     }
+    if let Some(n) = c.max_per_uid {
+        if n == 0 || n > l.max_total {
+            return Err(err(
+                "connections.max_per_uid",
+                n.to_string(),
+                "must be between 1 and connections.max_total",
+            ));
+        }
+        l.max_per_uid = n;
+    }
     l.max_per_process = l.max_per_process.min(l.max_total);
+    l.max_per_uid = l.max_per_uid.min(l.max_total);
     if let Some(t) = c.first_byte_timeout {
         let secs =
             duration::parse_secs(&t).map_err(|e| err("connections.first_byte_timeout", &t, e))?;
@@ -752,6 +764,7 @@ audiences = []
         for (bad, key) in [
             ("max_total = 0", "connections.max_total"),
             ("max_per_process = 0", "connections.max_per_process"),
+            ("max_per_uid = 0", "connections.max_per_uid"),
             (
                 "max_total = 4\nmax_per_process = 5",
                 "connections.max_per_process",

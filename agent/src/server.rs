@@ -144,6 +144,9 @@ pub struct ConnLimits {
     pub max_total: usize,
     /// Connections open at once from one process (by peer pid).
     pub max_per_process: usize,
+    /// Connections open at once from one uid: an unprivileged user cannot
+    /// starve others by spreading connections over many processes.
+    pub max_per_uid: usize,
     /// A connection that has sent nothing for this long after accept is closed.
     pub first_byte_timeout: Duration,
 }
@@ -153,6 +156,7 @@ impl Default for ConnLimits {
         Self {
             max_total: 4096,
             max_per_process: 64,
+            max_per_uid: 1024,
             first_byte_timeout: Duration::from_secs(10),
         }
     }
@@ -162,7 +166,8 @@ impl Default for ConnLimits {
 #[derive(Debug, Default)]
 pub struct Admission {
     limits: ConnLimits,
-    per_process: Mutex<HashMap<i32, usize>>,
+    /// Open connections by peer pid and by peer uid.
+    per_peer: Mutex<(HashMap<i32, usize>, HashMap<u32, usize>)>,
     open: AtomicU64,
     refused: AtomicU64,
     idle_closed: AtomicU64,
@@ -192,22 +197,29 @@ impl Admission {
         self.idle_closed.load(Ordering::Relaxed)
     }
 
-    /// A slot for one more connection from `pid`, or `None` over a limit.
-    fn admit(self: &Arc<Self>, pid: i32) -> Option<Slot> {
-        let Ok(mut map) = self.per_process.lock() else {
+    /// A slot for one more connection from `pid` running as `uid`, or `None`
+    /// over a limit.
+    fn admit(self: &Arc<Self>, pid: i32, uid: u32) -> Option<Slot> {
+        let Ok(mut maps) = self.per_peer.lock() else {
             return None;
         };
         let total: usize = usize::try_from(self.open()).unwrap_or(usize::MAX);
-        let mine = map.get(&pid).copied().unwrap_or(0);
-        if total >= self.limits.max_total || mine >= self.limits.max_per_process {
+        let by_pid = maps.0.get(&pid).copied().unwrap_or(0);
+        let by_uid = maps.1.get(&uid).copied().unwrap_or(0);
+        if total >= self.limits.max_total
+            || by_pid >= self.limits.max_per_process
+            || by_uid >= self.limits.max_per_uid
+        {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        map.insert(pid, mine + 1);
+        maps.0.insert(pid, by_pid + 1);
+        maps.1.insert(uid, by_uid + 1);
         self.open.fetch_add(1, Ordering::Relaxed);
         Some(Slot {
             limits: self.clone(),
             pid,
+            uid,
         })
     }
 }
@@ -217,17 +229,24 @@ impl Admission {
 struct Slot {
     limits: Arc<Admission>,
     pid: i32,
+    uid: u32,
+}
+
+/// Takes one from `key`'s count, forgetting keys that reach zero.
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.limits.per_process.lock() {
-            if let Some(n) = map.get_mut(&self.pid) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&self.pid);
-                }
-            }
+        if let Ok(mut maps) = self.limits.per_peer.lock() {
+            release(&mut maps.0, &self.pid);
+            release(&mut maps.1, &self.uid);
         }
         self.limits.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -245,10 +264,13 @@ pub fn incoming(
             match l.accept().await {
                 Ok((io, _)) => {
                     // The cheap pid lookup first: a refused connection never costs a pidfd.
-                    let Some(pid) = io.peer_cred().ok().and_then(|c| c.pid()) else {
+                    let Some((pid, uid)) =
+                        io.peer_cred().ok().and_then(|c| Some((c.pid()?, c.uid())))
+                    else {
+                        tracing::debug!("closing a connection without a visible peer pid");
                         continue;
                     };
-                    let Some(slot) = adm.admit(pid) else {
+                    let Some(slot) = adm.admit(pid, uid) else {
                         tracing::debug!(pid, "connection refused: over the connection limit");
                         continue;
                     };
@@ -292,21 +314,29 @@ mod tests {
         let adm = Admission::new(ConnLimits {
             max_total: 5,
             max_per_process: 2,
+            max_per_uid: 3,
             first_byte_timeout: Duration::from_secs(1),
         });
-        let a1 = adm.admit(100).unwrap();
-        let _a2 = adm.admit(100).unwrap();
-        assert!(adm.admit(100).is_none(), "third from one pid");
-        let _b: Vec<_> = (0..2).map(|_| adm.admit(200).unwrap()).collect();
-        let _c = adm.admit(300).unwrap();
-        assert!(adm.admit(400).is_none(), "over the total");
-        assert_eq!((adm.open(), adm.refused()), (5, 2));
+        let a1 = adm.admit(100, 7).unwrap();
+        let _a2 = adm.admit(100, 7).unwrap();
+        assert!(adm.admit(100, 7).is_none(), "third from one pid");
+        let _a3 = adm.admit(101, 7).unwrap();
+        assert!(adm.admit(102, 7).is_none(), "fourth from one uid");
+        let _c = adm.admit(300, 8).unwrap();
+        let _d = adm.admit(301, 9).unwrap();
+        assert!(adm.admit(400, 10).is_none(), "over the total");
+        assert_eq!((adm.open(), adm.refused()), (5, 3));
         drop(a1);
         assert_eq!(adm.open(), 4);
         assert!(
-            adm.admit(100).is_some(),
+            adm.admit(100, 7).is_some(),
             "a closed connection frees its slot"
         );
-        assert!(adm.per_process.lock().unwrap().len() <= 3);
+        let maps = adm.per_peer.lock().unwrap();
+        assert_eq!(
+            (maps.0.len(), maps.1.len()),
+            (4, 3),
+            "counts are forgotten at zero"
+        );
     }
 }
