@@ -12,6 +12,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod health;
 pub mod metrics;
 pub mod peer;

@@ -82,51 +82,126 @@ impl AdminService {
             tracing::warn!(error = %e, "refresh after an admin change failed");
         }
     }
+}
 
-    fn validate_entry(&self, e: &pb::Entry) -> Result<NewEntry, Status> {
-        let td = &self.issuer.trust_domain;
-        // `{trust_domain}` is filled now; `{type:key}` per caller, by the agent.
-        let subject = e.subject.replace("{trust_domain}", td);
-        if lanyard_plugins::template::is_template(&subject) {
-            lanyard_plugins::template::validate(&subject, td)
-                .map_err(|x| Status::invalid_argument(format!("subject {:?}: {x}", e.subject)))?;
-        } else {
-            subject::validate(&subject)
-                .map_err(|x| Status::invalid_argument(format!("subject {:?}: {x}", e.subject)))?;
+// What each request turns into before the handler touches the store: pure
+// functions of the message (and the trust domain), so that the fuzzer
+// (`lanyard_issuer::fuzzing`) runs exactly the server's code.
+
+/// Checks an entry: a valid subject or template in `trust_domain`, at least one
+/// selector and one node selector (sorted, deduplicated), a non-negative TTL (0
+/// for the default).
+pub fn entry_request(e: &pb::Entry, trust_domain: &str) -> Result<NewEntry, Status> {
+    let td = trust_domain;
+    // `{trust_domain}` is filled now; `{type:key}` per caller, by the agent.
+    let subject = e.subject.replace("{trust_domain}", td);
+    if lanyard_plugins::template::is_template(&subject) {
+        lanyard_plugins::template::validate(&subject, td)
+            .map_err(|x| Status::invalid_argument(format!("subject {:?}: {x}", e.subject)))?;
+    } else {
+        subject::validate(&subject)
+            .map_err(|x| Status::invalid_argument(format!("subject {:?}: {x}", e.subject)))?;
+    }
+    if let Some(rest) = subject.strip_prefix("spiffe://") {
+        if rest.split('/').next() != Some(td) {
+            return Err(Status::invalid_argument(format!(
+                "subject {} is outside trust domain {td}",
+                e.subject
+            )));
         }
-        if let Some(rest) = subject.strip_prefix("spiffe://") {
-            if rest.split('/').next() != Some(self.issuer.trust_domain.as_str()) {
-                return Err(Status::invalid_argument(format!(
-                    "subject {} is outside trust domain {}",
-                    e.subject, self.issuer.trust_domain
-                )));
-            }
+    }
+    let sel = selectors("selector", &e.selectors)?;
+    let node = selectors("node selector", &e.node_selectors)?;
+    if sel.is_empty() {
+        return Err(Status::invalid_argument(
+            "an entry needs at least one selector (it would match every process)",
+        ));
+    }
+    if node.is_empty() {
+        return Err(Status::invalid_argument(
+            "an entry needs at least one node selector (it would reach every agent)",
+        ));
+    }
+    let ttl_secs = match u64::try_from(e.ttl_secs) {
+        Ok(0) => lanyard_agent::config::DEFAULT_TTL_SECS,
+        Ok(t) => t,
+        Err(_) => return Err(Status::invalid_argument("ttl must be positive")),
+    };
+    Ok(NewEntry {
+        subject,
+        selectors: sel,
+        node_selectors: node,
+        ttl_secs,
+        audiences: e.audiences.clone(),
+        networks: e.networks.clone(),
+    })
+}
+
+/// A CreateJoinToken request, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTokenAsk {
+    /// Lifetime: 1 s to [`MAX_JOIN_TOKEN_TTL_SECS`] (600 when the request says 0).
+    pub ttl_secs: u64,
+    /// The node name; `None` to derive one from the token's hash.
+    pub name: Option<String>,
+}
+
+/// Checks a CreateJoinToken request.
+pub fn join_token_request(r: pb::CreateJoinTokenRequest) -> Result<JoinTokenAsk, Status> {
+    let ttl_secs = match u64::try_from(r.ttl_secs) {
+        Ok(0) => 600,
+        Ok(t) if t <= MAX_JOIN_TOKEN_TTL_SECS => t,
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "ttl must be between 1s and {}",
+                duration::format_secs(MAX_JOIN_TOKEN_TTL_SECS)
+            )))
         }
-        let sel = selectors("selector", &e.selectors)?;
-        let node = selectors("node selector", &e.node_selectors)?;
-        if sel.is_empty() {
-            return Err(Status::invalid_argument(
-                "an entry needs at least one selector (it would match every process)",
-            ));
+    };
+    let name = (!r.name.is_empty()).then_some(r.name);
+    if let Some(name) = &name {
+        node_name(name)?;
+    }
+    Ok(JoinTokenAsk { ttl_secs, name })
+}
+
+fn node_name(name: &str) -> Result<(), Status> {
+    if lanyard_plugins::node::device::valid_name(name) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "name {name:?}: use 1-128 of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+/// Checks an AllowNode request: a valid node name and a hex ed25519 key.
+pub fn allow_node_request(
+    r: &pb::AllowNodeRequest,
+) -> Result<(String, lanyard_token::PublicKey), Status> {
+    node_name(&r.name)?;
+    let key = lanyard_token::PublicKey::from_hex(r.public_key.trim(), false)
+        .map_err(|e| Status::invalid_argument(format!("public key: {e}")))?;
+    Ok((r.name.clone(), key))
+}
+
+/// Checks a SetAgentStatus request: `active`, `suspended` or `revoked`.
+pub fn agent_status_request(r: pb::SetAgentStatusRequest) -> Result<(String, AgentStatus), Status> {
+    let status = AgentStatus::parse(&r.status)
+        .ok_or_else(|| Status::invalid_argument("status must be active, suspended or revoked"))?;
+    Ok((r.id, status))
+}
+
+/// Checks a Revoke request: a jti or a chain id of 1 to 64 bytes.
+pub fn revoke_request(r: pb::RevokeRequest) -> Result<Denial, Status> {
+    match r.what {
+        Some(pb::revoke_request::What::Jti(j)) if !j.is_empty() && j.len() <= 64 => {
+            Ok(Denial::Jti(j))
         }
-        if node.is_empty() {
-            return Err(Status::invalid_argument(
-                "an entry needs at least one node selector (it would reach every agent)",
-            ));
+        Some(pb::revoke_request::What::ChainId(c)) if !c.is_empty() && c.len() <= 64 => {
+            Ok(Denial::Chain(c))
         }
-        let ttl_secs = match u64::try_from(e.ttl_secs) {
-            Ok(0) => lanyard_agent::config::DEFAULT_TTL_SECS,
-            Ok(t) => t,
-            Err(_) => return Err(Status::invalid_argument("ttl must be positive")),
-        };
-        Ok(NewEntry {
-            subject,
-            selectors: sel,
-            node_selectors: node,
-            ttl_secs,
-            audiences: e.audiences.clone(),
-            networks: e.networks.clone(),
-        })
+        _ => Err(Status::invalid_argument("name a jti or a chain id")),
     }
 }
 
@@ -137,30 +212,14 @@ impl Admin for AdminService {
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
         authorize(&req)?;
-        let r = req.into_inner();
-        let ttl = match u64::try_from(r.ttl_secs) {
-            Ok(0) => 600,
-            Ok(t) if t <= MAX_JOIN_TOKEN_TTL_SECS => t,
-            _ => {
-                return Err(Status::invalid_argument(format!(
-                    "ttl must be between 1s and {}",
-                    duration::format_secs(MAX_JOIN_TOKEN_TTL_SECS)
-                )))
-            }
-        };
+        let ask = join_token_request(req.into_inner())?;
         let (token, hash) = join_token::generate().map_err(|e| Status::internal(e.to_string()))?;
-        let name = if r.name.is_empty() {
-            // A stable, unguessable-enough default: the hash prefix (not the token).
-            format!("node-{}", &hash[..12])
-        } else {
-            r.name
-        };
-        if !lanyard_plugins::node::device::valid_name(&name) {
-            return Err(Status::invalid_argument(format!(
-                "name {name:?}: use 1-128 of A-Z a-z 0-9 . _ -"
-            )));
-        }
-        let expires_at = now() + ttl;
+        // A stable, unguessable-enough default: the hash prefix (not the token).
+        let name = ask
+            .name
+            .unwrap_or_else(|| format!("node-{}", hash.get(..12).unwrap_or(&hash)));
+        node_name(&name)?;
+        let expires_at = now() + ask.ttl_secs;
         self.issuer
             .store
             .create_join_token(&hash, &name, expires_at)
@@ -178,18 +237,10 @@ impl Admin for AdminService {
         req: Request<pb::AllowNodeRequest>,
     ) -> Result<Response<pb::AllowNodeResponse>, Status> {
         authorize(&req)?;
-        let r = req.into_inner();
-        if !lanyard_plugins::node::device::valid_name(&r.name) {
-            return Err(Status::invalid_argument(format!(
-                "name {:?}: use 1-128 of A-Z a-z 0-9 . _ -",
-                r.name
-            )));
-        }
-        let key = lanyard_token::PublicKey::from_hex(r.public_key.trim(), false)
-            .map_err(|e| Status::invalid_argument(format!("public key: {e}")))?;
+        let (name, key) = allow_node_request(req.get_ref())?;
         self.issuer
             .store
-            .allow_device(&r.name, &key.to_hex())
+            .allow_device(&name, &key.to_hex())
             .await
             .map_err(store_err)?;
         Ok(Response::new(pb::AllowNodeResponse {}))
@@ -197,7 +248,7 @@ impl Admin for AdminService {
 
     async fn create_entry(&self, req: Request<pb::Entry>) -> Result<Response<pb::Entry>, Status> {
         authorize(&req)?;
-        let e = self.validate_entry(req.get_ref())?;
+        let e = entry_request(req.get_ref(), &self.issuer.trust_domain)?;
         let rec = self
             .issuer
             .store
@@ -265,14 +316,11 @@ impl Admin for AdminService {
         req: Request<pb::SetAgentStatusRequest>,
     ) -> Result<Response<pb::SetAgentStatusResponse>, Status> {
         authorize(&req)?;
-        let r = req.into_inner();
-        let status = AgentStatus::parse(&r.status).ok_or_else(|| {
-            Status::invalid_argument("status must be active, suspended or revoked")
-        })?;
+        let (id, status) = agent_status_request(req.into_inner())?;
         if status == AgentStatus::Revoked {
             // Revoking also denies the agent's current credential, so verifiers
             // elsewhere refuse it too, not only this issuer.
-            if let Some(a) = self.issuer.store.agent(&r.id).await.map_err(store_err)? {
+            if let Some(a) = self.issuer.store.agent(&id).await.map_err(store_err)? {
                 if !a.credential_jti.is_empty() {
                     self.issuer
                         .store
@@ -282,9 +330,9 @@ impl Admin for AdminService {
                 }
             }
         }
-        match self.issuer.store.set_agent_status(&r.id, status).await {
+        match self.issuer.store.set_agent_status(&id, status).await {
             Ok(true) => {}
-            Ok(false) => return Err(Status::not_found(format!("no agent {}", r.id))),
+            Ok(false) => return Err(Status::not_found(format!("no agent {id}"))),
             Err(StoreError::Conflict(m)) => return Err(Status::failed_precondition(m)),
             Err(e) => return Err(store_err(e)),
         }
@@ -297,15 +345,7 @@ impl Admin for AdminService {
         req: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
         authorize(&req)?;
-        let denial = match req.into_inner().what {
-            Some(pb::revoke_request::What::Jti(j)) if !j.is_empty() && j.len() <= 64 => {
-                Denial::Jti(j)
-            }
-            Some(pb::revoke_request::What::ChainId(c)) if !c.is_empty() && c.len() <= 64 => {
-                Denial::Chain(c)
-            }
-            _ => return Err(Status::invalid_argument("name a jti or a chain id")),
-        };
+        let denial = revoke_request(req.into_inner())?;
         let revision = self.issuer.store.deny(&denial).await.map_err(store_err)?;
         self.changed().await;
         Ok(Response::new(pb::RevokeResponse { revision }))

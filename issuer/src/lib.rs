@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod fuzzing;
 pub mod limits;
 pub mod node_api;
 pub mod nonces;

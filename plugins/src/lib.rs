@@ -15,6 +15,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod docker;
+pub mod fuzzing;
 pub mod k8s;
 #[cfg(feature = "testing")]
 pub mod k8s_testing;

@@ -27,3 +27,42 @@ pub fn verify_bytes(data: &[u8]) {
     let _ = crate::subject::validate(&text);
     let _ = pop::check(&org, data, &text);
 }
+
+/// The seed of the org key the deny-list fuzz seeds are signed with. A fuzzing
+/// key, public on purpose: it exists so the fuzzer reaches the accepting paths.
+pub const DENY_ORG_SEED: [u8; 32] = [0x42; 32];
+/// When the deny-list fuzz seeds were signed (their chain is valid then).
+pub const DENY_NOW: u64 = 1_800_000_000;
+
+/// The public key of [`DENY_ORG_SEED`], derived once.
+pub fn deny_org() -> PublicKey {
+    static ORG: std::sync::OnceLock<PublicKey> = std::sync::OnceLock::new();
+    *ORG.get_or_init(|| crate::KeyPair::from_seed(&DENY_ORG_SEED).public())
+}
+
+/// Parses `data` as a deny list against the fuzzing org key, both as the org's
+/// own list and as a chain issuer's, and checks what an accepted list promises.
+/// Panics only on a parser panic or a broken invariant.
+pub fn deny_list_bytes(data: &[u8]) {
+    let org = deny_org();
+    let text = String::from_utf8_lossy(data);
+    let Ok(list) = crate::deny::parse(&text, &org) else {
+        return;
+    };
+    // The same list is never a rollback of itself, and what it names it denies.
+    assert!(crate::deny::newer(Some(&list), list.clone()).is_ok());
+    for c in &list.denied().chains {
+        assert!(list.denies_chain(c));
+    }
+    for j in &list.denied().jtis {
+        assert!(list.denies_jti(j));
+    }
+    // A verifier holding it still verifies (or refuses) without panicking.
+    let _ = Verifier::new(org)
+        .with_deny_list(list.clone())
+        .verify(&text, DENY_NOW);
+    // Another org never accepts it.
+    if let Ok(other) = PublicKey::from_hex(ORG_HEX, false) {
+        assert!(crate::deny::parse(&text, &other).is_err());
+    }
+}

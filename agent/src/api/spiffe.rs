@@ -44,6 +44,56 @@ fn to_prost(v: &serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
+/// What a FetchJWTSVID request asks for, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSvidAsk {
+    /// The one SPIFFE ID wanted; `None` for all of the caller's.
+    pub spiffe_id: Option<String>,
+    /// The audiences, none empty; at least one.
+    pub audiences: Vec<String>,
+}
+
+/// Checks a FetchJWTSVID request: at least one non-empty audience (the spec's
+/// `InvalidArgument` otherwise). Empty audiences are dropped.
+pub fn jwt_svid_request(r: &JwtsvidRequest) -> Result<JwtSvidAsk, Status> {
+    let audiences: Vec<String> = r
+        .audience
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
+    if audiences.is_empty() {
+        return Err(Status::invalid_argument("audience must be specified"));
+    }
+    Ok(JwtSvidAsk {
+        spiffe_id: (!r.spiffe_id.is_empty()).then(|| r.spiffe_id.clone()),
+        audiences,
+    })
+}
+
+/// A ValidateJWTSVID request, once checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidateAsk<'a> {
+    /// The token to validate.
+    pub svid: &'a str,
+    /// The audience it must name.
+    pub audience: &'a str,
+}
+
+/// Checks a ValidateJWTSVID request: an audience and a token, both non-empty.
+pub fn validate_jwt_svid_request(r: &ValidateJwtsvidRequest) -> Result<ValidateAsk<'_>, Status> {
+    if r.audience.is_empty() {
+        return Err(Status::invalid_argument("audience must be specified"));
+    }
+    if r.svid.is_empty() {
+        return Err(Status::invalid_argument("svid must be specified"));
+    }
+    Ok(ValidateAsk {
+        svid: &r.svid,
+        audience: &r.audience,
+    })
+}
+
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for SpiffeService {
     type FetchX509SVIDStream = Stream<X509svidResponse>;
@@ -122,27 +172,23 @@ impl SpiffeWorkloadApi for SpiffeService {
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         const RPC: &str = "FetchJWTSVID";
-        if req.get_ref().audience.iter().all(String::is_empty) {
-            self.0.check_header(&req, RPC)?;
-            self.0.metrics.request(RPC, tonic::Code::InvalidArgument);
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
+        let ask = match jwt_svid_request(req.get_ref()) {
+            Ok(ask) => ask,
+            Err(status) => {
+                self.0.check_header(&req, RPC)?;
+                self.0.metrics.request(RPC, status.code());
+                return Err(status);
+            }
+        };
         let (peer, attested) = self.0.authorize(&req, RPC).await?;
-        let want = &req.get_ref().spiffe_id;
-        let audiences: Vec<String> = req
-            .get_ref()
-            .audience
-            .iter()
-            .filter(|a| !a.is_empty())
-            .cloned()
-            .collect();
         let mut svids = Vec::new();
         for e in attested.entries().iter().filter(|e| {
-            e.subject.starts_with("spiffe://") && (want.is_empty() || *want == e.subject)
+            e.subject.starts_with("spiffe://")
+                && ask.spiffe_id.as_ref().is_none_or(|want| *want == e.subject)
         }) {
             let s = self
                 .0
-                .credential(Kind::JwtSvid, e, audiences.clone(), &attested)
+                .credential(Kind::JwtSvid, e, ask.audiences.clone(), &attested)
                 .await?;
             if let Value::JwtSvid { token } = s.value {
                 svids.push(Jwtsvid {
@@ -183,19 +229,12 @@ impl SpiffeWorkloadApi for SpiffeService {
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         const RPC: &str = "ValidateJWTSVID";
         let peer = self.0.check_header(&req, RPC)?;
-        let r = req.get_ref();
-        if r.audience.is_empty() {
-            self.0.metrics.request(RPC, tonic::Code::InvalidArgument);
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
-        if r.svid.is_empty() {
-            self.0.metrics.request(RPC, tonic::Code::InvalidArgument);
-            return Err(Status::invalid_argument("svid must be specified"));
-        }
+        let r = validate_jwt_svid_request(req.get_ref())
+            .inspect_err(|status| self.0.metrics.request(RPC, status.code()))?;
         let claims = self
             .0
             .authority
-            .validate_jwt_svid(&r.svid, &r.audience, now())
+            .validate_jwt_svid(r.svid, r.audience, now())
             .map_err(|e| {
                 self.0.metrics.request(RPC, tonic::Code::InvalidArgument);
                 Status::invalid_argument(format!("invalid JWT-SVID: {e}"))

@@ -25,6 +25,39 @@ const MAX_NONCES_PER_PID: usize = 16;
 #[derive(Debug, Clone)]
 pub struct CredentialsService(pub Arc<Ctx>);
 
+/// The extra audiences a FetchCredentials request asks for (each entry's own
+/// audiences come first).
+pub fn fetch_credentials_request(r: FetchCredentialsRequest) -> Vec<String> {
+    r.audiences
+}
+
+/// A SignPublicKey request, once checked: the key parsed and its proof of
+/// possession over the nonce verified. Whose nonce it is, the handler checks
+/// first (a nonce is used up even by a malformed request).
+#[derive(Debug, Clone)]
+pub struct SignPublicKeyAsk {
+    /// The key to certify, proven held.
+    pub key: PublicKey,
+    /// The subject asked for; `None` when the caller has only one.
+    pub subject: Option<String>,
+    /// Audiences beyond the entry's.
+    pub audiences: Vec<String>,
+}
+
+/// Checks a SignPublicKey request: a hex ed25519 key (`InvalidArgument`) that
+/// signed the nonce (`PermissionDenied`).
+pub fn sign_public_key_request(r: SignPublicKeyRequest) -> Result<SignPublicKeyAsk, Status> {
+    let key = PublicKey::from_hex(&r.public_key, false)
+        .map_err(|e| Status::invalid_argument(format!("public_key: {e}")))?;
+    pop::check(&key, r.nonce.as_bytes(), &r.signature)
+        .map_err(|e| Status::permission_denied(format!("proof of possession: {e}")))?;
+    Ok(SignPublicKeyAsk {
+        key,
+        subject: (!r.subject.is_empty()).then_some(r.subject),
+        audiences: r.audiences,
+    })
+}
+
 #[tonic::async_trait]
 impl Credentials for CredentialsService {
     type FetchCredentialsStream = Stream<FetchCredentialsResponse>;
@@ -35,7 +68,7 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<Self::FetchCredentialsStream>, Status> {
         const RPC: &str = "FetchCredentials";
         let (peer, attested) = self.0.authorize(&req, RPC).await?;
-        let extra = req.into_inner().audiences;
+        let extra = fetch_credentials_request(req.into_inner());
         let stream = self.0.stream(RPC, peer, move |ctx| {
             let (attested, extra) = (attested.clone(), extra.clone());
             async move {
@@ -115,26 +148,24 @@ impl Credentials for CredentialsService {
                 ))
             }
         }
-        let key = PublicKey::from_hex(&r.public_key, false)
-            .map_err(|e| Status::invalid_argument(format!("public_key: {e}")))?;
-        pop::check(&key, r.nonce.as_bytes(), &r.signature)
-            .map_err(|e| Status::permission_denied(format!("proof of possession: {e}")))?;
-        let entry = match (r.subject.is_empty(), attested.entries()) {
-            (true, [only]) => only,
-            (true, _) => {
+        let ask = sign_public_key_request(r)?;
+        let entry = match (&ask.subject, attested.entries()) {
+            (None, [only]) => only,
+            (None, _) => {
                 return Err(Status::invalid_argument(
                     "caller has several identities: name the subject",
                 ))
             }
-            (false, all) => all
+            (Some(subject), all) => all
                 .iter()
-                .find(|e| e.subject == r.subject)
+                .find(|e| e.subject == *subject)
                 .ok_or_else(|| Status::permission_denied("subject not issued to this process"))?,
         };
+        let key = ask.key;
         let mut audiences: Vec<String> = entry
             .audiences
             .iter()
-            .chain(&r.audiences)
+            .chain(&ask.audiences)
             .cloned()
             .collect();
         audiences.sort();

@@ -1,0 +1,56 @@
+//! Entry points shared by the cargo-fuzz targets (`fuzz/` at the repository
+//! root) and the corpus replay test, so a crash the fuzzer finds replays as an
+//! ordinary `cargo test`. Each panics only on a parser panic or a broken
+//! invariant, which is what the fuzzer looks for.
+
+use crate::{cgroup, template, Selector};
+
+/// Selector and entry-template parsing on arbitrary text. Line 1 is a template,
+/// line 2 a trust domain, line 3 a subject, the rest selectors.
+pub fn selector_template_bytes(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let tpl = lines.next().unwrap_or_default();
+    let td = lines.next().unwrap_or_default();
+    let subject = lines.next().unwrap_or_default();
+    let selectors: Vec<Selector> = lines.filter_map(|l| Selector::parse(l).ok()).collect();
+    for s in &selectors {
+        // A parsed selector round-trips and has a type.
+        assert_eq!(Selector::parse(s.as_str()).as_ref(), Ok(s));
+        assert!(!s.kind().is_empty());
+    }
+    let _ = Selector::parse(tpl);
+    let _ = template::is_template(tpl);
+    let _ = template::validate(tpl, td);
+    let _ = template::matches(tpl, td, subject);
+    if let Ok(Some(rendered)) = template::render(tpl, td, &selectors) {
+        // The issuer must accept what the agent renders, or templated entries
+        // could never be signed.
+        assert!(
+            template::matches(tpl, td, &rendered),
+            "{tpl:?} rendered {rendered:?}, which it does not match"
+        );
+    }
+}
+
+/// `/proc/PID/cgroup` and `/proc/PID/mountinfo` parsing on arbitrary text.
+pub fn cgroup_bytes(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let is_id =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if let Ok(info) = cgroup::parse_cgroup(&text) {
+        if let Some(id) = &info.container_id {
+            assert!(is_id(id), "container id {id:?}");
+            assert!(info.systemd_unit.is_none());
+        } else {
+            assert!(info.runtime.is_none());
+        }
+        if let Some(uid) = &info.pod_uid {
+            assert_eq!(uid.len(), 36, "pod uid {uid:?}");
+        }
+        let _ = cgroup::at_namespace_root(&text);
+    }
+    if let Some((id, _)) = cgroup::container_from_mountinfo(&text) {
+        assert!(is_id(&id), "container id {id:?}");
+    }
+}
