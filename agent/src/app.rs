@@ -22,7 +22,7 @@ use crate::upstream::UpstreamAuthority;
 
 /// Largest request message accepted. Real requests are a few hundred bytes (a
 /// JWT-SVID to validate is the largest); anything bigger is refused with
-/// `OutOfRange` before it is decoded.
+/// `ResourceExhausted` (gRPC's code for a size limit) before it is decoded.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Why the agent could not start.
@@ -175,6 +175,9 @@ pub async fn build_with(
     metrics.track_connections(admission.clone());
     let mut stop = shutdown_rx.clone();
     let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            crate::server::oversize_is_resource_exhausted,
+        ))
         .add_service(
             SpiffeWorkloadApiServer::new(SpiffeService(ctx.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),

@@ -304,6 +304,23 @@ pub fn incoming(
     })
 }
 
+/// tonic answers a request over `max_decoding_message_size` with `OutOfRange`;
+/// a size cap is a limit, which gRPC (and the contract) answer with
+/// `ResourceExhausted`. lanyard's handlers never return `OutOfRange` themselves,
+/// so every such status is the decoder's.
+pub fn oversize_is_resource_exhausted<B>(
+    mut resp: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let h = resp.headers_mut();
+    if h.get("grpc-status").is_some_and(|v| v == "11") {
+        h.insert(
+            "grpc-status",
+            tonic::codegen::http::HeaderValue::from_static("8"),
+        );
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -157,7 +157,7 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
     let mut stop = shutdown_rx.clone();
     let node_server = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
-            oversize_is_resource_exhausted,
+            lanyard_agent::server::oversize_is_resource_exhausted,
         ))
         .add_service(
             NodeServer::new(node)
@@ -169,6 +169,9 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
         });
     let mut stop = shutdown_rx.clone();
     let admin_server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            lanyard_agent::server::oversize_is_resource_exhausted,
+        ))
         .add_service(
             AdminServer::new(AdminService {
                 issuer: issuer.clone(),
@@ -208,23 +211,6 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
         tasks,
         drain: config.drain_timeout,
     })
-}
-
-/// tonic answers a request over `max_decoding_message_size` with `OutOfRange`;
-/// a size cap is a limit, which gRPC (and the contract) answer with
-/// `ResourceExhausted`. The Node handlers never return `OutOfRange` themselves,
-/// so every such status here is the decoder's.
-fn oversize_is_resource_exhausted<B>(
-    mut resp: tonic::codegen::http::Response<B>,
-) -> tonic::codegen::http::Response<B> {
-    let h = resp.headers_mut();
-    if h.get("grpc-status").is_some_and(|v| v == "11") {
-        h.insert(
-            "grpc-status",
-            tonic::codegen::http::HeaderValue::from_static("8"),
-        );
-    }
-    resp
 }
 
 /// Polls the store's revision; a failure marks the issuer not ready until the

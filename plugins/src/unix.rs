@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
@@ -21,6 +21,10 @@ use crate::{AttestError, ProcessRef, Selector, WorkloadAttestor};
 pub const DEFAULT_MAX_HASH_BYTES: u64 = 256 << 20;
 /// How many binaries' hashes are remembered before the cache starts over.
 pub const HASH_CACHE_ENTRIES: usize = 4096;
+/// How many different binaries are hashed at once. A burst of new processes is
+/// mostly one binary (hashed once, the rest wait for it); distinct large binaries
+/// queue instead of each taking a core.
+pub const MAX_PARALLEL_HASHES: usize = 2;
 
 /// The `unix` attestor.
 #[derive(Debug)]
@@ -28,9 +32,28 @@ pub struct UnixAttestor {
     proc_root: PathBuf,
     etc_root: PathBuf,
     max_hash_bytes: u64,
-    hashes: Mutex<HashMap<FileId, String>>,
+    hashes: Mutex<Hashes>,
+    /// Signalled whenever a hash finishes (or fails), for callers waiting on it.
+    hashed: Condvar,
+    /// How many times a binary was read to be hashed (single flight keeps this low).
+    hash_reads: std::sync::atomic::AtomicU64,
     // Parsed /etc/passwd and /etc/group, re-read only when the file changes.
     names: Mutex<HashMap<&'static str, NameFile>>,
+}
+
+fn poisoned() -> AttestError {
+    AttestError::Io {
+        what: "the binary hash cache".into(),
+        source: std::io::Error::other("lock poisoned"),
+    }
+}
+
+/// Known hashes, and the binaries being hashed right now: concurrent callers of
+/// one binary share one read of it (single flight).
+#[derive(Debug, Default)]
+struct Hashes {
+    done: HashMap<FileId, String>,
+    in_flight: std::collections::HashSet<FileId>,
 }
 
 /// A parsed `/etc/passwd` or `/etc/group`, with the stamp of the file it came from.
@@ -71,7 +94,9 @@ impl UnixAttestor {
             proc_root: PathBuf::from("/proc"),
             etc_root: PathBuf::from("/etc"),
             max_hash_bytes,
-            hashes: Mutex::new(HashMap::new()),
+            hashes: Mutex::new(Hashes::default()),
+            hashed: Condvar::new(),
+            hash_reads: std::sync::atomic::AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
         }
     }
@@ -112,17 +137,52 @@ impl UnixAttestor {
         let mut file = File::open(&path).map_err(|e| self.io(pid, &path, e))?;
         let meta = file.metadata().map_err(|e| self.io(pid, &path, e))?;
         let id = FileId::of(&meta);
-        if let Some(h) = self.hashes.lock().ok().and_then(|c| c.get(&id).cloned()) {
-            return Ok(Some(h));
-        }
         if meta.size() > self.max_hash_bytes {
             return Ok(None);
         }
+        // Wait while this binary is being hashed by another caller, or while the
+        // parallel-hash slots are taken; then either use the result or take the job.
+        {
+            let mut h = self.hashes.lock().map_err(|_| poisoned())?;
+            loop {
+                if let Some(hex) = h.done.get(&id) {
+                    return Ok(Some(hex.clone()));
+                }
+                if !h.in_flight.contains(&id) && h.in_flight.len() < MAX_PARALLEL_HASHES {
+                    h.in_flight.insert(id);
+                    break;
+                }
+                h = self.hashed.wait(h).map_err(|_| poisoned())?;
+            }
+        }
+        self.hash_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.hash_file(pid, &path, &mut file);
+        if let Ok(mut h) = self.hashes.lock() {
+            h.in_flight.remove(&id);
+            if let Ok(Some(hex)) = &result {
+                if h.done.len() >= HASH_CACHE_ENTRIES {
+                    h.done.clear();
+                }
+                h.done.insert(id, hex.clone());
+            }
+        }
+        self.hashed.notify_all();
+        result
+    }
+
+    /// Reads `file` to the end; `None` if it grows past the cap while read.
+    fn hash_file(
+        &self,
+        pid: i32,
+        path: &Path,
+        file: &mut File,
+    ) -> Result<Option<String>, AttestError> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         loop {
-            let n = file.read(&mut buf).map_err(|e| self.io(pid, &path, e))?;
+            let n = file.read(&mut buf).map_err(|e| self.io(pid, path, e))?;
             if n == 0 {
                 break;
             }
@@ -132,14 +192,7 @@ impl UnixAttestor {
             }
             hasher.update(&buf[..n]);
         }
-        let hex = lanyard_token::hex::encode(&hasher.finalize());
-        if let Ok(mut cache) = self.hashes.lock() {
-            if cache.len() >= HASH_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(id, hex.clone());
-        }
-        Ok(Some(hex))
+        Ok(Some(lanyard_token::hex::encode(&hasher.finalize())))
     }
 
     /// Supplementary groups from `/proc/PID/status`.
@@ -245,6 +298,28 @@ mod tests {
         let bytes = std::fs::read(&exe).unwrap();
         let want = lanyard_token::hex::encode(&Sha256::digest(&bytes));
         assert!(sel.contains(&format!("unix:sha256:{want}")));
+    }
+
+    #[test]
+    fn concurrent_callers_share_one_read_of_a_binary() {
+        let a = std::sync::Arc::new(UnixAttestor::default());
+        let p = me();
+        let all: Vec<_> = (0..16)
+            .map(|_| {
+                let (a, p) = (a.clone(), p.clone());
+                std::thread::spawn(move || a.attest(&p).unwrap())
+            })
+            .collect();
+        let first = all
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>();
+        assert!(first.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(
+            a.hash_reads.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "16 concurrent attestations of one binary read it once"
+        );
     }
 
     #[test]
