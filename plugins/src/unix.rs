@@ -306,7 +306,7 @@ mod tests {
         let p = me();
         let all: Vec<_> = (0..16)
             .map(|_| {
-                let (a, p) = (a.clone(), p.clone());
+                let a = a.clone();
                 std::thread::spawn(move || a.attest(&p).unwrap())
             })
             .collect();
