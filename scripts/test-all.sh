@@ -45,6 +45,8 @@ echo "== tests (includes the fuzz corpus replay and the end-to-end tests)"
 cargo test --workspace --all-targets --locked
 echo "== doc tests"
 cargo test --workspace --doc --locked
+echo "== fuzz smoke (every target for 20 s, pinned toolchain; installs cargo-fuzz if missing)"
+bash scripts/fuzz.sh smoke 20
 echo "== helm chart (helm lint --strict, helm template, and the chart's own checks)"
 command -v helm >/dev/null
 python3 helm/lanyard/ci/check_chart.py
