@@ -7,7 +7,7 @@
 //! `{"a","bcd"}` never collide). When full, the least recently used key is
 //! dropped; an X.509-SVID entry is the largest, about 2 KiB.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::authority::{Authority, AuthorityError, CredentialRequest};
-use crate::fsutil::{write_atomic_with, Replace};
+use crate::fsutil::{remove_stale_temps, write_atomic_with, Replace};
 
 /// Most keys held; see the module docs.
 pub const MAX_ENTRIES: usize = 8192;
@@ -174,6 +174,8 @@ pub struct Cache {
     generation: watch::Sender<u64>,
     dirty: tokio::sync::Notify,
     path: PathBuf,
+    /// Files in `data_dir` whose last write failed, with the error (readiness).
+    persist_failures: Mutex<BTreeMap<String, String>>,
 }
 
 fn refresh_point(issued: u64, expires: u64) -> u64 {
@@ -194,7 +196,40 @@ impl Cache {
             generation: watch::channel(0).0,
             dirty: tokio::sync::Notify::new(),
             path: data_dir.join(CACHE_FILE),
+            persist_failures: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Records how the last write of `file` (in `data_dir`) went: a failure
+    /// makes the agent not ready (it serves from memory, but a restart would
+    /// lose what is not on disk) until a later write of that file succeeds.
+    pub fn record_persist(&self, file: &str, result: &std::io::Result<()>) {
+        let mut f = self
+            .persist_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                f.remove(file);
+            }
+            Err(e) => {
+                f.insert(file.to_owned(), e.to_string());
+            }
+        }
+    }
+
+    /// Why persisting fails, if it does: `file: error` for each failing file.
+    pub fn persist_failure(&self) -> Option<String> {
+        let f = self
+            .persist_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (!f.is_empty()).then(|| {
+            f.iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     /// Bumps whenever a cached value changes: streams resend on it.
@@ -349,10 +384,12 @@ impl Cache {
     /// so an entry removed from the config, or an audience asked for once, does not
     /// keep the agent minting.
     pub async fn rotate_due(&self, now: u64) {
+        let dropped;
         let due: Vec<(Key, Arc<Slot>)> = {
             let Ok(mut slots) = self.slots.lock() else {
                 return;
             };
+            let held = slots.len();
             let idle = |s: &Slot, st: &Stored| {
                 now.saturating_sub(s.last_used.load(Ordering::Relaxed))
                     > st.expires_at.saturating_sub(st.issued_at)
@@ -363,6 +400,7 @@ impl Cache {
                         .is_none_or(|st| now < st.expires_at || !idle(s, st))
                 })
             });
+            dropped = held - slots.len();
             slots
                 .iter()
                 .filter(|(_, s)| now >= s.retry_at.load(Ordering::Relaxed))
@@ -375,6 +413,12 @@ impl Cache {
                 .map(|(k, s)| (k.clone(), s.clone()))
                 .collect()
         };
+        if dropped > 0 {
+            // Open streams re-read: a watched credential that went unused for a
+            // whole lifetime (the clock jumped, the host slept) is minted afresh
+            // for its watchers instead of silently disappearing.
+            self.changed();
+        }
         for (key, slot) in due {
             let mut guard = slot.value.lock().await;
             let Some(spec) = guard
@@ -440,6 +484,10 @@ impl Cache {
     /// Loads the persisted cache, dropping anything expired or unreadable. A seed +
     /// JWT credential must still verify against the org key and match its seed.
     pub fn load(&self, now: u64) -> usize {
+        let stale = remove_stale_temps(&self.path);
+        if stale > 0 {
+            tracing::info!(stale, "removed temp files of interrupted cache writes");
+        }
         let Ok(text) = std::fs::read_to_string(&self.path) else {
             return 0;
         };
@@ -513,26 +561,41 @@ impl Cache {
         })
     }
 
-    /// Saves after changes, at most every `debounce`, until `stop` fires.
+    /// Saves after changes, at most every `debounce`, until `stop` fires. A
+    /// failed save (a full disk) is retried every few seconds even without a
+    /// new change, so the file catches up as soon as there is room again.
     pub async fn persist_loop(
         self: Arc<Self>,
         debounce: std::time::Duration,
         mut stop: watch::Receiver<bool>,
     ) {
+        let mut failing = false;
         loop {
+            let retry = if failing {
+                std::time::Duration::from_secs(2)
+            } else {
+                std::time::Duration::from_secs(86_400)
+            };
             tokio::select! {
                 () = self.dirty.notified() => {}
+                () = tokio::time::sleep(retry) => {}
                 _ = stop.changed() => break,
             }
             tokio::time::sleep(debounce).await;
             let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.save()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot persist the credential cache; serving from memory")
+            let r = match tokio::task::spawn_blocking(move || me.save()).await {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(format!("cache writer panicked: {e}"))),
+            };
+            if let Err(e) = &r {
+                if !failing {
+                    tracing::error!(error = %e, "cannot persist the credential cache; serving from memory");
                 }
-                Err(e) => tracing::error!(error = %e, "cache writer panicked"),
+            } else if failing {
+                tracing::info!("credential cache persisted again");
             }
+            failing = r.is_err();
+            self.record_persist(CACHE_FILE, &r);
         }
         let _ = self.save();
     }

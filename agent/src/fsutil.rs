@@ -74,3 +74,68 @@ pub fn write_atomic_with(
     }
     Ok(())
 }
+
+/// Removes the temp files that interrupted writes of `path` left behind (a
+/// crash or `kill -9` between creating the temp file and the rename), except
+/// this process's own. Call it at start, before anything writes `path`: left
+/// alone, every crash would leave a full-size copy in `data_dir`, and a disk
+/// filled with them refuses the next write. Returns how many were removed.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let mine = format!("{prefix}{}-", std::process::id());
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let f = e.file_name();
+        let f = f.to_string_lossy();
+        if f.starts_with(&prefix) && !f.starts_with(&mine) && fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn stale_temps_of_one_file_are_removed_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("lanyard-fsutil-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cache.json");
+        write_atomic(&path, b"{}", 0o600, Replace::Yes).unwrap();
+        fs::write(dir.join(".cache.json.tmp-1-abcdef"), b"{\"ha").unwrap();
+        fs::write(dir.join(".cache.json.tmp-2-012345"), b"").unwrap();
+        fs::write(dir.join(".upstream.json.tmp-1-abcdef"), b"x").unwrap();
+        let own = dir.join(format!(".cache.json.tmp-{}-aaaaaa", std::process::id()));
+        fs::write(&own, b"x").unwrap();
+        assert_eq!(remove_stale_temps(&path), 2);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let own_name = own.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            left,
+            [
+                own_name.as_str(),
+                ".upstream.json.tmp-1-abcdef",
+                "cache.json"
+            ]
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -18,6 +18,19 @@ fn agent_handler(ctx: Arc<Ctx>, ready: watch::Receiver<bool>) -> Handler {
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" => {
             let authority_ok = ctx.authority.expires_at() > now();
+            // A write to data_dir failing (a full disk): requests are still
+            // served from memory, but what a restart needs is not on disk.
+            if let Some(why) = ctx.cache.persist_failure() {
+                let link = ctx
+                    .authority
+                    .link_state()
+                    .map(|(_, line)| format!("{line}\n"))
+                    .unwrap_or_default();
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: cannot persist to data_dir ({why}); serving from memory\n{link}"),
+                );
+            }
             if let Some((serving, line)) = ctx.authority.link_state() {
                 return if *ready.borrow() && serving {
                     (StatusCode::OK, format!("ready\n{line}\n"))

@@ -172,6 +172,17 @@ pub struct UpstreamAuthority {
     state: Mutex<LinkState>,
     next_addr: AtomicUsize,
     sessions_opened: AtomicU64,
+    /// Files whose last write failed (a full disk), to retry and report.
+    unsaved: Mutex<Unsaved>,
+}
+
+/// Persisted files whose last write failed.
+#[derive(Debug, Default)]
+struct Unsaved {
+    /// The agent credential's last write, when it failed.
+    agent: Option<String>,
+    /// The sync state's last write, when it failed.
+    synced: Option<String>,
 }
 
 impl UpstreamAuthority {
@@ -205,6 +216,7 @@ impl UpstreamAuthority {
             state: Mutex::new(LinkState::Connecting),
             next_addr: AtomicUsize::new(0),
             sessions_opened: AtomicU64::new(0),
+            unsaved: Mutex::new(Unsaved::default()),
             data_dir,
         };
         me.load_persisted();
@@ -212,6 +224,12 @@ impl UpstreamAuthority {
     }
 
     fn load_persisted(&self) {
+        for f in [AGENT_CREDENTIAL_FILE, SYNCED, DENY_LIST_FILE] {
+            let stale = crate::fsutil::remove_stale_temps(&self.data_dir.join(f));
+            if stale > 0 {
+                tracing::info!(file = f, stale, "removed temp files of interrupted writes");
+            }
+        }
         let stored = std::fs::read(self.data_dir.join(AGENT_CREDENTIAL_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice::<StoredAgent>(&b).ok());
@@ -400,22 +418,100 @@ impl UpstreamAuthority {
             expires_at: exp,
         };
         // In memory first: if the disk refuses, the agent goes on serving and
-        // retries the write at the next renewal.
+        // retries the write every second from the sync loop.
         *self.agent.lock().unwrap_or_else(|p| p.into_inner()) = Some(cred.clone());
+        self.persist_agent();
+        Ok(cred)
+    }
+
+    /// Writes the agent credential held in memory; a failure is kept for
+    /// `/readyz` and retried by [`UpstreamAuthority::retry_unsaved`].
+    fn persist_agent(&self) {
+        let Some(cred) = self.agent.lock().ok().and_then(|a| a.clone()) else {
+            return;
+        };
         let stored = StoredAgent {
             seed: cred.key.seed_text(),
             jwt: cred.jwt.clone(),
         };
         let bytes = zeroize::Zeroizing::new(serde_json::to_vec(&stored).unwrap_or_default());
-        if let Err(e) = crate::fsutil::write_atomic(
+        let r = crate::fsutil::write_atomic(
             &self.data_dir.join(AGENT_CREDENTIAL_FILE),
             &bytes,
             0o600,
             crate::fsutil::Replace::Yes,
-        ) {
-            tracing::error!(error = %e, "cannot persist the agent credential; a restart would need to attest again");
+        );
+        let mut u = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Ok(()) => u.agent = None,
+            Err(e) => {
+                if u.agent.is_none() {
+                    tracing::error!(error = %e, "cannot persist the agent credential; a restart would need to attest again");
+                }
+                u.agent = Some(e.to_string());
+            }
         }
-        Ok(cred)
+    }
+
+    /// Writes the sync state (and the deny list file) held in memory.
+    fn persist_synced(&self) {
+        let snapshot = self
+            .synced
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut r = Ok(());
+        if !snapshot.deny_list.is_empty() {
+            r = crate::fsutil::write_atomic(
+                &self.data_dir.join(DENY_LIST_FILE),
+                snapshot.deny_list.as_bytes(),
+                0o644,
+                crate::fsutil::Replace::Yes,
+            );
+        }
+        let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
+        let r = r.and(crate::fsutil::write_atomic(
+            &self.data_dir.join(SYNCED),
+            &bytes,
+            0o600,
+            crate::fsutil::Replace::Yes,
+        ));
+        let mut u = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Ok(()) => u.synced = None,
+            Err(e) => {
+                if u.synced.is_none() {
+                    // Serving goes on from memory; the sync loop tries again.
+                    tracing::error!(error = %e, "cannot persist the sync state");
+                }
+                u.synced = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Retries the writes that failed, and reports them to `cache` (readiness).
+    fn retry_unsaved(&self, cache: &Cache) {
+        let (agent, synced) = {
+            let u = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            (u.agent.is_some(), u.synced.is_some())
+        };
+        if agent {
+            self.persist_agent();
+        }
+        if synced {
+            self.persist_synced();
+        }
+        self.report_unsaved(cache);
+    }
+
+    fn report_unsaved(&self, cache: &Cache) {
+        let u = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        let as_result = |e: &Option<String>| match e {
+            Some(e) => Err(std::io::Error::other(e.clone())),
+            None => Ok(()),
+        };
+        cache.record_persist(AGENT_CREDENTIAL_FILE, &as_result(&u.agent));
+        cache.record_persist(SYNCED, &as_result(&u.synced));
     }
 
     async fn open_session(&self, ch: &Channel) -> Result<Link, UpstreamError> {
@@ -596,6 +692,7 @@ impl UpstreamAuthority {
                     if let Err(e) = self.renew_if_due().await {
                         tracing::warn!(error = %e, "agent credential renewal failed; will retry");
                     }
+                    self.retry_unsaved(cache);
                     continue;
                 }
             };
@@ -678,26 +775,8 @@ impl UpstreamAuthority {
                 .await;
             tracing::info!(dropped, "deny list applied to the credential cache");
         }
-        if !snapshot.deny_list.is_empty() {
-            if let Err(e) = crate::fsutil::write_atomic(
-                &self.data_dir.join(DENY_LIST_FILE),
-                snapshot.deny_list.as_bytes(),
-                0o644,
-                crate::fsutil::Replace::Yes,
-            ) {
-                tracing::error!(error = %e, "cannot write the deny list file");
-            }
-        }
-        let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
-        if let Err(e) = crate::fsutil::write_atomic(
-            &self.data_dir.join(SYNCED),
-            &bytes,
-            0o600,
-            crate::fsutil::Replace::Yes,
-        ) {
-            // Serving goes on from memory; the next sync tries again.
-            tracing::error!(error = %e, "cannot persist the sync state");
-        }
+        self.persist_synced();
+        self.report_unsaved(cache);
         // Pre-mint X.509-SVIDs so the first workload call is a cache hit.
         for e in entries
             .iter()

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::missing_panics_doc)]
 
 pub mod docker;
+pub mod netns;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
@@ -135,6 +136,18 @@ impl AgentProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// `kill -9`: no drain, no final cache write.
     pub fn kill9(mut self) {
         if let Some(mut c) = self.child.take() {
@@ -174,8 +187,19 @@ pub fn free_port() -> u16 {
 
 /// Starts `lanyard ARGS` with its stderr in `log`, and waits until `ready` holds.
 pub fn spawn_lanyard(args: &[&str], log: PathBuf, ready: impl Fn() -> bool) -> AgentProcess {
-    let child = Command::new(lanyard_bin())
-        .args(args)
+    let mut cmd = Command::new(lanyard_bin());
+    cmd.args(args);
+    spawn_command(cmd, log, ready)
+}
+
+/// Starts `cmd` (`lanyard …`, or a wrapper such as `ip netns exec NS lanyard …`)
+/// with its stderr in `log`, and waits until `ready` holds.
+pub fn spawn_command(mut cmd: Command, log: PathBuf, ready: impl Fn() -> bool) -> AgentProcess {
+    let args: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let child = cmd
         .env("LANYARD_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
@@ -188,11 +212,11 @@ pub fn spawn_lanyard(args: &[&str], log: PathBuf, ready: impl Fn() -> bool) -> A
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
         if let Some(status) = p.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("lanyard {args:?} exited with {status}: {}", p.log());
+            panic!("{args:?} exited with {status}: {}", p.log());
         }
         assert!(
             Instant::now() < deadline,
-            "lanyard {args:?} did not start: {}",
+            "{args:?} did not start: {}",
             p.log()
         );
         std::thread::sleep(Duration::from_millis(20));

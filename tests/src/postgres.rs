@@ -109,6 +109,13 @@ impl PgServer {
         }
     }
 
+    /// Starts a stopped server again on the same port and data.
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.launch();
+        }
+    }
+
     /// Stops the server and starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
