@@ -40,17 +40,38 @@ pub fn setup(dir: &Path) -> String {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
+    // The store on tmpfs where there is one: writing the 10,000 entries is not
+    // measured, and a disk's fsync per admin write (1-2 ms) would dominate the run.
+    let shm = Path::new("/dev/shm");
+    let db = if shm.is_dir() {
+        shm.join(format!("lanyard-bench-{}-{port}.db", std::process::id()))
+    } else {
+        dir.join("issuer.db")
+    };
     // Limits far above the load: this measures signing, not the rate limiter.
     std::fs::write(
         dir.join("issuer.toml"),
         format!(
-            "trust_domain = \"example.org\"\nlisten = \"{listen}\"\nadmin_socket = \"admin.sock\"\nstore = \"sqlite://issuer.db\"\nhealth_addr = \"off\"\n\
+            "trust_domain = \"example.org\"\nlisten = \"{listen}\"\nadmin_socket = \"admin.sock\"\nstore = \"sqlite://{}\"\nhealth_addr = \"off\"\n\
              [authority]\nchain_jwt = \"chain.jwt\"\nchain_seed = \"chain.seed\"\norg_public = \"org.public\"\n\
-             [limits]\nsign_per_sec = 10000000\nsign_burst = 10000000\nattest_per_sec = 10000000\nattest_burst = 10000000\n"
+             [limits]\nsign_per_sec = 10000000\nsign_burst = 10000000\nattest_per_sec = 10000000\nattest_burst = 10000000\n",
+            db.display()
         ),
     )
     .unwrap();
     listen
+}
+
+/// Removes the stores [`setup`] put on tmpfs (with their WAL files).
+pub fn cleanup() {
+    let prefix = format!("lanyard-bench-{}-", std::process::id());
+    if let Ok(rd) = std::fs::read_dir("/dev/shm") {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// The `__issuer DIR` child.
@@ -66,7 +87,7 @@ pub fn run(dir: &Path) {
     });
 }
 
-async fn admin(dir: &Path) -> AdminClient<Channel> {
+pub(crate) async fn admin(dir: &Path) -> AdminClient<Channel> {
     AdminClient::new(
         lanyard_agent::client::connect(&dir.join("admin.sock"))
             .await
@@ -74,7 +95,7 @@ async fn admin(dir: &Path) -> AdminClient<Channel> {
     )
 }
 
-async fn join_token(a: &mut AdminClient<Channel>, name: &str) -> String {
+pub(crate) async fn join_token(a: &mut AdminClient<Channel>, name: &str) -> String {
     a.create_join_token(pb::CreateJoinTokenRequest {
         ttl_secs: 3600,
         name: name.into(),
@@ -126,10 +147,11 @@ impl SimAgent {
     }
 }
 
-async fn entry(a: &mut AdminClient<Channel>, subject: &str, node: &str) {
+/// An entry for `unix:uid:UID` workloads on node `join:name:NODE`.
+pub(crate) async fn entry(a: &mut AdminClient<Channel>, subject: &str, node: &str, uid: u32) {
     a.create_entry(pb::Entry {
         subject: subject.into(),
-        selectors: vec!["unix:uid:1000".into()],
+        selectors: vec![format!("unix:uid:{uid}")],
         node_selectors: vec![format!("join:name:{node}")],
         ..pb::Entry::default()
     })
@@ -145,7 +167,7 @@ pub async fn measure(dir: &Path, addr: &str, pid: u32, quick: bool) -> IssuerFig
 
     // 1. Signing throughput, next to in-process mints of the same credential.
     let signer = SimAgent::join(addr, &org, join_token(&mut adm, "signer").await).await;
-    entry(&mut adm, "spiffe://example.org/bench/sign", "signer").await;
+    entry(&mut adm, "spiffe://example.org/bench/sign", "signer", 1000).await;
     let signer = Arc::new(signer);
     let secs = if quick { 2.0 } else { 5.0 };
     let holder = KeyPair::generate().unwrap().public().to_hex();
@@ -179,21 +201,35 @@ pub async fn measure(dir: &Path, addr: &str, pid: u32, quick: bool) -> IssuerFig
     let sign_per_s = total as f64 / start.elapsed().as_secs_f64();
     let local_mint_per_s = local_mints(dir, secs);
 
+    let t = Instant::now();
     // 2. Entry sync: 10,000 entries in one node's scope, then that node's first Sync.
     let n_entries = 10_000;
     let sync_token = join_token(&mut adm, "sync").await;
     let mut writers = Vec::new();
-    for w in 0..8 {
+    // Many writers: each admin write refreshes the issuer's view (a copy of every
+    // entry), and concurrent writes share a refresh.
+    let n_writers = 64;
+    for w in 0..n_writers {
         let mut a = admin(dir).await;
         writers.push(tokio::spawn(async move {
-            for i in (w..n_entries).step_by(8) {
-                entry(&mut a, &format!("spiffe://example.org/bench/e{i}"), "sync").await;
+            for i in (w..n_entries).step_by(n_writers) {
+                entry(
+                    &mut a,
+                    &format!("spiffe://example.org/bench/e{i}"),
+                    "sync",
+                    1000,
+                )
+                .await;
             }
         }));
     }
     for w in writers {
         w.await.unwrap();
     }
+    eprintln!(
+        "         issuer: {n_entries} entries written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let syncer = SimAgent::join(addr, &org, sync_token).await;
     let start = Instant::now();
     let mut stream = syncer.sync().await;
@@ -205,6 +241,7 @@ pub async fn measure(dir: &Path, addr: &str, pid: u32, quick: bool) -> IssuerFig
 
     // 3. RSS with 1,000 agents, each on its own TLS connection with a Sync stream.
     let rss_idle = crate::rss_mib(pid);
+    let t = Instant::now();
     let agents = 1000;
     let mut tokens = Vec::new();
     for i in 0..agents {
@@ -228,6 +265,10 @@ pub async fn measure(dir: &Path, addr: &str, pid: u32, quick: bool) -> IssuerFig
             joined.push(j.await.unwrap());
         }
     }
+    eprintln!(
+        "         issuer: {agents} agents joined in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_agents = crate::rss_mib(pid);
     drop(joined);

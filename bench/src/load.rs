@@ -23,9 +23,14 @@ pub struct Stats {
 pub struct Comparison {
     pub lanyard: Stats,
     pub empty: Stats,
+    /// Server CPU seconds per call, each side, over all its rounds.
+    pub lanyard_cpu_per_call: f64,
+    pub empty_cpu_per_call: f64,
+    /// Per round: lanyard's CPU per call over the empty server's.
+    pub cpu_ratios: Vec<f64>,
 }
 
-fn request() -> tonic::Request<JwtsvidRequest> {
+pub fn request() -> tonic::Request<JwtsvidRequest> {
     with_header(JwtsvidRequest {
         audience: vec!["bench".into()],
         spiffe_id: String::new(),
@@ -68,43 +73,60 @@ fn stats(mut lat: Vec<f64>, rate: f64) -> Stats {
     }
 }
 
-/// Alternating rounds; percentiles over all samples of each side.
+/// One server under test: its socket and its process id (for its CPU time).
+#[derive(Debug, Clone, Copy)]
+pub struct Server<'a> {
+    pub socket: &'a Path,
+    pub pid: u32,
+}
+
+/// Alternating rounds; percentiles over all samples of each side; the server
+/// processes' CPU time per call, each round.
 pub async fn compare(
-    lanyard: &Path,
-    empty: &Path,
+    lanyard: Server<'_>,
+    empty: Server<'_>,
     conc: usize,
     rounds: usize,
     dur: Duration,
 ) -> Comparison {
     // Warm up: the first call mints and caches the JWT-SVID.
-    let _ = run(lanyard, 1, Duration::from_millis(200)).await;
-    let _ = run(empty, 1, Duration::from_millis(200)).await;
+    let _ = run(lanyard.socket, 1, Duration::from_millis(200)).await;
+    let _ = run(empty.socket, 1, Duration::from_millis(200)).await;
     let (mut a, mut b, mut ra, mut rb) = (Vec::new(), Vec::new(), 0.0, 0.0);
+    let (mut cpu_a, mut cpu_b) = (0.0, 0.0);
+    let mut cpu_ratios = Vec::new();
     for i in 0..rounds {
-        let order: [&Path; 2] = if i % 2 == 0 {
-            [lanyard, empty]
-        } else {
-            [empty, lanyard]
-        };
-        for s in order {
-            let (lat, rate) = run(s, conc, dur).await;
-            if s == lanyard {
+        let mut per_call = [0.0; 2];
+        for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let s = [lanyard, empty][side];
+            let cpu0 = crate::churn::cpu_secs(s.pid);
+            let (lat, rate) = run(s.socket, conc, dur).await;
+            let cpu = crate::churn::cpu_secs(s.pid) - cpu0;
+            per_call[side] = cpu / lat.len() as f64;
+            if side == 0 {
                 a.extend(lat);
                 ra += rate;
+                cpu_a += cpu;
             } else {
                 b.extend(lat);
                 rb += rate;
+                cpu_b += cpu;
             }
         }
+        cpu_ratios.push(per_call[0] / per_call[1]);
     }
+    let (na, nb) = (a.len() as f64, b.len() as f64);
     Comparison {
         lanyard: stats(a, ra / rounds as f64),
         empty: stats(b, rb / rounds as f64),
+        lanyard_cpu_per_call: cpu_a / na,
+        empty_cpu_per_call: cpu_b / nb,
+        cpu_ratios,
     }
 }
 
 /// Fills the cache of an agent whose entries all match this process.
-pub async fn fill(socket: &Path) {
+pub async fn fill(socket: &Path, n: usize) {
     let ch = connect(socket).await.expect("connect");
     let mut s = SpiffeWorkloadApiClient::new(ch.clone());
     s.fetch_jwtsvid(request()).await.expect("JWT-SVIDs");
@@ -120,21 +142,21 @@ pub async fn fill(socket: &Path) {
         .expect("X.509 message")
         .svids
         .len();
-    assert_eq!(svids, 1000);
+    assert_eq!(svids, n);
     let mut c = CredentialsClient::new(ch);
     let mut st = c
         .fetch_credentials(with_header(FetchCredentialsRequest::default()))
         .await
         .expect("credentials")
         .into_inner();
-    let n = st
+    let got = st
         .message()
         .await
         .expect("credential stream")
         .expect("credential message")
         .credentials
         .len();
-    assert_eq!(n, 1000);
+    assert_eq!(got, n);
     // Let the allocator settle and the cache file be written.
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
