@@ -83,12 +83,11 @@ case "${1:-}" in
     ensure_cargo_fuzz
     t="${2:?target}"
     mkdir -p "corpus/$t"
-    # Merge seeds, the committed corpus and the scratch finds into a fresh dir.
+    # Merge the committed corpus and the scratch finds into a fresh dir (seeds
+    # and regressions stay where they are, under their own names).
     tmp="$(mktemp -d)"
     dirs=("corpus/$t")
-    for d in "$SCRATCH/$t" "seeds/$t" "regressions/$t"; do
-      [ -d "$d" ] && dirs+=("$d")
-    done
+    [ -d "$SCRATCH/$t" ] && dirs+=("$SCRATCH/$t")
     cargo fuzz run --sanitizer "$SANITIZER" "$t" "$tmp" "${dirs[@]}" -- -merge=1
     rm -rf "corpus/$t"
     mv "$tmp" "corpus/$t"
