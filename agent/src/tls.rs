@@ -45,6 +45,10 @@ const ALPN_H2: &[u8] = b"h2";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an agent waits for TCP connect plus handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an agent pings the issuer on its connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a ping may go unanswered before the connection is dropped.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once: beyond this, new clients wait in the listen
 /// backlog, so a flood of silent connections cannot exhaust memory.
 const MAX_HANDSHAKES: usize = 1024;
@@ -446,7 +450,14 @@ async fn accept_loop(
 
 fn endpoint() -> Endpoint {
     // The URI only fills `:authority`; the connector below decides where to go.
-    Endpoint::from_static("http://lanyard-issuer").connect_timeout(CONNECT_TIMEOUT)
+    // HTTP/2 PINGs on idle connections too: the agent's Sync stream is silent
+    // while nothing changes, and without them a cut network (no FIN, no RST)
+    // left agents "connected" to a dead link for as long as it lasted.
+    Endpoint::from_static("http://lanyard-issuer")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
 }
 
 /// A connector for the issuer at `address` (`host:port`): TCP with TCP_NODELAY, then

@@ -2,7 +2,7 @@
 //! store is opened and migrated, the chain credential checked, and every socket
 //! bound before the issuer reports ready.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hyper::StatusCode;
@@ -131,6 +131,9 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let store_ok = Arc::new(AtomicBool::new(true));
+    // Every Node API request (agents' calls), for /metrics: what a fleet costs
+    // the issuer, and whether reconnecting agents come back in a storm.
+    let node_requests = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let mut health_addr = None;
     if let Some(addr) = config.health_addr {
@@ -140,7 +143,12 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
         health_addr = l.local_addr().ok();
         tasks.push(tokio::spawn(lanyard_agent::health::serve_with(
             l,
-            health_handler(issuer.clone(), store_ok.clone(), shutdown_rx.clone()),
+            health_handler(
+                issuer.clone(),
+                store_ok.clone(),
+                node_requests.clone(),
+                shutdown_rx.clone(),
+            ),
             shutdown_rx.clone(),
         )));
     }
@@ -155,7 +163,14 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
         shutdown: shutdown_rx.clone(),
     };
     let mut stop = shutdown_rx.clone();
+    let counter = node_requests.clone();
     let node_server = tonic::transport::Server::builder()
+        .layer(tower::util::MapRequestLayer::new(
+            move |req: tonic::codegen::http::Request<tonic::body::Body>| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                req
+            },
+        ))
         .layer(tower::util::MapResponseLayer::new(
             lanyard_agent::server::oversize_is_resource_exhausted,
         ))
@@ -241,6 +256,7 @@ async fn refresh_loop(issuer: Arc<Issuer>, ok: Arc<AtomicBool>, mut stop: watch:
 fn health_handler(
     issuer: Arc<Issuer>,
     store_ok: Arc<AtomicBool>,
+    node_requests: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
 ) -> lanyard_agent::health::Handler {
     Arc::new(move |path: &str| match path {
@@ -276,10 +292,11 @@ fn health_handler(
             (
                 StatusCode::OK,
                 format!(
-                    "# TYPE lanyard_issuer_revision gauge\nlanyard_issuer_revision {}\n# TYPE lanyard_issuer_entries gauge\nlanyard_issuer_entries {}\n# TYPE lanyard_issuer_agents gauge\nlanyard_issuer_agents {}\n",
+                    "# TYPE lanyard_issuer_revision gauge\nlanyard_issuer_revision {}\n# TYPE lanyard_issuer_entries gauge\nlanyard_issuer_entries {}\n# TYPE lanyard_issuer_agents gauge\nlanyard_issuer_agents {}\n# TYPE lanyard_issuer_node_requests_total counter\nlanyard_issuer_node_requests_total {}\n",
                     v.revision,
                     v.entries.len(),
-                    v.agents.len()
+                    v.agents.len(),
+                    node_requests.load(Ordering::Relaxed)
                 ),
             )
         }

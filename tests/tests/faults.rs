@@ -8,6 +8,7 @@
 //! "Fault injection"); the defaults keep the suite to a few minutes in debug.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::spiffe::{JwtsvidRequest, X509svidRequest};
 use lanyard_proto::workload::credentials_client::CredentialsClient;
 use lanyard_proto::workload::FetchCredentialsRequest;
-use lanyard_tests::{http_get, lanyard_bin, my_uid, spawn_command, wait_for, Deployment};
+use lanyard_tests::{http_get, lanyard_bin, my_uid, spawn_command, wait_for, Deployment, Fleet};
 use lanyard_token::{PublicKey, Verifier};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -667,4 +668,417 @@ fn clock_jumps_past_credential_expiry() {
     });
     let (code, body) = readyz(&health).unwrap();
     assert_eq!(code, 200, "{body}");
+}
+
+// ---- issuer + upstream agents --------------------------------------------
+
+/// A top-level `key = "value"` of a TOML file the fleet helpers wrote.
+fn toml_str(path: &Path, key: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("{key} not in {}", path.display()));
+    line.split('"').nth(1).unwrap().to_owned()
+}
+
+fn connected(health: &str) -> Option<()> {
+    let (code, body) = http_get(health, "/readyz")?;
+    (code == 200 && body.contains("upstream: connected")).then_some(())
+}
+
+/// The issuer's Node API request counter (`/metrics`).
+fn node_requests(health: &str) -> Option<u64> {
+    let (_, body) = http_get(health, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("lanyard_issuer_node_requests_total "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// An upstream agent `name` with a fresh join token for it (no binary hashing).
+fn upstream_agent(f: &Fleet, name: &str, addr: &str) -> String {
+    let token = f.admin_cmd(
+        "issuer1",
+        &["join-token", "create", "--name", name, "--ttl", "10m"],
+    );
+    f.agent_config_with(
+        name,
+        addr,
+        &format!("join_token = \"{token}\"\n[plugins.unix]\nmax_hash_bytes = 1"),
+    )
+}
+
+fn create_entry(f: &Fleet, subject: &str, node: &str) -> String {
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "entry",
+            "create",
+            "--subject",
+            subject,
+            "--selector",
+            &format!("unix:uid:{}", my_uid()),
+            "--node-selector",
+            &format!("join:name:{node}"),
+            "--ttl",
+            "1h",
+        ],
+    )
+}
+
+/// The X.509-SVID ids the agent at `socket` gives this process.
+fn svid_ids(socket: &Path) -> Option<BTreeSet<String>> {
+    rt().block_on(x509_svids(socket))
+        .ok()
+        .map(|v| v.into_iter().map(|(id, _)| id).collect())
+}
+
+/// The entries an upstream agent has persisted, read with its own loader from a copy.
+fn persisted_entries(f: &Fleet, name: &str) -> usize {
+    let copy = f.dir.join(&format!("{name}/data-check"));
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(f.dir.join(&format!("{name}/data"))).unwrap() {
+        let e = e.unwrap();
+        if !e.file_name().to_string_lossy().contains(".tmp-") {
+            std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+        }
+    }
+    if let Ok(b) = std::fs::read(copy.join("upstream.json")) {
+        serde_json::from_slice::<serde_json::Value>(&b)
+            .unwrap_or_else(|e| panic!("upstream.json ({} bytes) is torn: {e}", b.len()));
+    }
+    let cfg =
+        lanyard_agent::config::Config::load(&f.dir.join(&format!("agent-{name}.toml"))).unwrap();
+    let lanyard_agent::config::Source::Upstream(u) = cfg.source else {
+        panic!("upstream agent expected")
+    };
+    let up =
+        lanyard_agent::upstream::UpstreamAuthority::load(u, "example.org", copy.clone()).unwrap();
+    let n = up.entries().len();
+    let _ = std::fs::remove_dir_all(&copy);
+    n
+}
+
+/// The issuer is `kill -9`ed while an agent's first full `Sync` of thousands of
+/// entries is in flight and while a workload keeps asking it for new
+/// credentials, several times. The agent's persisted entry set is always none
+/// or all of them (one sync message is one revision), every answer is either
+/// the complete set of this process's credentials, each verifying, or an
+/// error; after the last restart the agent has every entry and serves.
+#[test]
+fn issuer_killed_during_sync_and_signing() {
+    let bulk = knob("SYNC_ENTRIES", 3000) as usize;
+    let rounds = knob("ISSUER_KILLS", 4);
+    let f = Fleet::new("faults-issuer-kill");
+    let addr = f.issuer_config("issuer1", "sqlite://issuer1/issuer.db");
+    // Thousands of entries for this node (for other uids, as urn: names so
+    // the agent does not pre-mint them), straight into the store.
+    rt().block_on(async {
+        let store = lanyard_issuer::store::open(&format!(
+            "sqlite://{}",
+            f.dir.join("issuer1/issuer.db").display()
+        ))
+        .await
+        .unwrap();
+        for i in 0..bulk {
+            store
+                .create_entry(&lanyard_issuer::store::NewEntry {
+                    subject: format!("urn:lanyard:bulk:{i}"),
+                    selectors: vec![format!("unix:uid:{}", 4_000_000 + i)],
+                    node_selectors: vec!["join:name:gw1".into()],
+                    ttl_secs: 3600,
+                    audiences: vec![],
+                    networks: vec![],
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let org = org_key(&f.dir.join("org/org.public"));
+    let mut issuer = f.start_issuer("issuer1");
+    let health = upstream_agent(&f, "gw1", &addr);
+    let mine: BTreeSet<String> = (0..3)
+        .map(|i| {
+            let s = format!("spiffe://example.org/mine/{i}");
+            create_entry(&f, &s, "gw1");
+            s
+        })
+        .collect();
+    let total = bulk + mine.len();
+    let sock = f.agent_socket("gw1");
+    let agent = f.start_agent("gw1");
+
+    // A workload asking for new credentials all along (signing by the issuer).
+    let stop = Arc::new(AtomicBool::new(false));
+    let workload = {
+        let (stop, sock, mine) = (stop.clone(), sock.clone(), mine.clone());
+        std::thread::spawn(move || {
+            let (mut complete, mut failed) = (0u32, 0u32);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match rt().block_on(credentials(&sock, &format!("w{n}"), org, unix_now())) {
+                    Ok(got) if got.is_empty() => failed += 1,
+                    Ok(got) => {
+                        let subjects: BTreeSet<String> = got.into_iter().map(|c| c.0).collect();
+                        assert_eq!(subjects, mine, "a partial set of identities was served");
+                        complete += 1;
+                    }
+                    Err(_) => failed += 1,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (complete, failed)
+        })
+    };
+    for round in 0..rounds {
+        // Kill somewhere in the reconnect, sync and signing that follow a start.
+        std::thread::sleep(Duration::from_millis(200 + random_below(1500)));
+        issuer.kill9();
+        let n = persisted_entries(&f, "gw1");
+        println!("issuer kill {round}: the agent holds {n} of {total} entries");
+        assert!(
+            n == 0 || n == total,
+            "kill {round}: the agent persisted a partial entry set ({n} of {total})"
+        );
+        std::thread::sleep(Duration::from_millis(random_below(1000)));
+        issuer = f.start_issuer("issuer1");
+    }
+    // Converges: every entry, connected, serving.
+    wait_for(90, "the agent to reconnect after the last restart", || {
+        connected(&health)
+    });
+    wait_for(30, "all entries persisted", || {
+        (persisted_entries(&f, "gw1") == total).then_some(())
+    });
+    let got = wait_for(30, "the complete identity set", || {
+        rt().block_on(credentials(&sock, "final", org, unix_now()))
+            .ok()
+    });
+    assert_eq!(got.into_iter().map(|c| c.0).collect::<BTreeSet<_>>(), mine);
+    assert_eq!(svid_ids(&sock).unwrap(), mine);
+    stop.store(true, Ordering::Relaxed);
+    let (complete, failed) = workload.join().unwrap();
+    println!("figure faults_issuer_kills {rounds}\nfigure faults_issuer_kill_complete_answers {complete}\nfigure faults_issuer_kill_failed_answers {failed}");
+    assert!(complete > 0, "the workload never got its credentials");
+    drop(agent);
+    drop(issuer);
+}
+
+/// PostgreSQL stops under a running issuer: the issuer stays up and reports not
+/// ready, the agent serves what it has, signing answers cleanly (a valid
+/// credential or an error, within seconds), admin writes fail cleanly; after
+/// PostgreSQL is back, an entry created then reaches the agent.
+#[test]
+fn postgres_restarted_under_a_running_issuer() {
+    let mut pg = lanyard_tests::postgres::PgServer::start();
+    let f = Fleet::new("faults-pg");
+    let addr = f.issuer_config("issuer1", &pg.url());
+    let ihealth = toml_str(&f.dir.join("issuer1.toml"), "health_addr");
+    let mut issuer = f.start_issuer("issuer1");
+    let health = upstream_agent(&f, "gw1", &addr);
+    let _agent = f.start_agent("gw1");
+    let sock = f.agent_socket("gw1");
+    wait_for(20, "agent connected", || connected(&health));
+    create_entry(&f, "spiffe://example.org/pg/before", "gw1");
+    let (_, before, _) = wait_for(10, "the entry at the agent", || {
+        rt().block_on(jwt_svid(&sock, "pg-a")).ok()
+    });
+
+    pg.stop();
+    let (_, body) = wait_for(10, "the issuer to report the store down", || {
+        http_get(&ihealth, "/readyz").filter(|(c, b)| *c == 503 && b.contains("store"))
+    });
+    println!("PostgreSQL down: issuer /readyz: {}", body.trim());
+    assert!(
+        issuer.running(),
+        "the issuer exited when PostgreSQL stopped"
+    );
+    // Cached: the same credential.
+    assert_eq!(rt().block_on(jwt_svid(&sock, "pg-a")).unwrap().1, before);
+    // New signing: a clean answer, soon.
+    let t = Instant::now();
+    match rt().block_on(jwt_svid(&sock, "pg-b")) {
+        Ok((_, _, exp)) => assert!(exp > unix_now()),
+        Err(e) => println!("signing during the outage: {e}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "signing hung for {:?}",
+        t.elapsed()
+    );
+    // An admin write fails, and does not hang.
+    let t = Instant::now();
+    let out = lanyard_tests::lanyard(&[
+        "entry",
+        "create",
+        "--admin-socket",
+        &f.admin("issuer1"),
+        "--subject",
+        "spiffe://example.org/pg/lost",
+        "--selector",
+        "unix:uid:1",
+        "--node-selector",
+        "join:name:gw1",
+    ]);
+    assert!(
+        !out.status.success(),
+        "an entry was created with the store down"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "admin write hung {:?}",
+        t.elapsed()
+    );
+
+    pg.start_again();
+    wait_for(30, "the issuer ready again", || {
+        http_get(&ihealth, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    assert!(issuer.running());
+    create_entry(&f, "spiffe://example.org/pg/after", "gw1");
+    wait_for(
+        15,
+        "the entry created after the restart at the agent",
+        || svid_ids(&sock).filter(|ids| ids.contains("spiffe://example.org/pg/after")),
+    );
+    let _ = &mut issuer;
+}
+
+/// Ten agents in a network namespace, the issuer outside, a veth pair between:
+/// the link is cut for 20 s and restored. Requests reaching the issuer are
+/// counted per second (its Node API counter): on recovery the peak stays
+/// within a small multiple of what one reconnect of the whole fleet takes
+/// (backoff 1 s doubling to 60 s, full jitter), every agent is back, and an
+/// entry created afterwards reaches every one of them.
+#[test]
+fn network_cut_and_restored_without_a_retry_storm() {
+    let agents = knob("NET_AGENTS", 10) as usize;
+    let cut_secs = knob("NET_CUT_SECS", 20);
+    let ns = lanyard_tests::netns::NetNs::new(0);
+    let f = Fleet::new("faults-net");
+    let local = f.issuer_config("issuer1", "sqlite://issuer1/issuer.db");
+    let port = local.rsplit(':').next().unwrap();
+    let addr = format!("{}:{port}", ns.host_addr);
+    let icfg = f.dir.join("issuer1.toml");
+    let text = std::fs::read_to_string(&icfg)
+        .unwrap()
+        .replace(&local, &addr);
+    std::fs::write(&icfg, text).unwrap();
+    let ihealth = toml_str(&icfg, "health_addr");
+    let _issuer = f.start_issuer("issuer1");
+
+    let mut procs = Vec::new();
+    let mut healths = Vec::new();
+    for i in 0..agents {
+        let name = format!("n{i}");
+        let h = upstream_agent(&f, &name, &addr);
+        let cfg = f.dir.join(&format!("agent-{name}.toml"));
+        let inside = format!("{}:{}", ns.ns_addr, h.rsplit(':').next().unwrap());
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(&h, &inside);
+        std::fs::write(&cfg, text).unwrap();
+        create_entry(&f, &format!("spiffe://example.org/net/{i}"), &name);
+        let mut cmd = ns.command(&lanyard_bin());
+        cmd.args(["agent", "--config"]).arg(&cfg);
+        let sock = f.agent_socket(&name);
+        procs.push(spawn_command(
+            cmd,
+            f.dir.join(&format!("agent-{name}.log")),
+            || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        ));
+        healths.push(inside);
+    }
+    for h in &healths {
+        wait_for(30, "agent connected", || connected(h));
+    }
+    for i in 0..agents {
+        let sock = f.agent_socket(&format!("n{i}"));
+        wait_for(10, "its identity", || {
+            svid_ids(&sock).filter(|s| !s.is_empty())
+        });
+    }
+    // What the fleet needs: requests per agent to attest, connect, sync and sign.
+    let startup = node_requests(&ihealth).unwrap();
+    let per_agent = startup as f64 / agents as f64;
+    // Steady state: connected and idle.
+    let s0 = node_requests(&ihealth).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let steady = (node_requests(&ihealth).unwrap() - s0) as f64 / 5.0;
+
+    let interrupted = |i: usize| {
+        strip_ansi(&procs[i].log())
+            .matches("upstream sync interrupted")
+            .count()
+    };
+    let before_cut: Vec<usize> = (0..agents).map(interrupted).collect();
+    ns.cut();
+    let cut_at = Instant::now();
+    let c0 = node_requests(&ihealth).unwrap();
+    // Every agent notices the dead link (no FIN, no RST arrives) during the cut.
+    let mut noticed = vec![None; agents];
+    while cut_at.elapsed() < Duration::from_secs(cut_secs) {
+        for (i, n) in noticed.iter_mut().enumerate() {
+            if n.is_none() && interrupted(i) > before_cut[i] {
+                *n = Some(cut_at.elapsed().as_secs_f64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        noticed.iter().all(Option::is_some),
+        "agents still believed the link alive after a {cut_secs} s cut: {noticed:?}"
+    );
+    let detect_s = noticed.iter().flatten().copied().fold(0.0, f64::max);
+    let during = node_requests(&ihealth).unwrap() - c0;
+    ns.restore();
+    // Per-second samples until every agent is back, and 5 s more.
+    let restored = Instant::now();
+    let mut last = node_requests(&ihealth).unwrap();
+    let r0 = last;
+    let mut per_sec = Vec::new();
+    let mut back_at = None;
+    while back_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(5)) {
+        assert!(
+            restored.elapsed() < Duration::from_secs(120),
+            "not every agent reconnected within 120 s; per-second requests {per_sec:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let now = node_requests(&ihealth).unwrap();
+        per_sec.push(now - last);
+        last = now;
+        if back_at.is_none() && healths.iter().all(|h| connected(h).is_some()) {
+            back_at = Some(Instant::now());
+        }
+    }
+    let reconnect_s = back_at.unwrap().duration_since(restored).as_secs_f64();
+    // Every agent really gets updates again.
+    create_entry(&f, "spiffe://example.org/net/after", "n0");
+    let sock = f.agent_socket("n0");
+    wait_for(15, "an entry created after the cut at agent n0", || {
+        svid_ids(&sock).filter(|s| s.contains("spiffe://example.org/net/after"))
+    });
+    let peak = per_sec.iter().copied().max().unwrap_or(0);
+    let recovery_total = last - r0;
+    println!(
+        "figure faults_net_agents {agents}\nfigure faults_net_cut_s {cut_secs}\n\
+         figure faults_net_requests_per_agent_startup {per_agent:.1}\n\
+         figure faults_net_steady_rps {steady:.2}\nfigure faults_net_requests_during_cut {during}\n\
+         figure faults_net_recovery_peak_rps {peak}\nfigure faults_net_recovery_requests {recovery_total}\n\
+         figure faults_net_all_reconnected_s {reconnect_s:.1}\nfigure faults_net_cut_detected_s {detect_s:.1}\nper-second requests on recovery: {per_sec:?}"
+    );
+    // The whole fleet reconnecting at once costs `startup` requests (less: no
+    // attestation); a storm is many times that in a second.
+    let bound = 2 * startup;
+    assert!(
+        peak <= bound,
+        "retry storm: {peak} requests in one second on recovery (one fleet reconnect is {startup})"
+    );
+    assert!(
+        recovery_total <= 3 * startup,
+        "{recovery_total} requests to recover (one fleet reconnect is {startup})"
+    );
+    drop(procs);
 }
