@@ -1082,3 +1082,81 @@ fn network_cut_and_restored_without_a_retry_storm() {
     );
     drop(procs);
 }
+
+/// The same clock jump with an issuer: issuer and agent share one faked clock
+/// that jumps 20 minutes past 10-minute credentials. After the jump the agent
+/// answers only with credentials the issuer signed for the new time (or an
+/// error while it renews), never an expired one, and stays connected.
+#[test]
+fn clock_jumps_past_credential_expiry_upstream() {
+    let f = Fleet::new("faults-clock-up");
+    let addr = f.issuer_config("issuer1", "sqlite://issuer1/issuer.db");
+    let org = org_key(&f.dir.join("org/org.public"));
+    let offset = f.dir.join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let admin = f.dir.join("issuer1/admin.sock");
+    let mut cmd = Command::new(lanyard_bin());
+    cmd.args(["issuer", "--config"])
+        .arg(f.dir.join("issuer1.toml"));
+    faketime_env(&mut cmd, &offset);
+    let _issuer = spawn_command(cmd, f.dir.join("issuer1.log"), || {
+        std::os::unix::net::UnixStream::connect(&admin).is_ok()
+    });
+    let health = upstream_agent(&f, "gw1", &addr);
+    let sock = f.agent_socket("gw1");
+    let mut cmd = Command::new(lanyard_bin());
+    cmd.args(["agent", "--config"])
+        .arg(f.dir.join("agent-gw1.toml"));
+    faketime_env(&mut cmd, &offset);
+    let _agent = spawn_command(cmd, f.dir.join("agent-gw1.log"), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    wait_for(20, "agent connected", || connected(&health));
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/clock",
+            "--selector",
+            &format!("unix:uid:{}", my_uid()),
+            "--node-selector",
+            "join:name:gw1",
+            "--ttl",
+            "10m",
+        ],
+    );
+    let (_, tok1, exp1) = wait_for(10, "the entry at the agent", || {
+        rt().block_on(jwt_svid(&sock, "clock")).ok()
+    });
+    assert!(exp1 <= unix_now() + 600 + 5);
+    let creds1 = rt()
+        .block_on(credentials(&sock, "clock", org, unix_now()))
+        .unwrap();
+
+    let jump = 20 * 60;
+    std::fs::write(&offset, format!("+{jump}\n")).unwrap();
+    let fake_now = || unix_now() + jump;
+    assert!(fake_now() > exp1 && fake_now() > creds1[0].1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut fresh_jwt, mut fresh_cred) = (false, false);
+    while !(fresh_jwt && fresh_cred) {
+        assert!(
+            Instant::now() < deadline,
+            "no fresh credential within 20 s of the jump"
+        );
+        if let Ok((_, tok, exp)) = rt().block_on(jwt_svid(&sock, "clock")) {
+            assert_ne!(tok, tok1, "the expired JWT-SVID was served again");
+            assert!(exp > fake_now(), "expired JWT-SVID served: exp {exp}");
+            fresh_jwt = true;
+        }
+        // Verified at the new time: an expired credential panics here.
+        if let Ok(c) = rt().block_on(credentials(&sock, "clock", org, fake_now())) {
+            assert!(c.iter().all(|(_, exp)| *exp > fake_now()));
+            fresh_cred = !c.is_empty();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(10, "still connected after the jump", || connected(&health));
+}
