@@ -746,9 +746,17 @@ fn persisted_entries(f: &Fleet, name: &str) -> usize {
             std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
         }
     }
-    if let Ok(b) = std::fs::read(copy.join("upstream.json")) {
-        serde_json::from_slice::<serde_json::Value>(&b)
-            .unwrap_or_else(|e| panic!("upstream.json ({} bytes) is torn: {e}", b.len()));
+    for file in ["upstream.json", "agent.cred", "cache.json"] {
+        if let Ok(b) = std::fs::read(copy.join(file)) {
+            let v = serde_json::from_slice::<serde_json::Value>(&b)
+                .unwrap_or_else(|e| panic!("{file} ({} bytes) is torn: {e}", b.len()));
+            if file == "agent.cred" {
+                assert!(
+                    v["seed"].is_string() && v["jwt"].is_string(),
+                    "agent.cred: {v}"
+                );
+            }
+        }
     }
     let cfg =
         lanyard_agent::config::Config::load(&f.dir.join(&format!("agent-{name}.toml"))).unwrap();
