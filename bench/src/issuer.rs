@@ -208,9 +208,14 @@ pub async fn measure(dir: &Path, addr: &str, pid: u32, quick: bool) -> IssuerFig
     let mut writers = Vec::new();
     // Many writers: each admin write refreshes the issuer's view (a copy of every
     // entry), and concurrent writes share a refresh.
+    // 64 writers share 8 connections (the admin socket limits connections).
     let n_writers = 64;
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        conns.push(admin(dir).await);
+    }
     for w in 0..n_writers {
-        let mut a = admin(dir).await;
+        let mut a = conns[w % conns.len()].clone();
         writers.push(tokio::spawn(async move {
             for i in (w..n_entries).step_by(n_writers) {
                 entry(
