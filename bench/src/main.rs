@@ -101,7 +101,11 @@ fn main() {
     section("latency and CPU per call");
     // 2. The agent (one identity) and the empty server, side by side.
     let one = dir.join("one");
-    lanyard_agent::testing::standalone(&one, &entry(0, uid)).unwrap();
+    // The load generator is one process with up to 64 connections, and a round's
+    // connections may still be closing when the next round opens its own: above
+    // the agent's default per-process cap (64).
+    let limits = "[connections]\nmax_per_process = 256\n";
+    lanyard_agent::testing::standalone(&one, &format!("{}{limits}", entry(0, uid))).unwrap();
     let mut agent = spawn_self(&["__agent", one.to_str().unwrap()]);
     let empty_sock = dir.join("empty.sock");
     let mut empty = spawn_self(&["__empty", empty_sock.to_str().unwrap()]);
