@@ -2,9 +2,11 @@
 //! chain issuer, and an agent process that can be killed and restarted.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::missing_panics_doc)]
 
+pub mod cgroups;
 pub mod docker;
 pub mod netns;
 pub mod postgres;
+pub mod procfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -108,6 +110,18 @@ impl Deployment {
     /// The agent socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("run/agent.sock")
+    }
+
+    /// Turns the health endpoint on at a free localhost port; returns the address.
+    pub fn enable_health(&self) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let path = self.dir.join("agent.toml");
+        let conf = std::fs::read_to_string(&path).unwrap().replace(
+            "health_addr = \"off\"",
+            &format!("health_addr = \"{addr}\""),
+        );
+        std::fs::write(path, conf).unwrap();
+        addr
     }
 
     /// Starts the agent and waits until its socket accepts connections.

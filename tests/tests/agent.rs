@@ -181,35 +181,6 @@ fn header_audience_and_identity_errors_use_spiffe_codes() {
 }
 
 #[test]
-fn another_uid_is_denied() {
-    let d = Deployment::new("uid", &entries(my_uid()));
-    let agent = d.start();
-    let never = d.dir.join("never-written");
-    // The socket is 0777: the caller's uid, not file permissions, decides.
-    let out = Command::new("setpriv")
-        .args(["--reuid", "54321", "--regid", "54321", "--clear-groups"])
-        .arg(lanyard_tests::lanyard_bin())
-        .args([
-            "fetch",
-            "--socket",
-            d.socket().to_str().unwrap(),
-            "--out-dir",
-            never.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "uid 54321 got credentials");
-    assert!(err.contains("PermissionDenied"), "{err}");
-    assert!(!never.exists());
-    assert!(
-        agent.log().contains("no entry matches"),
-        "denial not logged: {}",
-        agent.log()
-    );
-}
-
-#[test]
 fn seed_and_jwt_verify_against_the_org_key() {
     let d = Deployment::new("seedjwt", &entries(my_uid()));
     let _agent = d.start();

@@ -8,8 +8,8 @@
 //!   a process inside it fetches its identity through the mounted agent socket.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,77 +18,9 @@ use lanyard_plugins::k8s::{K8sAttestor, K8sConfig};
 use lanyard_plugins::{ProcessRef, WorkloadAttestor};
 
 use lanyard_plugins::k8s_testing::{pod_list_json, FakeContainer, FakeKubelet, FakePod};
+use lanyard_tests::cgroups::{hierarchies, InCgroup};
 use lanyard_tests::docker::{DockerDaemon, IMAGE};
 use lanyard_tests::{lanyard, Deployment};
-
-/// The cgroup hierarchies a process is placed in: v2, the `pids` v1 controller
-/// and systemd's named v1 hierarchy, where mounted (a systemd host keeps the
-/// last two in step with the unit tree).
-fn hierarchies() -> Vec<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    let mut out: Vec<(usize, PathBuf)> = Vec::new();
-    for l in mounts.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let (Some(ty), Some(opts)) = (f.get(2), f.get(3)) else {
-            continue;
-        };
-        let opts: Vec<&str> = opts.split(',').collect();
-        let kind = match *ty {
-            "cgroup2" => 0,
-            "cgroup" if opts.contains(&"pids") => 1,
-            "cgroup" if opts.contains(&"name=systemd") => 2,
-            _ => continue,
-        };
-        if !out.iter().any(|(k, _)| *k == kind) {
-            out.push((kind, PathBuf::from(f[1])));
-        }
-    }
-    out.into_iter().map(|(_, p)| p).collect()
-}
-
-/// A process moved into `rel` in every hierarchy; removed on drop.
-struct InCgroup {
-    child: Child,
-    dirs: Vec<PathBuf>,
-}
-
-impl InCgroup {
-    fn new(rel: &str) -> Option<Self> {
-        let child = Command::new("sleep").arg("60").spawn().unwrap();
-        // Built first, so that Drop reaps the child on every path below.
-        let mut me = Self {
-            child,
-            dirs: Vec::new(),
-        };
-        for root in hierarchies() {
-            let dir = root.join(rel.trim_start_matches('/'));
-            std::fs::create_dir_all(&dir).ok()?;
-            me.dirs.push(dir.clone());
-            std::fs::write(dir.join("cgroup.procs"), me.child.id().to_string()).ok()?;
-        }
-        Some(me)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for InCgroup {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for d in &self.dirs {
-            // Remove the leaf and its now-empty parents (never a hierarchy root).
-            let mut p = d.clone();
-            while std::fs::remove_dir(&p).is_ok() {
-                if !p.pop() {
-                    break;
-                }
-            }
-        }
-    }
-}
 
 fn attest(pid: u32, config: Option<&Path>) -> serde_json::Value {
     let pid = pid.to_string();
@@ -210,7 +142,7 @@ fn every_cgroup_layout_on_real_hierarchies() {
     let target = InCgroup::new(&format!("lanyard-t.slice/crio-{}.scope", id(12))).unwrap();
     let agent_side = InCgroup::new("lanyard-t.slice/agent").unwrap();
     let procs: Vec<String> = agent_side
-        .dirs
+        .dirs()
         .iter()
         .map(|d| d.join("cgroup.procs").display().to_string())
         .collect();

