@@ -12,20 +12,7 @@ fn fuzz_dir() -> PathBuf {
 }
 
 fn replay(target: &str, run: fn(&[u8])) -> usize {
-    let mut n = 0;
-    for dir in ["seeds", "corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(fuzz_dir().join(dir).join(target)) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.file_name().is_some_and(|f| f != ".keep") {
-                run(&std::fs::read(&path).unwrap());
-                n += 1;
-            }
-        }
-    }
-    n
+    lanyard_token::fuzzing::replay(&fuzz_dir(), target, run).unwrap()
 }
 
 #[test]

@@ -5,22 +5,12 @@
 
 use std::path::Path;
 
+fn fuzz_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
 fn replay(target: &str, run: fn(&[u8])) -> usize {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut n = 0;
-    for dir in ["seeds", "corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.file_name().is_some_and(|f| f != ".keep") {
-                run(&std::fs::read(&path).unwrap());
-                n += 1;
-            }
-        }
-    }
-    n
+    lanyard_token::fuzzing::replay(&fuzz_dir(), target, run).unwrap()
 }
 
 #[test]

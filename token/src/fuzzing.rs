@@ -1,6 +1,8 @@
 //! Entry points shared by the cargo-fuzz targets and the corpus replay test, so
 //! that a crash found by the fuzzer replays as an ordinary `cargo test`.
 
+use std::path::Path;
+
 use crate::{pop, Ksuid, PublicKey, Verifier};
 
 /// The org key the fuzz corpus was minted with (the Choria vectors' org issuer).
@@ -65,4 +67,25 @@ pub fn deny_list_bytes(data: &[u8]) {
     if let Ok(other) = PublicKey::from_hex(ORG_HEX, false) {
         assert!(crate::deny::parse(&text, &other).is_err());
     }
+}
+
+/// Feeds every committed input of `target` in the fuzz crate at `fuzz_dir`
+/// (hand-made seeds, the minimised corpus and crash repros) to `run`, and says
+/// how many there were. Every crate's replay test uses this with its own entry
+/// points. A file that cannot be read is an error, never a skip.
+pub fn replay(fuzz_dir: &Path, target: &str, run: fn(&[u8])) -> std::io::Result<usize> {
+    let mut n = 0;
+    for dir in ["seeds", "corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(fuzz_dir.join(dir).join(target)) else {
+            continue;
+        };
+        for e in entries {
+            let path = e?.path();
+            if path.file_name().is_some_and(|f| f != ".keep") {
+                run(&std::fs::read(&path)?);
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
