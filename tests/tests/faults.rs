@@ -78,7 +78,7 @@ async fn jwt_svid_on(
             spiffe_id: String::new(),
         }))
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(status_text)?
         .into_inner();
     let s = r.svids.first().ok_or("no JWT-SVID")?;
     let exp = claims(&s.svid)["exp"]
@@ -101,12 +101,12 @@ async fn credentials(
             audiences: vec![aud.to_owned()],
         }))
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(status_text)?
         .into_inner();
     let msg = s
         .message()
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(status_text)?
         .ok_or("stream ended")?;
     let mut out = Vec::new();
     for c in msg.credentials {
@@ -121,6 +121,11 @@ async fn credentials(
     Ok(out)
 }
 
+/// A gRPC status as one line, for errors the tests print.
+fn status_text(s: tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
 /// The first X.509-SVID message: `(spiffe id, notAfter as unix seconds)` per SVID,
 /// each checked with openssl against the bundle it came with.
 async fn x509_svids(socket: &Path) -> Result<Vec<(String, u64)>, String> {
@@ -128,12 +133,12 @@ async fn x509_svids(socket: &Path) -> Result<Vec<(String, u64)>, String> {
     let mut s = SpiffeWorkloadApiClient::new(ch)
         .fetch_x509svid(with_header(X509svidRequest {}))
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(status_text)?
         .into_inner();
     let msg = s
         .message()
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(status_text)?
         .ok_or("stream ended")?;
     Ok(msg
         .svids
