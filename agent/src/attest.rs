@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use lanyard_plugins::{AttestError, Selector, WorkloadAttestor};
+use lanyard_plugins::{AttestError, Selector, Wanted, WorkloadAttestor};
 
 use crate::config::Entry;
 use crate::peer::Peer;
@@ -48,7 +48,29 @@ pub enum PipelineError {
 #[derive(Debug)]
 pub struct Pipeline {
     attestors: Vec<Box<dyn WorkloadAttestor>>,
-    entries: std::sync::RwLock<Arc<Vec<Entry>>>,
+    entries: std::sync::RwLock<Arc<Entries>>,
+}
+
+/// The entries and the selector keys they use, swapped together so that an
+/// attestation never matches new entries with selectors chosen for old ones.
+#[derive(Debug, Default)]
+struct Entries {
+    list: Arc<Vec<Entry>>,
+    wanted: Wanted,
+}
+
+impl Entries {
+    fn new(list: Vec<Entry>) -> Arc<Self> {
+        let mut wanted = Wanted::default();
+        for e in &list {
+            e.selectors.iter().for_each(|s| wanted.add_selector(s));
+            wanted.add_subject(&e.subject);
+        }
+        Arc::new(Self {
+            list: Arc::new(list),
+            wanted,
+        })
+    }
 }
 
 impl Pipeline {
@@ -56,42 +78,59 @@ impl Pipeline {
     pub fn new(attestors: Vec<Box<dyn WorkloadAttestor>>, entries: Vec<Entry>) -> Arc<Self> {
         Arc::new(Self {
             attestors,
-            entries: std::sync::RwLock::new(Arc::new(entries)),
+            entries: std::sync::RwLock::new(Entries::new(entries)),
         })
     }
 
     /// Replaces the entries (an upstream sync); attestations already made keep
     /// theirs for at most [`REUSE_FOR`].
     pub fn set_entries(&self, entries: Vec<Entry>) {
+        let entries = Entries::new(entries);
         if let Ok(mut e) = self.entries.write() {
-            *e = Arc::new(entries);
+            *e = entries;
         }
     }
 
     /// The current entries.
     pub fn entries(&self) -> Arc<Vec<Entry>> {
+        self.snapshot().list.clone()
+    }
+
+    fn snapshot(&self) -> Arc<Entries> {
         self.entries.read().map(|e| e.clone()).unwrap_or_default()
     }
 
-    /// Selectors and entries for a process, synchronously (for `lanyard attest`).
+    /// Every selector and the matching entries for a process, synchronously
+    /// (`lanyard attest`, which shows an operator all selectors).
     pub fn attest_blocking(
         &self,
         process: &lanyard_plugins::ProcessRef,
     ) -> Result<AttestedWorkload, PipelineError> {
+        self.attest_with(process, Some(&Wanted::everything()))
+    }
+
+    /// Selectors and entries; with `wanted` `None`, only the selectors the
+    /// current entries can use are derived.
+    fn attest_with(
+        &self,
+        process: &lanyard_plugins::ProcessRef,
+        wanted: Option<&Wanted>,
+    ) -> Result<AttestedWorkload, PipelineError> {
+        let entries = self.snapshot();
+        let wanted = wanted.unwrap_or(&entries.wanted);
         let mut selectors = Vec::new();
         for a in &self.attestors {
-            selectors.extend(
-                a.attest(process)
-                    .map_err(|source| PipelineError::Attestor {
-                        plugin: a.name(),
-                        source,
-                    })?,
-            );
+            selectors.extend(a.attest_wanted(process, wanted).map_err(|source| {
+                PipelineError::Attestor {
+                    plugin: a.name(),
+                    source,
+                }
+            })?);
         }
         selectors.sort();
         selectors.dedup();
-        let entries = self
-            .entries()
+        let entries = entries
+            .list
             .iter()
             .filter(|e| {
                 e.selectors
@@ -103,7 +142,8 @@ impl Pipeline {
         Ok(AttestedWorkload { selectors, entries })
     }
 
-    /// Attests the caller; returns the result and its latency.
+    /// Attests the caller; returns the result and its latency. Only selectors
+    /// that some entry uses are derived (no binary hash unless one names it).
     ///
     /// Attestors run on the blocking pool. A connection's last result is reused for
     /// up to [`REUSE_FOR`] while the process's fingerprint is unchanged: the same
@@ -123,7 +163,7 @@ impl Pipeline {
             }
         }
         let (me, process) = (self.clone(), *peer.process());
-        let res = tokio::task::spawn_blocking(move || me.attest_blocking(&process))
+        let res = tokio::task::spawn_blocking(move || me.attest_with(&process, None))
             .await
             .unwrap_or_else(|e| Err(PipelineError::Join(e.to_string())));
         if let (Ok(w), Some(fp)) = (&res, fingerprint) {
@@ -185,5 +225,80 @@ impl Memo {
         if let Ok(mut m) = self.0.lock() {
             *m = Some((fp, at, w));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::current_uid;
+    use lanyard_plugins::unix::UnixAttestor;
+
+    fn entry(subject: &str, selectors: &[String]) -> Entry {
+        Entry {
+            subject: subject.into(),
+            selectors: selectors
+                .iter()
+                .map(|s| Selector::parse(s).unwrap())
+                .collect(),
+            ttl_secs: 600,
+            audiences: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+
+    fn me() -> lanyard_plugins::ProcessRef {
+        lanyard_plugins::ProcessRef {
+            pid: std::process::id() as i32,
+            uid: current_uid(),
+            gid: 0,
+        }
+    }
+
+    fn has_hash(w: &AttestedWorkload) -> bool {
+        w.selectors()
+            .iter()
+            .any(|s| s.as_str().starts_with("unix:sha256:"))
+    }
+
+    #[test]
+    fn binary_is_hashed_only_for_entries_that_name_the_hash() {
+        let uid = format!("unix:uid:{}", current_uid());
+        let p = Pipeline::new(
+            vec![Box::new(UnixAttestor::default())],
+            vec![entry("spiffe://example.org/a", std::slice::from_ref(&uid))],
+        );
+        let w = p.attest_with(&me(), None).unwrap();
+        assert!(!has_hash(&w), "{:?}", w.selectors());
+        assert_eq!(w.entries().len(), 1);
+
+        // `lanyard attest` shows every selector, the hash among them.
+        let all = p.attest_blocking(&me()).unwrap();
+        let hash = all
+            .selectors()
+            .iter()
+            .find(|s| s.as_str().starts_with("unix:sha256:"))
+            .expect("lanyard attest shows unix:sha256")
+            .to_string();
+
+        // Once an entry names the hash, it is derived and matched.
+        p.set_entries(vec![
+            entry("spiffe://example.org/a", std::slice::from_ref(&uid)),
+            entry("spiffe://example.org/b", &[uid, hash]),
+        ]);
+        let w = p.attest_with(&me(), None).unwrap();
+        assert!(has_hash(&w));
+        assert_eq!(w.entries().len(), 2);
+
+        // A template that renders from the hash wants it too.
+        p.set_entries(vec![entry(
+            "spiffe://example.org/bin/{unix:sha256}",
+            &[format!("unix:uid:{}", current_uid())],
+        )]);
+        let w = p.attest_with(&me(), None).unwrap();
+        assert_eq!(w.entries().len(), 1, "{:?}", w.selectors());
+        assert!(w.entries()[0]
+            .subject
+            .starts_with("spiffe://example.org/bin/"));
     }
 }

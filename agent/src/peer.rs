@@ -2,9 +2,11 @@
 //!
 //! At accept the agent reads `SO_PEERCRED` and takes a pidfd (`SO_PEERPIDFD`, or
 //! `pidfd_open` on kernels before 6.5). Before any response leaves, [`Peer::still_same`]
-//! checks that the pidfd has not signalled exit and that the process's start time
-//! and uid are unchanged, so a PID reused while the request was in flight can
-//! never receive the old process's identity.
+//! checks that the pidfd has not signalled exit and that the process's uid is
+//! unchanged, so a PID reused while the request was in flight can never receive
+//! the old process's identity: a pid cannot be reused while the process a pidfd
+//! refers to is alive, so no start time needs comparing (and `/proc/PID/stat`,
+//! which the kernel formats in full, is not read on every call).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -40,7 +42,6 @@ pub enum PeerError {
 #[derive(Debug)]
 pub struct Peer {
     process: ProcessRef,
-    start_time: u64,
     pidfd: OwnedFd,
     memo: crate::attest::Memo,
 }
@@ -62,14 +63,12 @@ impl Peer {
                 (fd, false)
             }
         };
-        let start_time = start_time(pid).ok_or(PeerError::Changed(pid))?;
         let peer = Self {
             process: ProcessRef {
                 pid,
                 uid: cred.uid(),
                 gid: cred.gid(),
             },
-            start_time,
             pidfd,
             memo: crate::attest::Memo::default(),
         };
@@ -99,9 +98,6 @@ impl Peer {
         if sys::pidfd_exited(&self.pidfd) {
             return Err(changed());
         }
-        if start_time(pid) != Some(self.start_time) {
-            return Err(changed());
-        }
         if !uid_is(pid, self.process.uid) {
             return Err(changed());
         }
@@ -117,14 +113,6 @@ impl Peer {
 /// The effective uid of this process.
 pub fn current_uid() -> u32 {
     rustix::process::geteuid().as_raw()
-}
-
-/// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm (field 2) may contain spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether the process's effective uid is `uid`. The owner of `/proc/PID` is the
@@ -188,8 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_start_time_with_odd_comm() {
-        assert!(start_time(std::process::id() as i32).is_some());
+    fn reads_effective_uid() {
         assert_eq!(
             effective_uid(std::process::id() as i32),
             Some(rustix::process::geteuid().as_raw())

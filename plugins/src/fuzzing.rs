@@ -3,7 +3,7 @@
 //! ordinary `cargo test`. Each panics only on a parser panic or a broken
 //! invariant, which is what the fuzzer looks for.
 
-use crate::{cgroup, template, Selector};
+use crate::{cgroup, template, Selector, Wanted};
 
 /// Selector and entry-template parsing on arbitrary text. Line 1 is a template,
 /// line 2 a trust domain, line 3 a subject, the rest selectors.
@@ -23,6 +23,19 @@ pub fn selector_template_bytes(data: &[u8]) {
     let _ = template::is_template(tpl);
     let _ = template::validate(tpl, td);
     let _ = template::matches(tpl, td, subject);
+    // What an entry uses is always wanted, so attestors never leave out a
+    // selector that an entry's selectors or template could need.
+    let mut wanted = Wanted::default();
+    wanted.add_subject(tpl);
+    selectors.iter().for_each(|s| wanted.add_selector(s));
+    let names = template::placeholders(tpl);
+    let keyed = selectors.iter().filter_map(|s| {
+        let (ty, rest) = s.as_str().split_once(':')?;
+        Some((ty, rest.split_once(':')?.0))
+    });
+    for (ty, key) in names.iter().filter_map(|n| n.split_once(':')).chain(keyed) {
+        assert!(wanted.wants(ty, key), "{ty}:{key} used but not wanted");
+    }
     if let Ok(Some(rendered)) = template::render(tpl, td, &selectors) {
         // The issuer must accept what the agent renders, or templated entries
         // could never be signed.

@@ -25,7 +25,7 @@ pub mod systemd;
 pub mod template;
 pub mod unix;
 
-pub use selector::{Selector, SelectorError};
+pub use selector::{Selector, SelectorError, Wanted};
 
 /// The process a request came from, as the kernel reported it at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,4 +65,14 @@ pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// Selectors for `process`, all of type [`WorkloadAttestor::name`].
     fn attest(&self, process: &ProcessRef) -> Result<Vec<Selector>, AttestError>;
+    /// [`WorkloadAttestor::attest`], free to leave out selectors that cost real
+    /// work (reading a whole binary) when `wanted` does not name them.
+    fn attest_wanted(
+        &self,
+        process: &ProcessRef,
+        wanted: &Wanted,
+    ) -> Result<Vec<Selector>, AttestError> {
+        let _ = wanted;
+        self.attest(process)
+    }
 }

@@ -57,6 +57,47 @@ impl Selector {
     }
 }
 
+/// The `type:key` pairs (`unix:sha256`) that some entry matches on or fills a
+/// template from. An attestor may leave out a selector that costs real work
+/// when nothing names it: it could only ever narrow what the caller matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    everything: bool,
+    keys: std::collections::BTreeSet<String>,
+}
+
+impl Wanted {
+    /// Every selector (`lanyard attest`, which shows an operator all of them).
+    pub fn everything() -> Self {
+        Self {
+            everything: true,
+            keys: Default::default(),
+        }
+    }
+
+    /// Adds the `type:key` of `selector` (all of it when there is no key).
+    pub fn add_selector(&mut self, selector: &Selector) {
+        let s = selector.as_str();
+        let key = match s.match_indices(':').nth(1) {
+            Some((i, _)) => &s[..i],
+            None => s,
+        };
+        self.keys.insert(key.to_owned());
+    }
+
+    /// Adds the placeholders of an entry subject (a template or a plain subject).
+    pub fn add_subject(&mut self, subject: &str) {
+        for name in crate::template::placeholders(subject) {
+            self.keys.insert(name.to_owned());
+        }
+    }
+
+    /// Whether `ty:key` selectors are wanted.
+    pub fn wants(&self, ty: &str, key: &str) -> bool {
+        self.everything || self.keys.contains(&format!("{ty}:{key}"))
+    }
+}
+
 impl std::fmt::Display for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -66,6 +107,22 @@ impl std::fmt::Display for Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wanted_names_type_and_key() {
+        let mut w = Wanted::default();
+        assert!(!w.wants("unix", "sha256"));
+        w.add_selector(&Selector::parse("unix:sha256:abc").unwrap());
+        w.add_selector(&Selector::parse("docker:label:app:web").unwrap());
+        w.add_subject("spiffe://{trust_domain}/ns/{k8s:ns}");
+        assert!(w.wants("unix", "sha256"));
+        assert!(w.wants("docker", "label"));
+        assert!(w.wants("k8s", "ns"));
+        assert!(!w.wants("unix", "sha"));
+        assert!(!w.wants("unix", "uid"));
+        assert!(!w.wants("trust_domain", ""));
+        assert!(Wanted::everything().wants("unix", "sha256"));
+    }
 
     #[test]
     fn parse() {

@@ -95,6 +95,22 @@ fn parts(t: &str) -> Result<Vec<Part<'_>>, TemplateError> {
     Ok(out)
 }
 
+/// The `type:key` of every selector placeholder in `template` (none when it is
+/// not a well-formed template).
+pub fn placeholders(template: &str) -> Vec<&str> {
+    parts(template)
+        .map(|parts| {
+            parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    Part::Selector(name) => Some(name),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Checks a template: well formed, a SPIFFE ID's trust domain written out (a
 /// caller's selector must never choose it), and a valid subject when every
 /// placeholder holds a plain value.

@@ -15,7 +15,7 @@ use std::sync::{Condvar, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::{AttestError, ProcessRef, Selector, WorkloadAttestor};
+use crate::{AttestError, ProcessRef, Selector, Wanted, WorkloadAttestor};
 
 /// Default largest binary that is hashed: 256 MiB.
 pub const DEFAULT_MAX_HASH_BYTES: u64 = 256 << 20;
@@ -242,6 +242,12 @@ impl WorkloadAttestor for UnixAttestor {
     }
 
     fn attest(&self, p: &ProcessRef) -> Result<Vec<Selector>, AttestError> {
+        self.attest_wanted(p, &Wanted::everything())
+    }
+
+    /// Hashes the binary only when some entry names `unix:sha256`: on a cold
+    /// start that read is most of the time to a first credential.
+    fn attest_wanted(&self, p: &ProcessRef, wanted: &Wanted) -> Result<Vec<Selector>, AttestError> {
         let mut out = vec![
             Selector::new("unix", "uid", p.uid),
             Selector::new("unix", "gid", p.gid),
@@ -258,8 +264,10 @@ impl WorkloadAttestor for UnixAttestor {
         let exe = self.proc_path(p.pid, "exe");
         let path = std::fs::read_link(&exe).map_err(|e| self.io(p.pid, &exe, e))?;
         out.push(Selector::new("unix", "path", path.display()));
-        if let Some(hash) = self.exe_sha256(p.pid)? {
-            out.push(Selector::new("unix", "sha256", hash));
+        if wanted.wants("unix", "sha256") {
+            if let Some(hash) = self.exe_sha256(p.pid)? {
+                out.push(Selector::new("unix", "sha256", hash));
+            }
         }
         out.sort();
         out.dedup();
@@ -320,6 +328,20 @@ mod tests {
             1,
             "16 concurrent attestations of one binary read it once"
         );
+    }
+
+    #[test]
+    fn hash_only_when_an_entry_wants_it() {
+        let a = UnixAttestor::default();
+        let sel = a.attest_wanted(&me(), &Wanted::default()).unwrap();
+        assert!(sel.iter().all(|s| !s.as_str().starts_with("unix:sha256:")));
+        assert!(sel.iter().any(|s| s.as_str().starts_with("unix:path:")));
+        assert_eq!(a.hash_reads.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let mut w = Wanted::default();
+        w.add_selector(&Selector::parse("unix:sha256:0123").unwrap());
+        let sel = a.attest_wanted(&me(), &w).unwrap();
+        assert!(sel.iter().any(|s| s.as_str().starts_with("unix:sha256:")));
+        assert_eq!(a.hash_reads.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]
