@@ -267,7 +267,7 @@ impl Admin for AdminService {
         self.changed().await;
         let view = self.issuer.view();
         Ok(Response::new(pb::ListEntriesResponse {
-            entries: view.entries.values().map(to_pb).collect(),
+            entries: view.entries.live().map(to_pb).collect(),
         }))
     }
 

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod entry_index;
 pub mod fuzzing;
 pub mod limits;
 pub mod node_api;

@@ -780,17 +780,17 @@ fn delta(
     let full = since <= 0 || since > view.revision;
     let entries = view
         .entries
-        .values()
+        .live()
         .filter(|e| (full || e.revision > since) && View::in_scope(e, node_selectors))
         .map(to_pb)
         .collect();
     let deleted_entry_ids = if full {
         Vec::new()
     } else {
-        view.tombstones
-            .iter()
-            .filter(|(_, rev)| **rev > since)
-            .map(|(id, _)| id.clone())
+        view.entries
+            .tombstones()
+            .filter(|(_, rev)| *rev > since)
+            .map(|(id, _)| id.to_owned())
             .collect()
     };
     pb::SyncResponse {
@@ -846,14 +846,14 @@ mod tests {
             entry("b", "join:name:n2", 5),
             entry("c", "join:name:n1", 8),
         ] {
-            v.by_subject
-                .entry(e.subject.clone())
-                .or_default()
-                .push(e.id.clone());
-            v.entries.insert(e.id.clone(), e);
+            v.entries.apply(e);
         }
-        v.tombstones.insert("old".into(), 4);
-        v.tombstones.insert("gone".into(), 9);
+        for (id, revision) in [("old", 4), ("gone", 9)] {
+            v.entries.apply(EntryRecord {
+                deleted: true,
+                ..entry(id, "join:name:n1", revision)
+            });
+        }
         v
     }
 
@@ -889,8 +889,7 @@ mod tests {
         let mut v = view();
         let mut t = entry("t", "join:name:n1", 9);
         t.subject = "spiffe://example.org/ns/{k8s:ns}".into();
-        v.templates.push(t.id.clone());
-        v.entries.insert(t.id.clone(), t);
+        v.entries.apply(t);
         let n1 = ["join:name:n1".to_owned()];
         assert!(v
             .scoped_entry("spiffe://example.org/ns/shop", &n1)

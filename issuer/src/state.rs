@@ -2,7 +2,7 @@
 //! whenever its revision moves (so replicas sharing PostgreSQL see each other's
 //! writes), single-use nonces, and agent sessions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
@@ -12,6 +12,7 @@ use lanyard_token::deny::Denied;
 use lanyard_token::PublicKey;
 use tokio::sync::watch;
 
+use crate::entry_index::EntryIndex;
 use crate::limits::RateLimiter;
 use crate::store::{AgentRecord, AgentStatus, Denial, EntryRecord, Store, StoreError};
 
@@ -29,14 +30,8 @@ pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(
 pub struct View {
     /// The store revision this view reflects.
     pub revision: i64,
-    /// Live entries by id.
-    pub entries: BTreeMap<String, EntryRecord>,
-    /// Deleted entries: id → revision of the deletion.
-    pub tombstones: BTreeMap<String, i64>,
-    /// Live entry ids by subject.
-    pub by_subject: HashMap<String, Vec<String>>,
-    /// Live template entries (subjects with placeholders), by id.
-    pub templates: Vec<String>,
+    /// Live entries and tombstones, indexed.
+    pub entries: EntryIndex,
     /// Agents by id.
     pub agents: HashMap<String, AgentRecord>,
     /// What is revoked.
@@ -57,20 +52,14 @@ impl View {
     /// subject, or a template that renders to it.
     pub fn scoped_entry(&self, subject: &str, node_selectors: &[String]) -> Option<&EntryRecord> {
         let exact = self
-            .by_subject
-            .get(subject)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.entries.get(id))
+            .entries
+            .with_subject(subject)
             .find(|e| Self::in_scope(e, node_selectors));
         exact.or_else(|| {
-            self.templates
-                .iter()
-                .filter_map(|id| self.entries.get(id))
-                .find(|e| {
-                    Self::in_scope(e, node_selectors)
-                        && lanyard_plugins::template::matches(&e.subject, "", subject)
-                })
+            self.entries.templates().find(|e| {
+                Self::in_scope(e, node_selectors)
+                    && lanyard_plugins::template::matches(&e.subject, "", subject)
+            })
         })
     }
 }
@@ -194,27 +183,9 @@ impl Issuer {
         let denials = self.store.denials().await?;
         let keys = self.store.jwt_keys(now).await?;
 
+        // Shares every unchanged entry with the old view.
         let mut entries = old.entries.clone();
-        let mut tombstones = old.tombstones.clone();
-        for e in changes {
-            if e.deleted {
-                entries.remove(&e.id);
-                tombstones.insert(e.id.clone(), e.revision);
-            } else {
-                entries.insert(e.id.clone(), e);
-            }
-        }
-        let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
-        // Templates are matched by pattern, never by their literal subject.
-        for e in entries
-            .values()
-            .filter(|e| !lanyard_plugins::template::is_template(&e.subject))
-        {
-            by_subject
-                .entry(e.subject.clone())
-                .or_default()
-                .push(e.id.clone());
-        }
+        changes.into_iter().for_each(|e| entries.apply(e));
         let mut denied = Denied::default();
         for d in denials {
             match d {
@@ -244,17 +215,9 @@ impl Issuer {
         let jwks =
             serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
                 .unwrap_or_default();
-        let templates = entries
-            .values()
-            .filter(|e| lanyard_plugins::template::is_template(&e.subject))
-            .map(|e| e.id.clone())
-            .collect();
         let view = View {
             revision,
             entries,
-            tombstones,
-            by_subject,
-            templates,
             agents: agents.into_iter().map(|a| (a.id.clone(), a)).collect(),
             denied,
             deny_list,
