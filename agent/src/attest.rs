@@ -156,7 +156,14 @@ impl Pipeline {
         peer: &Arc<Peer>,
     ) -> (Result<AttestedWorkload, PipelineError>, f64) {
         let start = Instant::now();
-        let fingerprint = fingerprint(peer.process().pid);
+        // A connection's first attestation is not memoised: most connections
+        // (one `lanyard fetch`, one short-lived process) make only one call, and
+        // the fingerprint costs two stats of /proc. From the second call on it is.
+        let fingerprint = if peer.memo().note_call() {
+            fingerprint(peer.process().pid)
+        } else {
+            None
+        };
         if let Some(fp) = &fingerprint {
             if let Some(hit) = peer.memo().reuse(fp, start) {
                 return (Ok(hit), start.elapsed().as_secs_f64());
@@ -212,17 +219,25 @@ fn fingerprint(pid: i32) -> Option<Fingerprint> {
 
 /// A connection's last attestation.
 #[derive(Debug, Default)]
-pub struct Memo(std::sync::Mutex<Option<(Fingerprint, Instant, AttestedWorkload)>>);
+pub struct Memo {
+    last: std::sync::Mutex<Option<(Fingerprint, Instant, AttestedWorkload)>>,
+    called: std::sync::atomic::AtomicBool,
+}
 
 impl Memo {
+    /// Records a call; whether there was one before on this connection.
+    fn note_call(&self) -> bool {
+        self.called.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn reuse(&self, fp: &Fingerprint, now: Instant) -> Option<AttestedWorkload> {
-        let m = self.0.lock().ok()?;
+        let m = self.last.lock().ok()?;
         let (f, at, w) = m.as_ref()?;
         (f == fp && now.duration_since(*at) < REUSE_FOR).then(|| w.clone())
     }
 
     fn store(&self, fp: Fingerprint, at: Instant, w: AttestedWorkload) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.last.lock() {
             *m = Some((fp, at, w));
         }
     }

@@ -56,8 +56,13 @@ struct Hashes {
     in_flight: std::collections::HashSet<FileId>,
 }
 
-/// A parsed `/etc/passwd` or `/etc/group`, with the stamp of the file it came from.
-type NameFile = (FileId, HashMap<u32, String>);
+/// A parsed `/etc/passwd` or `/etc/group`, the stamp of the file it came from,
+/// and when that stamp was last compared with the file.
+type NameFile = (FileId, std::time::Instant, HashMap<u32, String>);
+
+/// How long a parsed `/etc/passwd` or `/etc/group` is used without a `stat`: a
+/// renamed user shows within this, and a burst of new processes costs no stats.
+pub const NAMES_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What identifies a binary's contents without reading them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -212,13 +217,25 @@ impl UnixAttestor {
     }
 
     /// Looks up a name for `id` in an `/etc/passwd`-style file (name:x:id:…).
-    /// The parsed file is kept until its inode, size or mtime changes.
+    /// The parsed file is kept until its inode, size or mtime changes, which is
+    /// checked at most every [`NAMES_RECHECK`].
     fn name_of(&self, file: &'static str, id: u32) -> Option<String> {
+        let now = std::time::Instant::now();
+        let mut names = self.names.lock().ok()?;
+        if let Some((_, checked, map)) = names.get(file) {
+            if now.duration_since(*checked) < NAMES_RECHECK {
+                return map.get(&id).cloned();
+            }
+        }
         let path = self.etc_root.join(file);
         let meta = std::fs::metadata(&path).ok()?;
         let stamp = FileId::of(&meta);
-        let mut names = self.names.lock().ok()?;
-        if names.get(file).is_none_or(|(s, _)| *s != stamp) {
+        if let Some((s, checked, _)) = names.get_mut(file) {
+            if *s == stamp {
+                *checked = now;
+            }
+        }
+        if names.get(file).is_none_or(|(s, _, _)| *s != stamp) {
             let text = std::fs::read_to_string(&path).ok()?;
             let map = text
                 .lines()
@@ -230,9 +247,9 @@ impl UnixAttestor {
                 })
                 .rev() // the first line for an id wins, as getpwuid does
                 .collect();
-            names.insert(file, (stamp, map));
+            names.insert(file, (stamp, now, map));
         }
-        names.get(file).and_then(|(_, m)| m.get(&id).cloned())
+        names.get(file).and_then(|(_, _, m)| m.get(&id).cloned())
     }
 }
 
@@ -371,8 +388,9 @@ mod tests {
             .collect();
         assert!(sel.contains(&"unix:user:web".to_owned()));
         assert!(sel.contains(&"unix:group:web".to_owned()));
-        // A changed file is read again.
+        // A changed file is read again, once NAMES_RECHECK has passed.
         std::fs::write(dir.join("passwd"), "webserver:x:4242:4343::/:/bin/false\n").unwrap();
+        std::thread::sleep(NAMES_RECHECK + std::time::Duration::from_millis(50));
         let sel: Vec<String> = a
             .attest(&me())
             .unwrap()
