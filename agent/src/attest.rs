@@ -106,18 +106,16 @@ impl Pipeline {
         &self,
         process: &lanyard_plugins::ProcessRef,
     ) -> Result<AttestedWorkload, PipelineError> {
-        self.attest_with(process, Some(&Wanted::everything()))
+        self.attest_with(process, &self.snapshot(), &Wanted::everything())
     }
 
-    /// Selectors and entries; with `wanted` `None`, only the selectors the
-    /// current entries can use are derived.
+    /// Selectors (those in `wanted`) and the matching `entries`.
     fn attest_with(
         &self,
         process: &lanyard_plugins::ProcessRef,
-        wanted: Option<&Wanted>,
+        entries: &Entries,
+        wanted: &Wanted,
     ) -> Result<AttestedWorkload, PipelineError> {
-        let entries = self.snapshot();
-        let wanted = wanted.unwrap_or(&entries.wanted);
         let mut selectors = Vec::new();
         for a in &self.attestors {
             selectors.extend(a.attest_wanted(process, wanted).map_err(|source| {
@@ -145,7 +143,9 @@ impl Pipeline {
     /// Attests the caller; returns the result and its latency. Only selectors
     /// that some entry uses are derived (no binary hash unless one names it).
     ///
-    /// Attestors run on the blocking pool. A connection's last result is reused for
+    /// Attestors run on the blocking pool, unless every one of them says it only
+    /// reads `/proc` and memory for this call (then a hand-off would cost more
+    /// than the reads). A connection's last result is reused for
     /// up to [`REUSE_FOR`] while the process's fingerprint is unchanged: the same
     /// executable inode and the same effective uid and gid. An `exec` of another
     /// binary or a `setuid` changes the fingerprint, and a different process on
@@ -169,10 +169,15 @@ impl Pipeline {
                 return (Ok(hit), start.elapsed().as_secs_f64());
             }
         }
-        let (me, process) = (self.clone(), *peer.process());
-        let res = tokio::task::spawn_blocking(move || me.attest_with(&process, None))
-            .await
-            .unwrap_or_else(|e| Err(PipelineError::Join(e.to_string())));
+        let (entries, process) = (self.snapshot(), *peer.process());
+        let res = if self.attestors.iter().all(|a| a.is_quick(&entries.wanted)) {
+            self.attest_with(&process, &entries, &entries.wanted)
+        } else {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.attest_with(&process, &entries, &entries.wanted))
+                .await
+                .unwrap_or_else(|e| Err(PipelineError::Join(e.to_string())))
+        };
         if let (Ok(w), Some(fp)) = (&res, fingerprint) {
             peer.memo().store(fp, start, w.clone());
         }
@@ -270,6 +275,17 @@ mod tests {
         }
     }
 
+    impl Pipeline {
+        /// What the agent derives for a caller now: only wanted selectors.
+        fn attest_wanted_now(
+            &self,
+            process: &lanyard_plugins::ProcessRef,
+        ) -> Result<AttestedWorkload, PipelineError> {
+            let entries = self.snapshot();
+            self.attest_with(process, &entries, &entries.wanted)
+        }
+    }
+
     fn has_hash(w: &AttestedWorkload) -> bool {
         w.selectors()
             .iter()
@@ -283,7 +299,7 @@ mod tests {
             vec![Box::new(UnixAttestor::default())],
             vec![entry("spiffe://example.org/a", std::slice::from_ref(&uid))],
         );
-        let w = p.attest_with(&me(), None).unwrap();
+        let w = p.attest_wanted_now(&me()).unwrap();
         assert!(!has_hash(&w), "{:?}", w.selectors());
         assert_eq!(w.entries().len(), 1);
 
@@ -301,7 +317,7 @@ mod tests {
             entry("spiffe://example.org/a", std::slice::from_ref(&uid)),
             entry("spiffe://example.org/b", &[uid, hash]),
         ]);
-        let w = p.attest_with(&me(), None).unwrap();
+        let w = p.attest_wanted_now(&me()).unwrap();
         assert!(has_hash(&w));
         assert_eq!(w.entries().len(), 2);
 
@@ -310,7 +326,7 @@ mod tests {
             "spiffe://example.org/bin/{unix:sha256}",
             &[format!("unix:uid:{}", current_uid())],
         )]);
-        let w = p.attest_with(&me(), None).unwrap();
+        let w = p.attest_wanted_now(&me()).unwrap();
         assert_eq!(w.entries().len(), 1, "{:?}", w.selectors());
         assert!(w.entries()[0]
             .subject

@@ -72,6 +72,11 @@ impl WorkloadAttestor for ContainerAttestor {
         "container"
     }
 
+    /// `/proc/PID/cgroup` (and at most `/proc/PID/mountinfo`) only.
+    fn is_quick(&self, _: &crate::Wanted) -> bool {
+        true
+    }
+
     fn attest(&self, p: &ProcessRef) -> Result<Vec<Selector>, AttestError> {
         let info = self.info(p.pid)?;
         // Without a container, a pod uid alone (a CRI-O conmon in the pod's slice)

@@ -75,4 +75,11 @@ pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug {
         let _ = wanted;
         self.attest(process)
     }
+    /// Whether [`WorkloadAttestor::attest_wanted`] with `wanted` only reads
+    /// `/proc` and small files, never the network or a whole binary, so that the
+    /// agent may run it on an async worker instead of its blocking pool.
+    fn is_quick(&self, wanted: &Wanted) -> bool {
+        let _ = wanted;
+        false
+    }
 }

@@ -47,6 +47,11 @@ impl WorkloadAttestor for SystemdAttestor {
         "systemd"
     }
 
+    /// `/proc/PID/cgroup` (and at most `/proc/PID/mountinfo`) only.
+    fn is_quick(&self, _: &crate::Wanted) -> bool {
+        true
+    }
+
     fn attest(&self, p: &ProcessRef) -> Result<Vec<Selector>, AttestError> {
         let (path, text) = read_proc(&self.proc_root, p.pid, "cgroup")?;
         let info = cgroup::parse_cgroup(&text)

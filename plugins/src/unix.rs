@@ -262,6 +262,11 @@ impl WorkloadAttestor for UnixAttestor {
         self.attest_wanted(p, &Wanted::everything())
     }
 
+    /// Reading a whole binary is not quick; everything else is `/proc` and `/etc`.
+    fn is_quick(&self, wanted: &Wanted) -> bool {
+        !wanted.wants("unix", "sha256")
+    }
+
     /// Hashes the binary only when some entry names `unix:sha256`: on a cold
     /// start that read is most of the time to a first credential.
     fn attest_wanted(&self, p: &ProcessRef, wanted: &Wanted) -> Result<Vec<Selector>, AttestError> {
