@@ -718,9 +718,16 @@ impl UpstreamAuthority {
             if msg.full {
                 s.entries.clear();
             }
-            s.entries.retain(|e| !msg.deleted_entry_ids.contains(&e.id));
+            // One pass over what is held, not one per incoming entry: a first
+            // sync of n entries would otherwise cost n² comparisons.
+            let replaced: std::collections::HashSet<&str> = msg
+                .deleted_entry_ids
+                .iter()
+                .chain(msg.entries.iter().map(|e| &e.id))
+                .map(String::as_str)
+                .collect();
+            s.entries.retain(|e| !replaced.contains(e.id.as_str()));
             for e in msg.entries {
-                s.entries.retain(|x| x.id != e.id);
                 s.entries.push(WireEntry {
                     id: e.id,
                     subject: e.subject,

@@ -23,6 +23,10 @@ pub struct EntryIndex {
     by_subject: HashMap<Arc<str>, Arc<[Arc<str>]>>,
     /// Ids of the live templates: matched by pattern, never by literal subject.
     templates: BTreeSet<Arc<str>>,
+    /// Live entries by the revision of their last change: a sync of what changed
+    /// reads only that, and a full one reads entries in the order they were
+    /// made (which is also their order in memory).
+    by_revision: BTreeSet<(i64, Arc<str>)>,
 }
 
 impl EntryIndex {
@@ -30,12 +34,14 @@ impl EntryIndex {
     pub fn apply(&mut self, change: EntryRecord) {
         let id: Arc<str> = change.id.as_str().into();
         if let Some(previous) = self.live.remove(&id) {
+            self.by_revision.remove(&(previous.revision, id.clone()));
             self.unindex(&previous, &id);
         }
         if change.deleted {
             self.tombstones.insert(id, change.revision);
         } else {
             self.index(&change, &id);
+            self.by_revision.insert((change.revision, id.clone()));
             self.live.insert(id, Arc::new(change));
         }
     }
@@ -92,6 +98,14 @@ impl EntryIndex {
     /// Every live entry, by id.
     pub fn live(&self) -> impl Iterator<Item = &EntryRecord> {
         self.live.values().map(|e| &**e)
+    }
+
+    /// The live entries changed after revision `since`, oldest change first.
+    pub fn changed_since(&self, since: i64) -> impl Iterator<Item = &EntryRecord> {
+        let from = (since.saturating_add(1), Arc::<str>::from(""));
+        self.by_revision
+            .range(from..)
+            .filter_map(|(_, id)| self.get(id))
     }
 
     /// Every deleted id with the revision of its deletion.
@@ -154,6 +168,9 @@ mod tests {
         assert_eq!(ids(x.live()), ["a", "b", "c", "t"]);
         // Sorted by id whatever the order of creation, so replicas pick alike.
         assert_eq!(ids(x.with_subject("spiffe://td/s")), ["a", "b"]);
+        assert_eq!(ids(x.changed_since(0)), ["b", "a", "t", "c"]);
+        assert_eq!(ids(x.changed_since(2)), ["t", "c"]);
+        assert_eq!(ids(x.changed_since(4)), Vec::<&str>::new());
         assert_eq!(ids(x.templates()), ["t"]);
         assert_eq!(
             ids(x.with_subject("spiffe://td/ns/{k8s:ns}")),
@@ -166,6 +183,7 @@ mod tests {
         x.apply(gone("c", "spiffe://td/other", 7));
         assert_eq!(ids(x.with_subject("spiffe://td/s")), ["b"]);
         assert_eq!(ids(x.with_subject("spiffe://td/other")), Vec::<&str>::new());
+        assert_eq!(ids(x.changed_since(0)), ["b"]);
         assert_eq!(ids(x.templates()), Vec::<&str>::new());
         assert_eq!(
             x.tombstones().collect::<Vec<_>>(),
@@ -189,6 +207,8 @@ mod tests {
         assert_eq!(ids(x.with_subject("spiffe://td/t")), ["a"]);
         assert_eq!(x.get("a").map(|e| e.revision), Some(3));
         assert_eq!(x.len(), 1);
+        assert_eq!(ids(x.changed_since(0)), ["a"]);
+        assert_eq!(x.by_revision.len(), 1);
     }
 
     #[test]

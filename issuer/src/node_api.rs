@@ -780,8 +780,8 @@ fn delta(
     let full = since <= 0 || since > view.revision;
     let entries = view
         .entries
-        .live()
-        .filter(|e| (full || e.revision > since) && View::in_scope(e, node_selectors))
+        .changed_since(if full { i64::MIN } else { since })
+        .filter(|e| View::in_scope(e, node_selectors))
         .map(to_pb)
         .collect();
     let deleted_entry_ids = if full {
