@@ -69,10 +69,14 @@ fn parts(t: &str) -> Result<Vec<Part<'_>>, TemplateError> {
         out.push(if name == "trust_domain" {
             Part::TrustDomain
         } else {
+            // A key with '/' would let one placeholder span path segments,
+            // defeating the one-per-segment rule below that keeps `matches`
+            // linear (the fuzzer found a 4 KB template and subject that took
+            // it minutes).
             let valid = name.split_once(':').is_some_and(|(ty, key)| {
                 !ty.is_empty()
                     && !key.is_empty()
-                    && !key.contains(':')
+                    && !key.contains([':', '/'])
                     && ty
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -199,6 +203,19 @@ mod tests {
     }
 
     const T: &str = "spiffe://{trust_domain}/ns/{k8s:ns}/sa/{k8s:sa}";
+
+    #[test]
+    fn a_placeholder_cannot_span_segments() {
+        // The fuzzer's timeout input (fuzz/regressions/selector_template/): keys
+        // with '/' hid adjacent placeholders from the one-per-segment rule.
+        let t = "spiffe://{trus:9//a}{k:$/op2/}{ks:9//a}{k:$/op2/}{k4s:sa}";
+        assert!(matches!(parts(t), Err(TemplateError::Placeholder(_))));
+        assert!(!matches(t, "", "spiffe://exa.org/aaaa/op2/bbbb/op2/cc"));
+        assert!(matches!(
+            validate("spiffe://example.org/{k8s:a/b}", "example.org"),
+            Err(TemplateError::Placeholder(_))
+        ));
+    }
 
     #[test]
     fn fills_from_the_callers_selectors() {
