@@ -33,6 +33,14 @@ pub fn lanyard(args: &[&str]) -> Output {
     Command::new(lanyard_bin()).args(args).output().unwrap()
 }
 
+/// A current-thread runtime for a test's async parts.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// The uid this test runs as.
 pub fn my_uid() -> u32 {
     lanyard_agent::peer::current_uid()

@@ -10,7 +10,7 @@ use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::spiffe::JwtsvidRequest;
 use lanyard_proto::workload::credentials_client::CredentialsClient;
 use lanyard_proto::workload::FetchCredentialsRequest;
-use lanyard_tests::{lanyard, my_uid, Deployment};
+use lanyard_tests::{lanyard, my_uid, rt, Deployment};
 use spiffe::{WorkloadApiClient, X509Svid};
 
 fn entries(uid: u32) -> String {
@@ -18,13 +18,6 @@ fn entries(uid: u32) -> String {
         "[[entries]]\nsubject = \"spiffe://example.org/e2e\"\nselectors = [\"unix:uid:{uid}\"]\nttl = \"1h\"\naudiences = [\"mqtt\"]\n\
          [[entries]]\nsubject = \"spiffe://example.org/nobody\"\nselectors = [\"unix:uid:{uid}\", \"unix:path:/nonexistent\"]\n"
     )
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn pem(der: &[u8]) -> String {

@@ -20,15 +20,10 @@ use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::spiffe::{JwtsvidRequest, X509svidRequest};
 use lanyard_proto::workload::credentials_client::CredentialsClient;
 use lanyard_proto::workload::FetchCredentialsRequest;
-use lanyard_tests::{http_get, lanyard_bin, my_uid, spawn_command, wait_for, Deployment, Fleet};
+use lanyard_tests::{
+    http_get, lanyard_bin, my_uid, rt, spawn_command, wait_for, Deployment, Fleet,
+};
 use lanyard_token::{PublicKey, Verifier};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// `LANYARD_FAULTS_<name>`, or `default`.
 fn knob(name: &str, default: u64) -> u64 {

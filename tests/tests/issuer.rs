@@ -12,17 +12,10 @@ use lanyard_proto::issuer as pb;
 use lanyard_proto::issuer::node_client::NodeClient;
 use lanyard_proto::workload::credentials_client::CredentialsClient;
 use lanyard_proto::workload::FetchCredentialsRequest;
-use lanyard_tests::{http_get, my_uid, wait_for, Fleet};
+use lanyard_tests::{http_get, my_uid, rt, wait_for, Fleet};
 use lanyard_token::pop::{issuer_proof_message, IssuerProof};
 use lanyard_token::{KeyPair, PublicKey, Verifier};
 use spiffe::WorkloadApiClient;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn org(f: &Fleet) -> PublicKey {
     PublicKey::from_file_text(&std::fs::read_to_string(f.dir.join("org/org.public")).unwrap())

@@ -22,16 +22,9 @@ use lanyard_proto::issuer::node_client::NodeClient;
 use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::spiffe::{JwtsvidRequest, ValidateJwtsvidRequest};
 use lanyard_tests::cgroups::{hierarchies, InCgroup};
-use lanyard_tests::{lanyard, lanyard_bin, my_uid, Deployment, Fleet};
+use lanyard_tests::{lanyard, lanyard_bin, my_uid, rt, Deployment, Fleet};
 use lanyard_token::pop::{issuer_proof_message, IssuerProof};
 use lanyard_token::{KeyPair, PublicKey};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn entry(subject: &str, selectors: &[&str]) -> String {
     let sel: Vec<String> = selectors.iter().map(|s| format!("\"{s}\"")).collect();
