@@ -92,6 +92,7 @@ struct RawUpstream {
     device_seed: Option<String>,
     device_name: Option<String>,
     psat_token_file: Option<String>,
+    issuer_id: Option<String>,
 }
 
 /// How the agent proves its node to the upstream issuer the first time (and
@@ -131,6 +132,9 @@ pub struct UpstreamConfig {
     pub org_public: PathBuf,
     /// Node attestation evidence.
     pub evidence: NodeEvidence,
+    /// Only this issuer chain (its name or its chain token jti) is accepted as
+    /// the issuer; any non-revoked issuer-role chain of the org when unset.
+    pub issuer_id: Option<String>,
 }
 
 /// Where the agent's signing power comes from.
@@ -521,10 +525,21 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
             ))
         }
     };
+    let issuer_id = match u.issuer_id {
+        Some(id) if id.trim().is_empty() => {
+            return Err(err(
+                "upstream.issuer_id",
+                id,
+                "expected a chain name or chain id (the jti of its chain.jwt)",
+            ))
+        }
+        id => id.map(|i| i.trim().to_owned()),
+    };
     Ok(UpstreamConfig {
         addresses,
         org_public: resolve_path(base, &u.org_public),
         evidence,
+        issuer_id,
     })
 }
 

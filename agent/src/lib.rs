@@ -22,4 +22,5 @@ pub mod svid;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod tls_identity;
 pub mod upstream;

@@ -21,12 +21,23 @@ pub fn my_uid() -> u32 {
 /// Writes an org, a chain issuer (1 day) and its certificates into `dir`, plus
 /// `agent.toml` with `entries_toml` appended; returns the parsed config.
 pub fn standalone(dir: &Path, entries_toml: &str) -> Result<Config, Box<dyn std::error::Error>> {
+    delegated(dir, entries_toml, &[])
+}
+
+/// [`standalone`] with a chain that has `roles` (`["issuer"]` for files an
+/// issuer can run from).
+pub fn delegated(
+    dir: &Path,
+    entries_toml: &str,
+    roles: &[&str],
+) -> Result<Config, Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     let org = KeyPair::generate()?;
     let chain = KeyPair::generate()?;
     let req = DelegateRequest {
         name: "fixture".into(),
         validity_secs: 86_400,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         ..Default::default()
     };
     let jwt = delegate(&org, &chain.public(), &req, now())?;

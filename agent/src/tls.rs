@@ -34,6 +34,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::svid::SvidError;
+use crate::tls_identity::IssuerPolicy;
 
 /// The DNS name in the issuer's TLS leaf, and the only one agents accept: the
 /// issuer is identified by its credential, not by where it is reached.
@@ -104,6 +105,7 @@ fn issuer_name() -> Result<ServerName<'static>, rustls::Error> {
 /// `chain.crt` fails here, at startup, instead of in every agent's handshake.
 pub fn server_config(
     chain_key: &lanyard_token::KeyPair,
+    chain_jwt: &str,
     chain_crt_der: Vec<u8>,
     org_crt_der: Vec<u8>,
     not_after: u64,
@@ -112,14 +114,22 @@ pub fn server_config(
     if not_after <= now {
         return Err(TlsError::Expired { not_after, now });
     }
-    let (chain, key) = issuer_chain(chain_key, chain_crt_der, org_crt_der, not_after, now)?;
+    let (chain, key) = issuer_chain(
+        chain_key,
+        chain_jwt,
+        chain_crt_der,
+        org_crt_der,
+        not_after,
+        now,
+    )?;
     self_check(&chain, now)?;
     config_for(chain, key)
 }
 
 /// The leaf and the chain it is presented with, unchecked.
-fn issuer_chain(
+pub(crate) fn issuer_chain(
     chain_key: &lanyard_token::KeyPair,
+    chain_jwt: &str,
     chain_crt_der: Vec<u8>,
     org_crt_der: Vec<u8>,
     not_after: u64,
@@ -137,6 +147,8 @@ fn issuer_chain(
     p.not_before = crate::svid::time(now.saturating_sub(CLOCK_SKEW));
     p.not_after = crate::svid::time(not_after);
     p.serial_number = Some(crate::svid::random_serial()?);
+    // The chain token, whose org-signed grant says this chain may be the issuer.
+    p.custom_extensions = vec![crate::tls_identity::chain_token_extension(chain_jwt)];
     let leaf = p.signed_by(&key, &issuer).map_err(SvidError::from)?;
     let chain = vec![
         leaf.der().clone(),
@@ -181,11 +193,19 @@ fn config_for(
 
 /// An agent's TLS configuration for the issuer: TLS 1.3 only, ALPN `h2`, and the
 /// server verified by [`OrgKeyVerifier`], so `org` is the only thing trusted.
+/// Any non-revoked issuer-role chain of `org` is accepted; the agent itself
+/// uses [`client_config_with`] to add its deny list and `issuer_id`.
 pub fn client_config(
     org: &lanyard_token::PublicKey,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_with(IssuerPolicy::new(*org, None, Arc::default()))
+}
+
+/// [`client_config`] with the issuer `policy` (deny list, `issuer_id`).
+pub fn client_config_with(policy: IssuerPolicy) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
-    let verifier = OrgKeyVerifier::with_algorithms(org, provider.signature_verification_algorithms);
+    let verifier =
+        OrgKeyVerifier::with_algorithms(policy, provider.signature_verification_algorithms);
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -195,39 +215,41 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// A server certificate verifier that trusts exactly one key: the org's.
+/// A server certificate verifier that trusts exactly one key: the org's, and
+/// only an issuer-role chain of it.
 ///
 /// The last certificate the server presents is the candidate root. It is accepted
 /// only if its public key is the org key; then the end-entity certificate must chain
 /// to it through the certificates in between (signatures, validity at `now`, CA
 /// constraints, EKU serverAuth) and name [`ISSUER_SERVER_NAME`]. Nothing else, no
-/// system roots and no configured CA file, is consulted.
+/// system roots and no configured CA file, is consulted. Then the chain token
+/// in the leaf must pass the [`IssuerPolicy`] (issuer role, not revoked, the
+/// configured `issuer_id`): any org chain can make a valid X.509 path.
 #[derive(Debug)]
 pub struct OrgKeyVerifier {
     /// The org key's SubjectPublicKeyInfo *contents* (algorithm and key, without the
     /// outer SEQUENCE), the form a `TrustAnchor` holds it in.
     org_spki: Vec<u8>,
+    policy: IssuerPolicy,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl OrgKeyVerifier {
-    /// A verifier for `org`, with the aws-lc-rs signature algorithms.
-    pub fn new(org: &lanyard_token::PublicKey) -> Self {
+    /// A verifier for `policy`, with the aws-lc-rs signature algorithms.
+    pub fn new(policy: IssuerPolicy) -> Self {
         Self::with_algorithms(
-            org,
+            policy,
             aws_lc_rs::default_provider().signature_verification_algorithms,
         )
     }
 
-    fn with_algorithms(
-        org: &lanyard_token::PublicKey,
-        algorithms: WebPkiSupportedAlgorithms,
-    ) -> Self {
+    fn with_algorithms(policy: IssuerPolicy, algorithms: WebPkiSupportedAlgorithms) -> Self {
         // AlgorithmIdentifier { id-Ed25519 } then BIT STRING { 0 unused bits, key } (RFC 8410).
         let mut org_spki = vec![0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-        org_spki.extend_from_slice(org.as_bytes());
+        org_spki.extend_from_slice(policy.org().as_bytes());
         Self {
             org_spki,
+            policy,
             algorithms,
         }
     }
@@ -285,6 +307,14 @@ impl ServerCertVerifier for OrgKeyVerifier {
             now,
             self.algorithms,
         )?;
+        self.policy
+            .check_leaf(end_entity.as_ref(), now.as_secs())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "refusing the issuer's TLS identity");
+                rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                    Arc::new(e),
+                )))
+            })?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -508,12 +538,12 @@ pub fn lazy_channel(address: &str, config: Arc<rustls::ClientConfig>) -> Channel
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use futures_util::StreamExt as _;
     use lanyard_token::KeyPair;
 
-    fn now() -> u64 {
+    pub(crate) fn now() -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -521,18 +551,35 @@ mod tests {
     }
 
     /// `(org.crt, chain.crt)` in DER, as `lanyard org delegate` makes them.
-    fn delegate(org: &KeyPair, chain: &KeyPair, nbf: u64, exp: u64) -> (Vec<u8>, Vec<u8>) {
+    pub(crate) fn delegate(
+        org: &KeyPair,
+        chain: &KeyPair,
+        nbf: u64,
+        exp: u64,
+    ) -> (Vec<u8>, Vec<u8>) {
         let (org_pem, chain_pem) =
             crate::svid::delegate_certs(org, &chain.public(), nbf, exp).unwrap();
         let one = |pem: &str| crate::pem::decode_certs(pem).into_iter().next().unwrap();
         (one(&org_pem), one(&chain_pem))
     }
 
+    /// An issuer-role chain token for `chain`, valid from `nbf` to `exp`.
+    pub(crate) fn chain_jwt(org: &KeyPair, chain: &KeyPair, nbf: u64, exp: u64) -> String {
+        let req = lanyard_token::DelegateRequest {
+            name: "issuer-0".into(),
+            validity_secs: exp.saturating_sub(nbf).max(1),
+            roles: vec!["issuer".into()],
+            ..Default::default()
+        };
+        lanyard_token::delegate(org, &chain.public(), &req, nbf).unwrap()
+    }
+
     /// An issuer for `org` with a day of validity left.
     fn issuer(org: &KeyPair) -> Arc<rustls::ServerConfig> {
         let chain = KeyPair::generate().unwrap();
         let (org_crt, chain_crt) = delegate(org, &chain, now() - 60, now() + 86_400);
-        server_config(&chain, chain_crt, org_crt, now() + 86_400, now()).unwrap()
+        let jwt = chain_jwt(org, &chain, now() - 60, now() + 86_400);
+        server_config(&chain, &jwt, chain_crt, org_crt, now() + 86_400, now()).unwrap()
     }
 
     /// Serves `config` on loopback; returns the address.
@@ -597,8 +644,10 @@ mod tests {
         let (org_crt, _) = delegate(&org, &chain, now() - 60, now() + 86_400);
         let (_, foreign_chain_crt) = delegate(&other, &chain, now() - 60, now() + 86_400);
         // The issuer's own self-check refuses the mismatch at startup...
+        let jwt = chain_jwt(&org, &chain, now() - 60, now() + 86_400);
         let err = server_config(
             &chain,
+            &jwt,
             foreign_chain_crt.clone(),
             org_crt.clone(),
             now() + 86_400,
@@ -607,8 +656,15 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, TlsError::Chain(_)), "{err}");
         // ...and an issuer that skips it is refused by agents.
-        let (certs, key) =
-            issuer_chain(&chain, foreign_chain_crt, org_crt, now() + 86_400, now()).unwrap();
+        let (certs, key) = issuer_chain(
+            &chain,
+            &jwt,
+            foreign_chain_crt,
+            org_crt,
+            now() + 86_400,
+            now(),
+        )
+        .unwrap();
         let addr = serve(config_for(certs, key).unwrap()).await;
         let err = handshake(addr, &org.public()).await.unwrap_err();
         assert!(
@@ -624,8 +680,9 @@ mod tests {
         let impostor = KeyPair::generate().unwrap();
         let chain = KeyPair::generate().unwrap();
         let (fake_root, chain_crt) = delegate(&impostor, &chain, now() - 60, now() + 86_400);
+        let jwt = chain_jwt(&impostor, &chain, now() - 60, now() + 86_400);
         let (certs, key) =
-            issuer_chain(&chain, chain_crt, fake_root, now() + 86_400, now()).unwrap();
+            issuer_chain(&chain, &jwt, chain_crt, fake_root, now() + 86_400, now()).unwrap();
         let addr = serve(config_for(certs, key).unwrap()).await;
         let err = handshake(addr, &org.public()).await.unwrap_err();
         assert!(err.to_string().contains("UnknownIssuer"), "{err}");
@@ -636,8 +693,10 @@ mod tests {
         let org = KeyPair::generate().unwrap();
         let chain = KeyPair::generate().unwrap();
         let (org_crt, chain_crt) = delegate(&org, &chain, now() - 7_200, now() - 3_600);
+        let jwt = chain_jwt(&org, &chain, now() - 7_200, now() - 3_600);
         let err = server_config(
             &chain,
+            &jwt,
             chain_crt.clone(),
             org_crt.clone(),
             now() - 3_600,
@@ -646,7 +705,8 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, TlsError::Expired { .. }), "{err}");
         // An issuer that ignores the chain's expiry and makes a valid leaf anyway.
-        let (certs, key) = issuer_chain(&chain, chain_crt, org_crt, now() + 3_600, now()).unwrap();
+        let (certs, key) =
+            issuer_chain(&chain, &jwt, chain_crt, org_crt, now() + 3_600, now()).unwrap();
         let addr = serve(config_for(certs, key).unwrap()).await;
         let err = handshake(addr, &org.public()).await.unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
@@ -737,6 +797,9 @@ mod tests {
         let org = KeyPair::generate().unwrap();
         let (org_crt, _) = delegate(&org, &KeyPair::generate().unwrap(), now(), now() + 60);
         let (_, spki) = anchor(&CertificateDer::from(org_crt)).unwrap();
-        assert_eq!(spki, OrgKeyVerifier::new(&org.public()).org_spki);
+        assert_eq!(
+            spki,
+            OrgKeyVerifier::new(IssuerPolicy::new(org.public(), None, Arc::default())).org_spki
+        );
     }
 }

@@ -168,7 +168,8 @@ pub struct UpstreamAuthority {
     link: tokio::sync::Mutex<Option<Link>>,
     agent: Mutex<Option<AgentCredential>>,
     synced: RwLock<Synced>,
-    deny: RwLock<Option<VerifiedDenyList>>,
+    /// Shared with the TLS verifier, which refuses a revoked issuer chain.
+    deny: Arc<RwLock<Option<VerifiedDenyList>>>,
     state: Mutex<LinkState>,
     next_addr: AtomicUsize,
     sessions_opened: AtomicU64,
@@ -200,8 +201,11 @@ impl UpstreamAuthority {
             path: cfg.org_public.display().to_string(),
             reason: e.to_string(),
         })?;
-        let tls =
-            crate::tls::client_config(&org).map_err(|e| AuthorityError::Upstream(e.to_string()))?;
+        let deny = Arc::new(RwLock::new(None));
+        let policy =
+            crate::tls_identity::IssuerPolicy::new(org, cfg.issuer_id.clone(), deny.clone());
+        let tls = crate::tls::client_config_with(policy)
+            .map_err(|e| AuthorityError::Upstream(e.to_string()))?;
         let me = Self {
             cfg,
             org,
@@ -212,7 +216,7 @@ impl UpstreamAuthority {
                 trust_domain: trust_domain.to_owned(),
                 ..Synced::default()
             }),
-            deny: RwLock::new(None),
+            deny,
             state: Mutex::new(LinkState::Connecting),
             next_addr: AtomicUsize::new(0),
             sessions_opened: AtomicU64::new(0),
@@ -255,7 +259,7 @@ impl UpstreamAuthority {
         if let Ok(bytes) = std::fs::read(self.data_dir.join(SYNCED)) {
             match serde_json::from_slice::<Synced>(&bytes) {
                 Ok(s) => {
-                    if let Ok(list) = lanyard_token::deny::parse(&s.deny_list, &self.org) {
+                    if let Ok(list) = lanyard_token::deny::parse(&s.deny_list, &self.org, now()) {
                         *self.deny.write().unwrap_or_else(|p| p.into_inner()) = Some(list);
                     }
                     *self.synced.write().unwrap_or_else(|p| p.into_inner()) = s;
@@ -896,7 +900,7 @@ fn accept_deny_list(
     held: Option<&VerifiedDenyList>,
     denied_chains: &[String],
 ) -> Result<VerifiedDenyList, lanyard_token::DenyListError> {
-    let list = lanyard_token::deny::parse(text, org)?;
+    let list = lanyard_token::deny::parse(text, org, now())?;
     if list
         .signer_chain()
         .is_some_and(|c| denied_chains.iter().any(|d| d == c))
@@ -1147,6 +1151,7 @@ mod tests {
         let req = DelegateRequest {
             name: "replica".into(),
             validity_secs: 3600,
+            roles: vec!["issuer".into()],
             ..Default::default()
         };
         let jwt = delegate(&org, &chain_key.public(), &req, now).unwrap();

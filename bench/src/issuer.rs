@@ -33,7 +33,7 @@ pub struct IssuerFigures {
 
 /// Writes the issuer's files and config into `dir`; returns its listen address.
 pub fn setup(dir: &Path) -> String {
-    lanyard_agent::testing::standalone(dir, "").unwrap();
+    lanyard_agent::testing::delegated(dir, "", &["issuer"]).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -30,6 +30,7 @@ pub fn setup() -> Setup {
         name: "bench".into(),
         validity_secs: 86_400,
         constraints: Constraints::default(),
+        roles: Vec::new(),
     };
     let chain_jwt = delegate(&org, &chain.public(), &req, NOW).expect("delegate");
     let issuer = ChainIssuer::new(&chain_jwt, chain).expect("issuer");

@@ -87,6 +87,7 @@ pub fn dev(dir: Option<PathBuf>) -> Result<ExitCode> {
                 subject_prefixes: vec![],
                 networks: vec![],
                 purposes: vec![],
+                roles: vec![],
             })?;
         }
         let socket = dir.join("agent.sock");

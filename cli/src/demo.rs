@@ -66,6 +66,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         subject_prefixes: vec!["spiffe://example.org/ns/prod".into()],
         networks: vec!["prod".into()],
         purposes: vec![],
+        roles: vec![],
     })?;
     for f in ["chain.seed", "chain.public", "chain.jwt"] {
         show(&chain_dir.join(f))?;

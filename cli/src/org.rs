@@ -52,6 +52,11 @@ pub struct DelegateArgs {
     /// Only these purposes may be signed (repeatable), e.g. lanyard_workload.
     #[arg(long = "purpose")]
     pub purposes: Vec<String>,
+    /// What the chain may act as (repeatable). `issuer`: serve the Node API,
+    /// sign agent credentials and deny lists. Without it the chain signs
+    /// workload credentials only (a standalone host).
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -79,8 +84,9 @@ pub fn extend_deny_list(
 ) -> Result<()> {
     let org = files::read_seed(org_seed)?;
     let (mut denied, serial) = if path.exists() {
-        let held = lanyard_token::deny::parse(&files::read_text(path)?, &org.public())
-            .with_context(|| format!("{} is not a deny list of this org", path.display()))?;
+        let held =
+            lanyard_token::deny::parse(&files::read_text(path)?, &org.public(), clock::now()?)
+                .with_context(|| format!("{} is not a deny list of this org", path.display()))?;
         (held.denied().clone(), held.serial())
     } else {
         (Denied::default(), 0)
@@ -149,6 +155,7 @@ pub fn delegate_cmd(a: &DelegateArgs) -> Result<()> {
             purposes: a.purposes.clone(),
             networks: a.networks.clone(),
         },
+        roles: a.roles.clone(),
     };
     // Sign before writing anything, so a refused request leaves no stray seed.
     let now = clock::now()?;

@@ -230,7 +230,7 @@ pub fn verify(a: &VerifyArgs) -> Result<ExitCode> {
     }
     v = v.with_networks(a.networks.clone());
     if let Some(path) = &a.deny_list {
-        let list = lanyard_token::deny::parse(&files::read_text(path)?, &org)
+        let list = lanyard_token::deny::parse(&files::read_text(path)?, &org, clock::now()?)
             .with_context(|| format!("deny list {}", path.display()))?;
         v = v.with_deny_list(list);
     }

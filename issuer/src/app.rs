@@ -33,6 +33,11 @@ pub enum BuildError {
     /// The chain issuer credential is missing or invalid.
     #[error(transparent)]
     Authority(#[from] AuthorityError),
+    /// The chain credential was not delegated with the issuer role, so agents
+    /// would refuse it as their issuer and no verifier would accept the agent
+    /// credentials it signs.
+    #[error("the chain credential {0} has no issuer role: delegate the issuer's chain with `lanyard org delegate --role issuer` (README, upgrade notes)")]
+    NotAnIssuerChain(String),
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -95,6 +100,15 @@ fn attestors(config: &IssuerConfig) -> Result<Vec<Box<dyn NodeAttestor>>, BuildE
 pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
     let now = lanyard_agent::api::now();
     let authority = LocalAuthority::load(&config.authority, &config.trust_domain, now)?;
+    if !authority
+        .chain()
+        .grant()
+        .has_role(lanyard_token::claims::ROLE_ISSUER)
+    {
+        return Err(BuildError::NotAnIssuerChain(
+            config.authority.chain_jwt.display().to_string(),
+        ));
+    }
     let org_der = lanyard_agent::authority::Authority::bundle(&authority)
         .x509_roots
         .into_iter()
@@ -102,6 +116,7 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
         .unwrap_or_default();
     let tls = lanyard_agent::tls::server_config(
         authority.chain_key(),
+        authority.chain().token(),
         authority.chain_der().to_vec(),
         org_der,
         authority.chain().expires_at(),

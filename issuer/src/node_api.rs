@@ -37,7 +37,7 @@ pub struct NodeService {
     pub shutdown: watch::Receiver<bool>,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     lanyard_agent::api::now()
 }
 
@@ -551,11 +551,29 @@ impl Node for NodeService {
         if !self.issuer.view().agents.contains_key(&agent_id) {
             self.refresh(now).await?;
         }
+        // The credential must be the agent's current one: a jti the issuer
+        // minted for this agent (with its key) and has not replaced since.
+        // Another replica may have renewed it a moment ago, so look once more
+        // before calling it superseded.
+        if self
+            .issuer
+            .view()
+            .agents
+            .get(&agent_id)
+            .is_some_and(|a| a.credential_jti != jti)
+        {
+            self.refresh(now).await?;
+        }
         let view = self.issuer.view();
         let agent = view
             .agents
             .get(&agent_id)
             .ok_or_else(|| Status::permission_denied(format!("unknown agent {agent_id}")))?;
+        if agent.credential_jti != jti {
+            return Err(Status::permission_denied(format!(
+                "agent credential {jti} is not {agent_id}'s current credential (superseded or never issued to it)"
+            )));
+        }
         if agent.status != AgentStatus::Active {
             return Err(Status::permission_denied(format!(
                 "agent {agent_id} is {}",

@@ -322,9 +322,13 @@ impl Issuer {
         if view.deny_list.is_empty() {
             return Some(v);
         }
-        lanyard_token::deny::parse(&view.deny_list, &self.authority.org())
-            .ok()
-            .map(|list| v.with_deny_list(list))
+        lanyard_token::deny::parse(
+            &view.deny_list,
+            &self.authority.org(),
+            crate::node_api::now(),
+        )
+        .ok()
+        .map(|list| v.with_deny_list(list))
     }
 }
 

@@ -58,6 +58,8 @@ fn write_seeds() {
     let req = lanyard_token::DelegateRequest {
         name: "fuzz".into(),
         validity_secs: 86_400,
+        // The issuer's chain: it signs agent credentials.
+        roles: vec!["issuer".into()],
         ..Default::default()
     };
     let chain_jwt =

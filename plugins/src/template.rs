@@ -159,8 +159,11 @@ pub fn render(
                 let (Some(v), None) = (values.next(), values.next()) else {
                     return Ok(None);
                 };
-                // A value may not reach into the path structure.
-                if v.is_empty() || v.contains('/') {
+                // A value fills part of one segment and never reaches into the
+                // structure: no '/' (SPIFFE path) and no ':' (URN segments), so
+                // `urn:lanyard:tenant:{unix:uid}` cannot become another
+                // node's `urn:lanyard:tenant:0:admin`.
+                if v.is_empty() || v.contains(['/', ':']) {
                     return Ok(None);
                 }
                 out.push_str(v);
@@ -183,9 +186,10 @@ pub fn matches(template: &str, trust_domain: &str, subject: &str) -> bool {
             None => s.is_empty(),
             Some((Part::Text(t), rest)) => s.strip_prefix(t).is_some_and(|s| go(rest, td, s)),
             Some((Part::TrustDomain, rest)) => s.strip_prefix(td).is_some_and(|s| go(rest, td, s)),
-            // A value is one or more characters without '/'.
+            // A value is one or more characters without '/' or ':', as
+            // `render` fills it.
             Some((Part::Selector(_), rest)) => {
-                let end = s.find('/').unwrap_or(s.len());
+                let end = s.find(['/', ':']).unwrap_or(s.len());
                 (1..=end).any(|i| s.is_char_boundary(i) && go(rest, td, &s[i..]))
             }
         }
@@ -203,6 +207,23 @@ mod tests {
     }
 
     const T: &str = "spiffe://{trust_domain}/ns/{k8s:ns}/sa/{k8s:sa}";
+
+    /// Finding 4: a URN placeholder value with ':' reached into another
+    /// node's name; neither the agent renders it nor the issuer matches it.
+    #[test]
+    fn attacker_a_value_with_a_colon_is_refused() {
+        let t = "urn:lanyard:tenant:{unix:uid}";
+        assert_eq!(
+            render(t, "example.org", &sel(&["unix:uid:0:admin"])).unwrap(),
+            None
+        );
+        assert!(!matches(t, "example.org", "urn:lanyard:tenant:0:admin"));
+        assert!(matches(t, "example.org", "urn:lanyard:tenant:0"));
+        assert_eq!(
+            render(t, "example.org", &sel(&["unix:uid:0"])).unwrap(),
+            Some("urn:lanyard:tenant:0".into())
+        );
+    }
 
     #[test]
     fn a_placeholder_cannot_span_segments() {

@@ -285,6 +285,8 @@ impl Fleet {
             &format!("{d}/{name}"),
             "--validity",
             "1d",
+            "--role",
+            "issuer",
         ]);
         assert!(
             out.status.success(),

@@ -27,6 +27,13 @@ pub const KNOWN_PURPOSES: [&str; 4] = [
     PURPOSE_CHORIA_SERVER,
 ];
 
+/// The chain role that may act as the issuer: serve the Node API, sign agent
+/// credentials (`lanyard_agent`) and sign deny lists. A chain without it (the
+/// default, for standalone hosts) signs workload credentials only.
+pub const ROLE_ISSUER: &str = "issuer";
+/// Every role `lanyard org delegate` grants.
+pub const KNOWN_ROLES: [&str; 1] = [ROLE_ISSUER];
+
 /// `iss` prefix of a chain issuer token: `I-<org public key hex>`.
 pub const ORG_ISSUER_PREFIX: &str = "I-";
 /// `iss` prefix of a leaf: `C-<chain jti>.<chain public key hex>`.
@@ -53,38 +60,58 @@ pub struct Constraints {
 /// token. The grant's signature also covers the chain issuer's expiry and
 /// constraints, and it covers Choria's `tcs` itself, so one check proves both.
 /// The chain issuer token carries it and copies it unchanged into every leaf.
+///
+/// Version 2 adds `roles` to what the org signs. A grant without roles is still
+/// written as version 1, byte for byte as before, so a default-role chain from
+/// this release verifies with older lanyard verifiers too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainGrant {
-    /// Format version; only 1 exists.
+    /// Format version: 1 (no roles) or 2 (roles signed too).
     pub v: u32,
     /// The chain issuer's expiry (its `exp`), as the org signed it.
     pub exp: u64,
     /// What the chain issuer may sign.
     #[serde(default)]
     pub constraints: Constraints,
+    /// What the chain may act as, beyond signing workload credentials
+    /// ([`ROLE_ISSUER`]). Version 2 only; sorted and de-duplicated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
     /// Hex ed25519 signature by the org over [`ChainGrant::signed_bytes`].
     pub sig: String,
 }
 
 impl ChainGrant {
-    /// The exact bytes the org signs. Lists are JSON-encoded, so no value can
-    /// smuggle a line break into the framing.
+    /// Whether the org granted `role`. Only meaningful on a grant whose
+    /// signature a verifier checked (a [`VerifiedToken`](crate::VerifiedToken)'s).
+    pub fn has_role(&self, role: &str) -> bool {
+        self.v >= 2 && self.roles.iter().any(|r| r == role)
+    }
+
+    /// The exact bytes the org signs for version `v`. Lists are JSON-encoded, so
+    /// no value can smuggle a line break into the framing. Version 1 has no
+    /// roles line, so a v1 grant can never be read as granting a role.
     pub fn signed_bytes(
+        v: u32,
         tcs: &str,
         chain_jti: &str,
         chain_public: &str,
         exp: u64,
         constraints: &Constraints,
+        roles: &[String],
     ) -> Vec<u8> {
-        let list = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
-        format!(
-            "lanyard-chain-grant-v1\ntcs={tcs}\njti={chain_jti}\npublic_key={chain_public}\nexp={exp}\nsubject_prefixes={}\npurposes={}\nnetworks={}",
+        let list = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+        let mut text = format!(
+            "lanyard-chain-grant-v{v}\ntcs={tcs}\njti={chain_jti}\npublic_key={chain_public}\nexp={exp}\nsubject_prefixes={}\npurposes={}\nnetworks={}",
             list(&constraints.subject_prefixes),
             list(&constraints.purposes),
             list(&constraints.networks),
-        )
-        .into_bytes()
+        );
+        if v >= 2 {
+            text.push_str(&format!("\nroles={}", list(roles)));
+        }
+        text.into_bytes()
     }
 }
 

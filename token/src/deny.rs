@@ -109,9 +109,12 @@ impl VerifiedDenyList {
     }
 }
 
-/// Verifies a deny list against the org key: signed by the org itself, or by a
-/// chain issuer the org delegated (valid when it signed) whose token it carries.
-pub fn parse(text: &str, org: &PublicKey) -> Result<VerifiedDenyList, DenyListError> {
+/// Verifies a deny list against the org key at Unix time `now`: signed by the
+/// org itself, or by a chain issuer with the `issuer` role whose token it
+/// carries and that is valid *now*. The list's own `iat` is the signer's word,
+/// so it never decides whether the signer was valid: an expired chain's seed
+/// could otherwise backdate a list, and a standalone host's chain could sign one.
+pub fn parse(text: &str, org: &PublicKey, now: u64) -> Result<VerifiedDenyList, DenyListError> {
     let parts = jws::parse(text.trim())?;
     let signed_by_org = org.verify(parts.signing_input.as_bytes(), &parts.signature);
     let parsed = serde_json::from_slice::<DenyClaims>(&parts.payload);
@@ -131,8 +134,13 @@ pub fn parse(text: &str, org: &PublicKey) -> Result<VerifiedDenyList, DenyListEr
         };
         let chain = c.chain.as_deref().unwrap_or_default();
         let verified = crate::Verifier::new(*org)
-            .verify(chain, c.iat)
+            .verify(chain, now)
             .map_err(|e| DenyListError::BadChain(e.to_string()))?;
+        if !verified.has_role(crate::claims::ROLE_ISSUER) {
+            return Err(DenyListError::BadChain(
+                "the chain has no issuer role, so it may not sign deny lists".into(),
+            ));
+        }
         let (Some(key), Some(jti), true) = (
             verified.holder(),
             verified.claims().jti.as_deref(),
@@ -212,16 +220,21 @@ pub fn sign_by_chain(
     Ok(jws::encode(&payload, |m| chain.sign_raw(m)))
 }
 
-/// Keeps `new` only if it is not older than `held`.
+/// Keeps `new` only if it is not older than `held`: a higher serial, or the
+/// same serial with the same content (the issuer re-sends its current list).
+/// A different list under a serial already held is refused like an older one,
+/// so nobody can swap what a serial means.
 pub fn newer(
     held: Option<&VerifiedDenyList>,
     new: VerifiedDenyList,
 ) -> Result<VerifiedDenyList, DenyListError> {
     match held {
-        Some(h) if new.serial < h.serial => Err(DenyListError::Rollback {
-            got: new.serial,
-            held: h.serial,
-        }),
+        Some(h) if new.serial < h.serial || (new.serial == h.serial && new.denied != h.denied) => {
+            Err(DenyListError::Rollback {
+                got: new.serial,
+                held: h.serial,
+            })
+        }
         _ => Ok(new),
     }
 }

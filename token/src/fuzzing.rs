@@ -48,7 +48,7 @@ pub fn deny_org() -> PublicKey {
 pub fn deny_list_bytes(data: &[u8]) {
     let org = deny_org();
     let text = String::from_utf8_lossy(data);
-    let Ok(list) = crate::deny::parse(&text, &org) else {
+    let Ok(list) = crate::deny::parse(&text, &org, DENY_NOW) else {
         return;
     };
     // The same list is never a rollback of itself, and what it names it denies.
@@ -65,7 +65,7 @@ pub fn deny_list_bytes(data: &[u8]) {
         .verify(&text, DENY_NOW);
     // Another org never accepts it.
     if let Ok(other) = PublicKey::from_hex(ORG_HEX, false) {
-        assert!(crate::deny::parse(&text, &other).is_err());
+        assert!(crate::deny::parse(&text, &other, DENY_NOW).is_err());
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::claims::{
     ChainGrant, Claims, Confirmation, Constraints, CHAIN_ISSUER_PREFIX, KNOWN_PURPOSES,
-    ORG_ISSUER_PREFIX, PURPOSE_AGENT, PURPOSE_CHORIA_CLIENT, PURPOSE_CHORIA_SERVER,
-    PURPOSE_WORKLOAD,
+    KNOWN_ROLES, ORG_ISSUER_PREFIX, PURPOSE_AGENT, PURPOSE_CHORIA_CLIENT, PURPOSE_CHORIA_SERVER,
+    PURPOSE_WORKLOAD, ROLE_ISSUER,
 };
 use crate::constraints::{self, ConstraintViolation};
 use crate::keys::{KeyPair, PublicKey};
@@ -51,6 +51,17 @@ pub enum MintError {
     /// The purpose is not one lanyard mints.
     #[error("unknown purpose {0:?}")]
     UnknownPurpose(String),
+    /// The role is not one lanyard grants.
+    #[error("unknown role {0:?} (known: issuer)")]
+    UnknownRole(String),
+    /// The chain issuer lacks the role this purpose needs.
+    #[error("refused: this chain issuer has no {role:?} role, which purpose {purpose:?} needs (delegate it with --role {role})")]
+    RoleMissing {
+        /// The role.
+        role: &'static str,
+        /// The purpose asked for.
+        purpose: String,
+    },
     /// The chain issuer credential is unusable.
     #[error("not a usable lanyard chain issuer credential: {0}")]
     NotAChainIssuer(&'static str),
@@ -73,6 +84,9 @@ pub struct DelegateRequest {
     pub validity_secs: u64,
     /// What it may sign.
     pub constraints: Constraints,
+    /// What it may act as ([`ROLE_ISSUER`]); empty for a standalone host's
+    /// chain, which signs workload credentials only.
+    pub roles: Vec<String>,
 }
 
 /// Signs a chain issuer token for `chain_public` with the org key.
@@ -86,16 +100,26 @@ pub fn delegate(
         return Err(MintError::ZeroValidity);
     }
     let constraints = normalize(&req.constraints)?;
+    let mut roles = req.roles.clone();
+    roles.sort();
+    roles.dedup();
+    if let Some(r) = roles.iter().find(|r| !KNOWN_ROLES.contains(&r.as_str())) {
+        return Err(MintError::UnknownRole(r.clone()));
+    }
+    // Without roles the grant stays version 1, byte for byte as before.
+    let v = if roles.is_empty() { 1 } else { 2 };
     let jti = Ksuid::generate(now)?.to_string();
     let public_hex = chain_public.to_hex();
     let exp = now.saturating_add(req.validity_secs);
     let tcs = hex::encode(&org.sign(format!("{jti}.{public_hex}").as_bytes()));
     let grant_sig = org.sign(&ChainGrant::signed_bytes(
+        v,
         &tcs,
         &jti,
         &public_hex,
         exp,
         &constraints,
+        &roles,
     ));
     let mut extra = serde_json::Map::new();
     let name = if req.name.is_empty() {
@@ -114,9 +138,10 @@ pub fn delegate(
         iat: Some(now),
         jti: Some(jti),
         lanyard_chain: Some(ChainGrant {
-            v: 1,
+            v,
             exp,
             constraints,
+            roles,
             sig: hex::encode(&grant_sig),
         }),
         extra,
@@ -133,8 +158,14 @@ fn normalize(c: &Constraints) -> Result<Constraints, MintError> {
         v.dedup();
         v
     };
+    // A prefix is stored in its normal form: a valid subject, without the one
+    // trailing separator a user may write (`spiffe://td/ns/`, `urn:x:gw:`).
+    let mut prefixes = Vec::with_capacity(c.subject_prefixes.len());
     for p in &c.subject_prefixes {
-        subject::validate(p.trim_end_matches(['/', ':']))?;
+        let sep = if p.starts_with("spiffe://") { '/' } else { ':' };
+        let p = p.strip_suffix(sep).unwrap_or(p);
+        subject::validate(p)?;
+        prefixes.push(p.to_owned());
     }
     for p in &c.purposes {
         if !KNOWN_PURPOSES.contains(&p.as_str()) {
@@ -142,7 +173,7 @@ fn normalize(c: &Constraints) -> Result<Constraints, MintError> {
         }
     }
     Ok(Constraints {
-        subject_prefixes: tidy(&c.subject_prefixes),
+        subject_prefixes: tidy(&prefixes),
         purposes: tidy(&c.purposes),
         networks: tidy(&c.networks),
     })
@@ -295,6 +326,16 @@ impl ChainIssuer {
         self.key.sign(msg)
     }
 
+    /// The org's grant to this chain (as the token carries it; unverified here).
+    pub fn grant(&self) -> &ChainGrant {
+        &self.grant
+    }
+
+    /// The name the org delegated it under (Choria's `callerid`).
+    pub fn name(&self) -> Option<&str> {
+        self.claims.extra.get("callerid").and_then(|v| v.as_str())
+    }
+
     /// When this chain issuer expires.
     pub fn expires_at(&self) -> u64 {
         self.exp
@@ -314,15 +355,20 @@ impl ChainIssuer {
         if !KNOWN_PURPOSES.contains(&req.purpose.as_str()) {
             return Err(MintError::UnknownPurpose(req.purpose.clone()));
         }
-        if matches!(req.purpose.as_str(), PURPOSE_WORKLOAD | PURPOSE_AGENT) {
-            subject::validate(&req.subject)?;
-        }
+        // One subject grammar for every purpose, as the verifier applies it.
+        subject::validate(&req.subject)?;
         constraints::check(
             &self.grant.constraints,
             &req.purpose,
             Some(&req.subject),
             &req.networks,
         )?;
+        if req.purpose == PURPOSE_AGENT && !self.grant.has_role(ROLE_ISSUER) {
+            return Err(MintError::RoleMissing {
+                role: ROLE_ISSUER,
+                purpose: req.purpose.clone(),
+            });
+        }
         let requested = now.saturating_add(req.validity_secs);
         if requested > self.exp && !req.clamp_to_issuer {
             return Err(MintError::BeyondIssuerExpiry {

@@ -1,4 +1,17 @@
 //! Workload subjects: a SPIFFE ID or a `urn:` name, and segment-aware prefix checks.
+//!
+//! One grammar serves every purpose, so that no purpose is a way around a chain
+//! issuer's subject prefixes:
+//! - **SPIFFE IDs** follow the SPIFFE ID spec: `spiffe://` trust domain
+//!   (`[a-z0-9._-]`), then path segments of `[A-Za-z0-9._-]`; no empty, `.` or
+//!   `..` segment, no trailing slash, no percent-encoding (`%` is not in the set).
+//! - **URNs** are `urn:<nid>:<nss>`: the NID is 2-32 letters, digits and `-`,
+//!   starting and ending with a letter or digit (RFC 8141); the NSS is one or
+//!   more `:`-separated segments of `[A-Za-z0-9._~@+=-]`, none empty, `.` or `..`.
+//!   `/`, `%`, `?` and `#` are refused, so a URN has exactly one spelling.
+//!
+//! Both have one spelling per name, so the valid form is the normalised form and
+//! prefixes compare whole segments of it.
 
 /// Longest subject accepted (the SPIFFE spec's URI limit).
 pub const MAX_SUBJECT_LEN: usize = 2048;
@@ -28,8 +41,8 @@ pub enum SubjectError {
     /// Path with a character outside `[a-zA-Z0-9.-_]`.
     #[error("SPIFFE ID path has an invalid character (allowed: a-z A-Z 0-9 . - _)")]
     BadPathChar,
-    /// A `urn:` without namespace and specific string, or with spaces/control chars.
-    #[error("urn subject must look like urn:<nid>:<nss> with printable characters")]
+    /// A `urn:` outside the grammar above.
+    #[error("urn subject must be urn:<nid>:<segment>[:<segment>...], nid of 2-32 letters, digits and '-', segments of A-Z a-z 0-9 . _ ~ @ + = - (none empty, '.' or '..')")]
     BadUrn,
 }
 
@@ -70,11 +83,7 @@ pub fn validate(s: &str) -> Result<(), SubjectError> {
         return Ok(());
     }
     if let Some(rest) = s.strip_prefix("urn:") {
-        let ok = rest
-            .split_once(':')
-            .is_some_and(|(nid, nss)| !nid.is_empty() && !nss.is_empty())
-            && rest.bytes().all(|b| b.is_ascii_graphic());
-        return if ok {
+        return if valid_urn(rest) {
             Ok(())
         } else {
             Err(SubjectError::BadUrn)
@@ -83,12 +92,43 @@ pub fn validate(s: &str) -> Result<(), SubjectError> {
     Err(SubjectError::UnknownScheme)
 }
 
-/// Whether `subject` equals `prefix` or lies below it. Segment-aware, so
-/// `spiffe://td/ns/prod` does not cover `spiffe://td/ns/production`.
+/// `<nid>:<nss>` after `urn:`, as the module documentation states it.
+fn valid_urn(rest: &str) -> bool {
+    let Some((nid, nss)) = rest.split_once(':') else {
+        return false;
+    };
+    let nid_ok = (2..=32).contains(&nid.len())
+        && nid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !nid.starts_with('-')
+        && !nid.ends_with('-');
+    nid_ok
+        && nss.split(':').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'.' | b'_' | b'~' | b'@' | b'+' | b'=' | b'-')
+                })
+        })
+}
+
+/// Whether `subject` equals `prefix` or lies below it, comparing whole segments
+/// (`/` in a SPIFFE ID, `:` in a URN): `spiffe://td/ns/prod` does not cover
+/// `spiffe://td/ns/production`. Both must be valid subjects (a prefix may end in
+/// its separator); an invalid subject is under nothing, so a spelling the
+/// grammar refuses (`…/web/../admin`, `…/web//admin`, `…/web%2f..`) can never
+/// pass a prefix check.
 pub fn is_under(subject: &str, prefix: &str) -> bool {
+    let spiffe = prefix.starts_with("spiffe://");
+    let sep = if spiffe { '/' } else { ':' };
+    let prefix = prefix.strip_suffix(sep).unwrap_or(prefix);
+    if validate(subject).is_err() || validate(prefix).is_err() {
+        return false;
+    }
     match subject.strip_prefix(prefix) {
         Some("") => true,
-        Some(rest) => prefix.ends_with(['/', ':']) || rest.starts_with(['/', ':']),
+        Some(rest) => rest.starts_with(sep),
         None => false,
     }
 }
@@ -155,6 +195,55 @@ mod tests {
             "spiffe://td/ns/prod"
         ));
         assert!(is_under("urn:lanyard:gw:1", "urn:lanyard:gw"));
+        assert!(is_under("urn:lanyard:gw:1", "urn:lanyard:gw:"));
         assert!(!is_under("urn:lanyard:gwx", "urn:lanyard:gw"));
+    }
+
+    /// The review's escapes from `spiffe://example.org/web`, each refused.
+    #[test]
+    fn no_spelling_escapes_a_prefix() {
+        let p = "spiffe://example.org/web";
+        for s in [
+            "spiffe://example.org/web/../admin",
+            "spiffe://example.org/web//admin",
+            "spiffe://example.org/web/%2e%2e/admin",
+            "spiffe://example.org/web:admin",
+            "spiffe://example.org/web/./admin",
+            "spiffe://example.org/web/",
+            "spiffe://example.org/webadmin",
+        ] {
+            assert!(!is_under(s, p), "{s}");
+        }
+        assert!(is_under("spiffe://example.org/web/api", p));
+        // A URN prefix is segment-aware on ':' and no '/' can hide one.
+        assert!(!is_under(
+            "urn:lanyard:tenant:0/admin",
+            "urn:lanyard:tenant:0"
+        ));
+        assert!(!is_under("urn:lanyard:tenant:01", "urn:lanyard:tenant:0"));
+    }
+
+    #[test]
+    fn urn_grammar() {
+        for ok in [
+            "urn:lanyard:gateway-17",
+            "urn:lanyard:tenant:0:admin",
+            "urn:x1:a.b_c~d@e+f=g",
+        ] {
+            assert_eq!(validate(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "urn:lanyard:a::b",
+            "urn:lanyard:a:",
+            "urn:lanyard:..",
+            "urn:lanyard:a/b",
+            "urn:lanyard:a%3ab",
+            "urn:lanyard:a?b",
+            "urn:x:a",
+            "urn:-x:a",
+            "urn:lanyard:a b",
+        ] {
+            assert_eq!(validate(bad), Err(SubjectError::BadUrn), "{bad}");
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::claims::{
     ChainGrant, Claims, Confirmation, CHAIN_ISSUER_PREFIX, KNOWN_PURPOSES, ORG_ISSUER_PREFIX,
-    PURPOSE_AGENT, PURPOSE_WORKLOAD,
+    PURPOSE_AGENT, PURPOSE_WORKLOAD, ROLE_ISSUER,
 };
 use crate::constraints::{self, ConstraintViolation};
 use crate::hex;
@@ -102,6 +102,15 @@ pub enum VerifyError {
     /// The leaf is outside its chain issuer's constraints.
     #[error("constraint violated: {0}")]
     Constraint(#[from] ConstraintViolation),
+    /// The chain issuer that signed the leaf lacks the role its purpose needs
+    /// (an agent credential from a chain that is not an issuer).
+    #[error("the chain issuer has no {role:?} role, which purpose {purpose:?} needs")]
+    RoleMissing {
+        /// The role the org did not grant.
+        role: &'static str,
+        /// The leaf's purpose.
+        purpose: String,
+    },
     /// `cnf` names a different key than `public_key`.
     #[error("cnf key does not match public_key")]
     ConfirmationMismatch,
@@ -160,6 +169,7 @@ pub struct VerifiedToken {
     // signature check, so it waits until a proof actually needs it.
     holder: Option<[u8; 32]>,
     expires_at: Option<u64>,
+    grant_checked: bool,
 }
 
 impl VerifiedToken {
@@ -181,6 +191,25 @@ impl VerifiedToken {
     /// Effective expiry: min(exp, issexp), or the chain grant's expiry if sooner.
     pub fn expires_at(&self) -> Option<u64> {
         self.expires_at
+    }
+    /// Whether the org granted `role` to the chain this token is, or was signed
+    /// by. Under lanyard rules the grant's signature was checked; a token
+    /// verified under Choria rules has no checked grant, so never has a role.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.grant_checked
+            && self
+                .claims
+                .lanyard_chain
+                .as_ref()
+                .is_some_and(|g| g.has_role(role))
+    }
+    /// The chain issuer token's `jti`: its own for a chain token (anchored on the
+    /// org), the signer's for a leaf.
+    pub fn chain_jti(&self) -> Option<&str> {
+        match &self.anchor {
+            Anchor::Chain { jti, .. } => Some(jti),
+            Anchor::Org => self.claims.jti.as_deref(),
+        }
     }
 }
 
@@ -392,6 +421,7 @@ impl Verifier {
             anchor,
             holder,
             expires_at,
+            grant_checked: self.rules == Rules::Lanyard,
         })
     }
 
@@ -404,14 +434,27 @@ impl Verifier {
         jti: &str,
         public_hex: &str,
     ) -> Result<(), VerifyError> {
-        if grant.v != 1 {
-            return Err(invalid(
-                "lanyard_chain",
-                format!("unsupported version {}", grant.v),
-            ));
+        match grant.v {
+            // A v1 grant names no roles; one that does was not signed that way.
+            1 if grant.roles.is_empty() => {}
+            2 => {}
+            v => {
+                return Err(invalid(
+                    "lanyard_chain",
+                    format!("unsupported version {v}, or roles in a version 1 grant"),
+                ))
+            }
         }
         let sig = hex::decode(&grant.sig, false).map_err(|_| VerifyError::ChainNotSignedByOrg)?;
-        let msg = ChainGrant::signed_bytes(org_tcs, jti, public_hex, grant.exp, &grant.constraints);
+        let msg = ChainGrant::signed_bytes(
+            grant.v,
+            org_tcs,
+            jti,
+            public_hex,
+            grant.exp,
+            &grant.constraints,
+            &grant.roles,
+        );
         if !self.org.verify(&msg, &sig) {
             return Err(VerifyError::ChainNotSignedByOrg);
         }
@@ -491,6 +534,11 @@ impl Verifier {
         anchor: &Anchor,
         holder: Option<&[u8; 32]>,
     ) -> Result<(), VerifyError> {
+        // One subject grammar for every purpose: a Choria purpose is no way
+        // around the prefix check below (`…/web/../admin`, `…/web:admin`).
+        if let Some(sub) = claims.sub.as_deref() {
+            subject::validate(sub)?;
+        }
         if let Anchor::Chain { .. } = anchor {
             let grant = claims
                 .lanyard_chain
@@ -502,14 +550,19 @@ impl Verifier {
                 claims.sub.as_deref(),
                 &claims.networks,
             )?;
+            // Only an issuer chain vouches for a node: any other chain's seed
+            // (a standalone gateway's) must not be able to pose as an agent.
+            if claims.purpose == PURPOSE_AGENT && !grant.has_role(ROLE_ISSUER) {
+                return Err(VerifyError::RoleMissing {
+                    role: ROLE_ISSUER,
+                    purpose: claims.purpose.clone(),
+                });
+            }
         }
         if matches!(claims.purpose.as_str(), PURPOSE_WORKLOAD | PURPOSE_AGENT) {
-            subject::validate(
-                claims
-                    .sub
-                    .as_deref()
-                    .ok_or(VerifyError::MissingClaim("sub"))?,
-            )?;
+            if claims.sub.is_none() {
+                return Err(VerifyError::MissingClaim("sub"));
+            }
             // Not a bearer token: without a holder key nothing can prove possession.
             if holder.is_none() {
                 return Err(VerifyError::MissingClaim("public_key"));

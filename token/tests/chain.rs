@@ -427,3 +427,94 @@ fn malformed_inputs_get_clear_errors() {
         VerifyError::UnknownPurpose("root".into())
     );
 }
+
+/// Finding 1 at the token level: a default-role chain (a standalone gateway's)
+/// cannot make an agent credential, neither through `mint` nor by re-signing
+/// a leaf around it; an issuer-role chain can.
+#[test]
+fn attacker_only_an_issuer_chain_vouches_for_an_agent() {
+    let holder = KeyPair::generate().unwrap().public();
+    let mut req = LeafRequest::workload("spiffe://example.org/lanyard/agent/join/n1", holder, 60);
+    req.purpose = "lanyard_agent".into();
+
+    let gateway = Org::new(30 * DAY, Constraints::default());
+    assert!(matches!(
+        gateway.issuer().mint(&req, T0),
+        Err(MintError::RoleMissing { .. })
+    ));
+    // The gateway's workload leaf, re-purposed and re-signed with its seed.
+    let workload = LeafRequest::workload("spiffe://example.org/lanyard/agent/join/n1", holder, 60);
+    let good = gateway.issuer().mint(&workload, T0).unwrap();
+    let mut claims = payload(&good);
+    claims.purpose = "lanyard_agent".into();
+    let forged = forge(&claims, &gateway.chain_key);
+    assert!(matches!(
+        Verifier::new(gateway.org.public())
+            .verify(&forged, T0 + 1)
+            .unwrap_err(),
+        VerifyError::RoleMissing { .. }
+    ));
+    // Granting roles in a v1 grant (or editing them in) breaks the org signature.
+    let mut claims = payload(&good);
+    claims.purpose = "lanyard_agent".into();
+    claims.lanyard_chain.as_mut().unwrap().roles = vec!["issuer".into()];
+    let forged = forge(&claims, &gateway.chain_key);
+    assert!(Verifier::new(gateway.org.public())
+        .verify(&forged, T0 + 1)
+        .is_err());
+    claims.lanyard_chain.as_mut().unwrap().v = 2;
+    let forged = forge(&claims, &gateway.chain_key);
+    assert_eq!(
+        Verifier::new(gateway.org.public())
+            .verify(&forged, T0 + 1)
+            .unwrap_err(),
+        VerifyError::ChainNotSignedByOrg
+    );
+
+    let issuer = Org::with_roles(30 * DAY, Constraints::default(), &["issuer"]);
+    let agent = issuer.issuer().mint(&req, T0).unwrap();
+    let v = Verifier::new(issuer.org.public())
+        .verify(&agent, T0 + 1)
+        .unwrap();
+    assert!(v.has_role("issuer"));
+}
+
+/// Finding 4: a Choria purpose is no way around the subject prefixes.
+#[test]
+fn attacker_choria_purposes_cannot_escape_a_prefix() {
+    let c = Constraints {
+        subject_prefixes: vec!["spiffe://example.org/web".into()],
+        ..Constraints::default()
+    };
+    let org = Org::new(30 * DAY, c);
+    let holder = KeyPair::generate().unwrap().public();
+    let good = org
+        .issuer()
+        .mint(
+            &LeafRequest::workload("spiffe://example.org/web/api", holder, 60),
+            T0,
+        )
+        .unwrap();
+    for purpose in ["choria_client_id", "choria_server", "lanyard_workload"] {
+        for sub in [
+            "spiffe://example.org/web/../admin",
+            "spiffe://example.org/web//admin",
+            "spiffe://example.org/web/%2e%2e/admin",
+            "spiffe://example.org/web:admin",
+        ] {
+            let mut req = LeafRequest::workload(sub, holder, 60);
+            req.purpose = purpose.into();
+            assert!(org.issuer().mint(&req, T0).is_err(), "{purpose} {sub}");
+            let mut claims = payload(&good);
+            claims.purpose = purpose.into();
+            claims.sub = Some(sub.into());
+            let forged = forge(&claims, &org.chain_key);
+            assert!(
+                Verifier::new(org.org.public())
+                    .verify(&forged, T0 + 1)
+                    .is_err(),
+                "{purpose} {sub}"
+            );
+        }
+    }
+}

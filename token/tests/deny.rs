@@ -20,33 +20,34 @@ fn deny_list_round_trip_and_refusals() {
     let mut denied = Denied::default();
     denied.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
     let text = deny::sign(&org, &denied, 7, T0).unwrap();
-    let list = deny::parse(&text, &org.public()).unwrap();
+    let list = deny::parse(&text, &org.public(), T0 + 10).unwrap();
     assert_eq!(list.serial(), 7);
     assert!(list.denies_jti("3MVUmuoA6KiC9vfUlPWtgWZksOh"));
     // Another org's key, a tampered payload, a token that is not a deny list.
     assert_eq!(
-        deny::parse(&text, &KeyPair::generate().unwrap().public()),
+        deny::parse(&text, &KeyPair::generate().unwrap().public(), T0 + 10),
         Err(DenyListError::NotSignedByOrg)
     );
     let mut parts: Vec<String> = text.split('.').map(str::to_owned).collect();
     parts[1] = jws::b64url(br#"{"purpose":"lanyard_deny_list"}"#);
     assert_eq!(
-        deny::parse(&parts.join("."), &org.public()),
+        deny::parse(&parts.join("."), &org.public(), T0 + 10),
         Err(DenyListError::NotSignedByOrg)
     );
     let o = Org::new(86_400, Constraints::default());
     assert!(matches!(
-        deny::parse(&o.chain_jwt, &o.org.public()),
+        deny::parse(&o.chain_jwt, &o.org.public(), T0 + 10),
         Err(DenyListError::Claims(_))
     ));
     assert!(matches!(
-        deny::parse("", &org.public()),
+        deny::parse("", &org.public(), T0 + 10),
         Err(DenyListError::Malformed(_))
     ));
     // Rollback.
     let older = deny::parse(
         &deny::sign(&org, &Denied::default(), 6, T0).unwrap(),
         &org.public(),
+        T0 + 10,
     )
     .unwrap();
     assert!(matches!(
@@ -78,6 +79,7 @@ fn verifier_refuses_what_the_list_names() {
     let list = deny::parse(
         &deny::sign(&o.org, &denied, 1, T0).unwrap(),
         &o.org.public(),
+        T0 + 10,
     )
     .unwrap();
     for v in [
@@ -95,6 +97,7 @@ fn verifier_refuses_what_the_list_names() {
     let list = deny::parse(
         &deny::sign(&o.org, &denied, 2, T0).unwrap(),
         &o.org.public(),
+        T0 + 10,
     )
     .unwrap();
     let v = Verifier::new(o.org.public()).with_deny_list(list);
@@ -106,19 +109,19 @@ fn verifier_refuses_what_the_list_names() {
 
 #[test]
 fn a_chain_issuer_signs_lists_that_verify_with_the_org_key_alone() {
-    let o = Org::new(86_400, Constraints::default());
+    let o = Org::with_roles(86_400, Constraints::default(), &["issuer"]);
     let chain = lanyard_token::ChainIssuer::new(&o.chain_jwt, o.chain_key.clone()).unwrap();
     let mut denied = Denied::default();
     denied.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
     let text = deny::sign_by_chain(&chain, &denied, 3, T0 + 10).unwrap();
-    let list = deny::parse(&text, &o.org.public()).unwrap();
+    let list = deny::parse(&text, &o.org.public(), T0 + 10).unwrap();
     assert_eq!(list.serial(), 3);
     assert_eq!(list.signer_chain(), Some(jti_of(&o.chain_jwt).as_str()));
     assert!(list.denies_jti("3MVUmuoA6KiC9vfUlPWtgWZksOh"));
     // Another org refuses it (its chain token does not verify).
     let other = KeyPair::generate().unwrap().public();
     assert!(matches!(
-        deny::parse(&text, &other),
+        deny::parse(&text, &other, T0 + 10),
         Err(DenyListError::BadChain(_))
     ));
     // A list signed by some other key but carrying this chain's token is refused.
@@ -126,7 +129,58 @@ fn a_chain_issuer_signs_lists_that_verify_with_the_org_key_alone() {
     let forged = KeyPair::generate().unwrap();
     parts[2] = jws::b64url(&forged.sign(format!("{}.{}", parts[0], parts[1]).as_bytes()));
     assert!(matches!(
-        deny::parse(&parts.join("."), &o.org.public()),
+        deny::parse(&parts.join("."), &o.org.public(), T0 + 10),
         Err(DenyListError::BadChain(_))
+    ));
+}
+
+/// Finding 7: a chain-signed list is judged at the verifier's time, from an
+/// issuer-role chain only; its own `iat` proves nothing.
+#[test]
+fn attacker_lists_from_a_non_issuer_expired_or_backdated_chain_are_refused() {
+    let mut denied = Denied::default();
+    denied.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
+    // A standalone host's chain (default role): its seed must not revoke anything.
+    let gateway = Org::new(86_400, Constraints::default());
+    let text = deny::sign_by_chain(&gateway.issuer(), &denied, 99, T0 + 10).unwrap();
+    let err = deny::parse(&text, &gateway.org.public(), T0 + 10).unwrap_err();
+    assert!(
+        matches!(&err, DenyListError::BadChain(r) if r.contains("issuer role")),
+        "{err}"
+    );
+    // An issuer chain valid for an hour: a list it signs (or backdates to
+    // inside its validity) after it expired is refused.
+    let issuer = Org::with_roles(3_600, Constraints::default(), &["issuer"]);
+    let backdated = deny::sign_by_chain(&issuer.issuer(), &denied, 5, T0 + 10).unwrap();
+    deny::parse(&backdated, &issuer.org.public(), T0 + 10).unwrap();
+    assert!(matches!(
+        deny::parse(&backdated, &issuer.org.public(), T0 + 3_601),
+        Err(DenyListError::BadChain(_))
+    ));
+    // A list of an issuer chain that its own list revokes is still parsed, but a
+    // holder's revoked-chain check (agent) refuses it; covered in the agent.
+}
+
+/// An agent keeps the highest serial it has seen, and a serial means one list.
+#[test]
+fn attacker_an_older_or_swapped_serial_is_refused() {
+    let org = KeyPair::generate().unwrap();
+    let mut a = Denied::default();
+    a.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
+    let held = deny::parse(&deny::sign(&org, &a, 7, T0).unwrap(), &org.public(), T0).unwrap();
+    let same = deny::parse(&deny::sign(&org, &a, 7, T0 + 1).unwrap(), &org.public(), T0).unwrap();
+    assert!(
+        deny::newer(Some(&held), same).is_ok(),
+        "the same list again"
+    );
+    let swapped = deny::parse(
+        &deny::sign(&org, &Denied::default(), 7, T0 + 1).unwrap(),
+        &org.public(),
+        T0,
+    )
+    .unwrap();
+    assert!(matches!(
+        deny::newer(Some(&held), swapped),
+        Err(DenyListError::Rollback { got: 7, held: 7 })
     ));
 }

@@ -55,12 +55,14 @@ fn deny_list_seeds_are_valid() {
     let by_org = deny::parse(
         &std::fs::read_to_string(root.join("org_signed.jws")).unwrap(),
         &org,
+        DENY_NOW,
     )
     .unwrap();
     assert_eq!(by_org.signer_chain(), None);
     let by_chain = deny::parse(
         &std::fs::read_to_string(root.join("chain_signed.jws")).unwrap(),
         &org,
+        DENY_NOW,
     )
     .unwrap();
     assert!(by_chain.signer_chain().is_some());
@@ -79,6 +81,8 @@ fn write_deny_list_seeds() {
     let req = lanyard_token::DelegateRequest {
         name: "fuzz".into(),
         validity_secs: 86_400,
+        // Only an issuer-role chain may sign deny lists.
+        roles: vec!["issuer".into()],
         ..Default::default()
     };
     let chain_jwt =

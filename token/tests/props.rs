@@ -19,7 +19,16 @@ fn subject() -> impl Strategy<Value = String> {
         ("[a-z0-9.-]{1,20}", prop::collection::vec(segment(), 0..4)).prop_map(|(td, path)| path
             .iter()
             .fold(format!("spiffe://{td}"), |acc, s| format!("{acc}/{s}"))),
-        ("[a-z]{1,8}", "[a-zA-Z0-9:._-]{1,20}").prop_map(|(nid, nss)| format!("urn:{nid}:{nss}")),
+        // The URN grammar (token/src/subject.rs): a 2-32 character NID, then
+        // ':'-separated segments, none empty, '.' or '..'.
+        (
+            "[a-z][a-z0-9]{1,7}",
+            prop::collection::vec(
+                "[a-zA-Z0-9._~@+=-]{1,8}".prop_filter("not . or ..", |s| s != "." && s != ".."),
+                1..4
+            )
+        )
+            .prop_map(|(nid, nss)| format!("urn:{nid}:{}", nss.join(":"))),
     ]
 }
 

@@ -42,12 +42,18 @@ pub struct Org {
 
 impl Org {
     pub fn new(validity_secs: u64, constraints: Constraints) -> Self {
+        Self::with_roles(validity_secs, constraints, &[])
+    }
+
+    /// A chain with `roles` (e.g. `["issuer"]`).
+    pub fn with_roles(validity_secs: u64, constraints: Constraints, roles: &[&str]) -> Self {
         let org = KeyPair::generate().unwrap();
         let chain_key = KeyPair::generate().unwrap();
         let req = DelegateRequest {
             name: "test-chain".into(),
             validity_secs,
             constraints,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
         };
         let chain_jwt = delegate(&org, &chain_key.public(), &req, T0).unwrap();
         Self {

@@ -1,0 +1,339 @@
+//! Who may be the issuer: the chain credential behind the issuer's TLS leaf.
+//!
+//! An X.509 path to the org root only proves that *some* org-delegated chain
+//! signed the leaf. Every chain has one, a standalone gateway's included, so
+//! that alone let any chain pose as the issuer (and collect join tokens). The
+//! role lives in the org-signed grant of the chain's token, not in X.509, so the
+//! issuer carries its chain token in its TLS leaf ([`CHAIN_TOKEN_OID`]) and the
+//! agent checks, during the handshake and before sending anything:
+//! 1. the token verifies with the org key *now* (lanyard rules, grant included);
+//! 2. its grant has the `issuer` role;
+//! 3. the chain is not on the deny list the agent holds;
+//! 4. the leaf's signature verifies with the token's key, which binds the
+//!    token to this very leaf, whichever intermediates were presented;
+//! 5. with `[upstream] issuer_id` set, the chain's name or id is that one.
+
+use std::sync::{Arc, RwLock};
+
+use lanyard_token::claims::ROLE_ISSUER;
+use lanyard_token::{Anchor, PublicKey, VerifiedDenyList, Verifier};
+use x509_parser::prelude::{FromDer as _, X509Certificate};
+
+/// The non-critical extension in the issuer's TLS leaf that holds its chain
+/// token (a DER UTF8String). lanyard has no registered enterprise number yet;
+/// this private arc is read by lanyard agents only and is ignored by every
+/// other verifier.
+pub const CHAIN_TOKEN_OID: [u64; 9] = [1, 3, 6, 1, 4, 1, 65535, 7, 1];
+/// id-Ed25519 (RFC 8410): chain keys are ed25519, so is the leaf's signature.
+const ED25519_OID: &str = "1.3.101.112";
+
+/// Why a presented issuer identity was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The leaf does not parse, or carries no chain token.
+    #[error("the issuer's TLS leaf carries no chain token (an issuer older than this agent, or not an issuer)")]
+    NoChainToken,
+    /// The chain token does not verify with the org key now.
+    #[error("the issuer's chain token does not verify: {0}")]
+    ChainToken(String),
+    /// The chain was not delegated with the issuer role.
+    #[error("chain {0} has no issuer role: it may not act as the issuer")]
+    NotAnIssuer(String),
+    /// The chain is on the deny list.
+    #[error("chain {0} is revoked")]
+    Revoked(String),
+    /// The leaf was not signed by the key in the chain token.
+    #[error("the TLS leaf was not signed by the chain token's key")]
+    NotSignedByChain,
+    /// The chain is not the one `[upstream] issuer_id` names.
+    #[error("chain {got} is not the configured issuer {want}")]
+    NotTheConfiguredIssuer {
+        /// The chain's name and id.
+        got: String,
+        /// `issuer_id`.
+        want: String,
+    },
+}
+
+/// The DER UTF8String holding `token`, for the leaf's extension.
+pub fn chain_token_extension(token: &str) -> rcgen::CustomExtension {
+    let bytes = token.as_bytes();
+    let mut der = vec![0x0c];
+    der_len(&mut der, bytes.len());
+    der.extend_from_slice(bytes);
+    rcgen::CustomExtension::from_oid_content(&CHAIN_TOKEN_OID, der)
+}
+
+fn der_len(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let be = len.to_be_bytes();
+        let skip = be.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (be.len() - skip) as u8);
+        out.extend_from_slice(&be[skip..]);
+    }
+}
+
+/// The UTF8String's text, if `der` is exactly one.
+fn utf8_string(der: &[u8]) -> Option<&str> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, body) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (tag == 0x0c && body.len() == len)
+        .then(|| std::str::from_utf8(body).ok())
+        .flatten()
+}
+
+/// What an agent requires of its issuer; shared with the upstream link, which
+/// updates the deny list as lists arrive.
+#[derive(Debug, Clone)]
+pub struct IssuerPolicy {
+    org: PublicKey,
+    issuer_id: Option<String>,
+    deny: Arc<RwLock<Option<VerifiedDenyList>>>,
+}
+
+impl IssuerPolicy {
+    /// Any non-revoked issuer-role chain of `org`, or only `issuer_id` (a chain
+    /// name or chain token jti) when set. `deny` is read at every handshake.
+    pub fn new(
+        org: PublicKey,
+        issuer_id: Option<String>,
+        deny: Arc<RwLock<Option<VerifiedDenyList>>>,
+    ) -> Self {
+        Self {
+            org,
+            issuer_id,
+            deny,
+        }
+    }
+
+    /// The org key.
+    pub fn org(&self) -> &PublicKey {
+        &self.org
+    }
+
+    /// Checks the issuer's TLS leaf (DER) at Unix time `now`.
+    pub fn check_leaf(&self, leaf_der: &[u8], now: u64) -> Result<(), IdentityError> {
+        let (_, leaf) =
+            X509Certificate::from_der(leaf_der).map_err(|_| IdentityError::NoChainToken)?;
+        let token = leaf
+            .tbs_certificate
+            .extensions()
+            .iter()
+            .find(|e| {
+                e.oid
+                    .iter()
+                    .is_some_and(|arcs| arcs.eq(CHAIN_TOKEN_OID.iter().copied()))
+            })
+            .and_then(|e| utf8_string(e.value))
+            .ok_or(IdentityError::NoChainToken)?;
+        let deny = self
+            .deny
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut verifier = Verifier::new(self.org);
+        if let Some(list) = deny.clone() {
+            verifier = verifier.with_deny_list(list);
+        }
+        let chain = verifier.verify(token, now).map_err(|e| match e {
+            lanyard_token::VerifyError::Revoked(what) => IdentityError::Revoked(what),
+            e => IdentityError::ChainToken(e.to_string()),
+        })?;
+        let jti = chain.claims().jti.clone().unwrap_or_default();
+        if !matches!(chain.anchor(), Anchor::Org) || chain.claims().lanyard_chain.is_none() {
+            return Err(IdentityError::ChainToken("not a chain issuer token".into()));
+        }
+        if !chain.has_role(ROLE_ISSUER) {
+            return Err(IdentityError::NotAnIssuer(jti));
+        }
+        let key = chain
+            .holder()
+            .ok_or_else(|| IdentityError::ChainToken("no public_key".into()))?;
+        let signed_by_chain = leaf.signature_algorithm.algorithm.to_id_string() == ED25519_OID
+            && key.verify(leaf.tbs_certificate.as_ref(), &leaf.signature_value.data);
+        if !signed_by_chain {
+            return Err(IdentityError::NotSignedByChain);
+        }
+        if let Some(want) = &self.issuer_id {
+            let name = chain
+                .claims()
+                .extra
+                .get("callerid")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            if want != &jti && want != name {
+                return Err(IdentityError::NotTheConfiguredIssuer {
+                    got: format!("{name} ({jti})"),
+                    want: want.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::tests::{chain_jwt, delegate, now};
+    use lanyard_token::KeyPair;
+
+    /// The issuer's TLS leaf as `chain` would present it, carrying `token`.
+    fn leaf(org: &KeyPair, chain: &KeyPair, token: &str) -> Vec<u8> {
+        let (org_crt, chain_crt) = delegate(org, chain, now() - 60, now() + 86_400);
+        let (certs, _) =
+            crate::tls::issuer_chain(chain, token, chain_crt, org_crt, now() + 86_400, now())
+                .unwrap();
+        certs[0].to_vec()
+    }
+
+    fn policy(org: &KeyPair, id: Option<&str>, deny: Option<VerifiedDenyList>) -> IssuerPolicy {
+        IssuerPolicy::new(
+            org.public(),
+            id.map(str::to_owned),
+            Arc::new(RwLock::new(deny)),
+        )
+    }
+
+    fn jti(token: &str) -> String {
+        let p = lanyard_token::jws::parse(token).unwrap();
+        serde_json::from_slice::<lanyard_token::Claims>(&p.payload)
+            .unwrap()
+            .jti
+            .unwrap()
+    }
+
+    #[test]
+    fn an_issuer_role_chain_is_the_issuer() {
+        let (org, chain) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let token = chain_jwt(&org, &chain, now() - 60, now() + 86_400);
+        let der = leaf(&org, &chain, &token);
+        assert_eq!(policy(&org, None, None).check_leaf(&der, now()), Ok(()));
+        // issuer_id matches the chain's name or its id.
+        assert_eq!(
+            policy(&org, Some("issuer-0"), None).check_leaf(&der, now()),
+            Ok(())
+        );
+        let id = jti(&token);
+        assert_eq!(
+            policy(&org, Some(&id), None).check_leaf(&der, now()),
+            Ok(())
+        );
+    }
+
+    /// A standalone gateway's chain (default role) makes a valid X.509 path to
+    /// the org, and used to be taken for the issuer.
+    #[test]
+    fn attacker_a_default_role_chain_is_not_the_issuer() {
+        let (org, chain) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let req = lanyard_token::DelegateRequest {
+            name: "gateway".into(),
+            validity_secs: 86_400,
+            ..Default::default()
+        };
+        let token = lanyard_token::delegate(&org, &chain.public(), &req, now() - 60).unwrap();
+        let der = leaf(&org, &chain, &token);
+        assert!(matches!(
+            policy(&org, None, None).check_leaf(&der, now()),
+            Err(IdentityError::NotAnIssuer(_))
+        ));
+    }
+
+    #[test]
+    fn attacker_a_revoked_issuer_chain_is_refused() {
+        let (org, chain) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let token = chain_jwt(&org, &chain, now() - 60, now() + 86_400);
+        let mut denied = lanyard_token::deny::Denied::default();
+        denied.chains.insert(jti(&token));
+        let list = lanyard_token::deny::parse(
+            &lanyard_token::deny::sign(&org, &denied, 1, now()).unwrap(),
+            &org.public(),
+            now(),
+        )
+        .unwrap();
+        let der = leaf(&org, &chain, &token);
+        assert!(matches!(
+            policy(&org, None, Some(list)).check_leaf(&der, now()),
+            Err(IdentityError::Revoked(_))
+        ));
+    }
+
+    /// The real issuer's chain token is public (every leaf carries its grant);
+    /// copied into a leaf that another chain signs, it proves nothing.
+    #[test]
+    fn attacker_a_copied_issuer_token_in_another_chains_leaf_is_refused() {
+        let (org, issuer, attacker) = (
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+        );
+        let issuer_token = chain_jwt(&org, &issuer, now() - 60, now() + 86_400);
+        let der = leaf(&org, &attacker, &issuer_token);
+        assert_eq!(
+            policy(&org, None, None).check_leaf(&der, now()),
+            Err(IdentityError::NotSignedByChain)
+        );
+    }
+
+    #[test]
+    fn attacker_another_issuer_than_the_configured_one_is_refused() {
+        let (org, chain) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let token = chain_jwt(&org, &chain, now() - 60, now() + 86_400);
+        let der = leaf(&org, &chain, &token);
+        assert!(matches!(
+            policy(&org, Some("issuer-1"), None).check_leaf(&der, now()),
+            Err(IdentityError::NotTheConfiguredIssuer { .. })
+        ));
+    }
+
+    #[test]
+    fn attacker_an_expired_or_foreign_chain_token_is_refused() {
+        let (org, chain) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let token = chain_jwt(&org, &chain, now() - 7_200, now() - 3_600);
+        let der = leaf(&org, &chain, &token);
+        assert!(matches!(
+            policy(&org, None, None).check_leaf(&der, now()),
+            Err(IdentityError::ChainToken(_))
+        ));
+        let other = KeyPair::generate().unwrap();
+        let token = chain_jwt(&other, &chain, now() - 60, now() + 86_400);
+        let der = leaf(&org, &chain, &token);
+        assert!(matches!(
+            policy(&org, None, None).check_leaf(&der, now()),
+            Err(IdentityError::ChainToken(_))
+        ));
+        assert_eq!(
+            policy(&org, None, None).check_leaf(b"not a certificate", now()),
+            Err(IdentityError::NoChainToken)
+        );
+    }
+
+    #[test]
+    fn the_extension_round_trips_at_every_length() {
+        for n in [0, 1, 127, 128, 255, 256, 1500, 70_000] {
+            let text = "a".repeat(n);
+            let mut der = vec![0x0c];
+            der_len(&mut der, n);
+            der.extend_from_slice(text.as_bytes());
+            assert_eq!(utf8_string(&der), Some(text.as_str()), "{n}");
+        }
+        assert_eq!(utf8_string(&[0x04, 1, b'a']), None, "an OCTET STRING");
+        assert_eq!(utf8_string(&[0x0c, 2, b'a']), None, "short");
+        assert_eq!(utf8_string(&[0x0c, 0x81]), None, "truncated length");
+    }
+}
