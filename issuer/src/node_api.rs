@@ -551,25 +551,23 @@ impl Node for NodeService {
         if !self.issuer.view().agents.contains_key(&agent_id) {
             self.refresh(now).await?;
         }
-        // The credential must be the agent's current one: a jti the issuer
-        // minted for this agent (with its key) and has not replaced since.
-        // Another replica may have renewed it a moment ago, so look once more
-        // before calling it superseded.
-        if self
-            .issuer
-            .view()
-            .agents
-            .get(&agent_id)
-            .is_some_and(|a| a.credential_jti != jti)
-        {
-            self.refresh(now).await?;
-        }
         let view = self.issuer.view();
         let agent = view
             .agents
             .get(&agent_id)
             .ok_or_else(|| Status::permission_denied(format!("unknown agent {agent_id}")))?;
-        if agent.credential_jti != jti {
+        // The credential must be the agent's current one: the jti the issuer
+        // minted for this agent, with its key, and has not replaced since. The
+        // store decides, not this replica's view: another replica may have
+        // renewed it a moment ago, and an old copy must not open a session
+        // there. Sessions open rarely, so one read each is cheap.
+        let current = self
+            .issuer
+            .store
+            .agent(&agent_id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if current.is_none_or(|a| a.credential_jti != jti) {
             return Err(Status::permission_denied(format!(
                 "agent credential {jti} is not {agent_id}'s current credential (superseded or never issued to it)"
             )));
