@@ -12,6 +12,7 @@
 //! There is no client authentication here: agents prove themselves in-band, by
 //! signing a fresh nonce with their own seed for every session.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,8 +43,13 @@ pub const ISSUER_SERVER_NAME: &str = "lanyard-issuer";
 
 /// gRPC needs HTTP/2; negotiating it also keeps an HTTP/1 client from talking past us.
 const ALPN_H2: &[u8] = b"h2";
-/// How long an accepted connection may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an accepted connection may take to finish its handshake. TLS 1.3
+/// needs one round trip; a client that stalls longer is holding a slot.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Handshakes in progress at once from one address (an IPv4 address or an
+/// IPv6 /64): a thousand stalled handshakes from one place hold this many
+/// slots, not all of [`MAX_HANDSHAKES`], so others keep connecting.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
 /// How long an agent waits for TCP connect plus handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an agent pings the issuer on its connection.
@@ -344,6 +350,67 @@ impl ServerCertVerifier for OrgKeyVerifier {
     }
 }
 
+/// The per-address key of a handshake: an IPv4 address, or an IPv6 /64 (one
+/// host usually holds a whole /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IpKey {
+    V4(std::net::Ipv4Addr),
+    V6([u16; 4]),
+}
+
+impl From<std::net::IpAddr> for IpKey {
+    fn from(ip: std::net::IpAddr) -> Self {
+        match ip {
+            std::net::IpAddr::V4(v4) => Self::V4(v4),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    Self::V6([s[0], s[1], s[2], s[3]])
+                }
+            },
+        }
+    }
+}
+
+/// One handshake's place in its address's count; released on drop.
+struct AddressSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpKey, usize>>>,
+    key: IpKey,
+}
+
+impl AddressSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpKey, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<Self> {
+        let key = IpKey::from(ip);
+        let mut map = counts.lock().ok()?;
+        let n = map.entry(key).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: counts.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.counts.lock() {
+            if let Some(n) = map.get_mut(&self.key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
 /// A handshaken TLS connection from an agent, ready for tonic.
 #[derive(Debug)]
 pub struct TlsConn {
@@ -431,6 +498,7 @@ async fn accept_loop(
     tx: mpsc::Sender<TlsConn>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_address = Arc::new(std::sync::Mutex::new(HashMap::<IpKey, usize>::new()));
     loop {
         // Taking a permit before accepting leaves excess clients in the kernel's
         // backlog rather than in our memory.
@@ -453,6 +521,10 @@ async fn accept_loop(
             },
             () = tx.closed() => return,
         };
+        let Some(address_slot) = AddressSlot::take(&per_address, remote.ip()) else {
+            tracing::debug!(%remote, "too many handshakes in progress from this address");
+            continue;
+        };
         // gRPC messages are small and latency-bound.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "TCP_NODELAY");
@@ -466,6 +538,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
             drop(permit);
+            drop(address_slot);
             match handshake {
                 Ok(Ok(tls)) => {
                     // Fails only when the server has stopped; the connection just closes.

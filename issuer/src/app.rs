@@ -38,6 +38,9 @@ pub enum BuildError {
     /// credentials it signs.
     #[error("the chain credential {0} has no issuer role: delegate the issuer's chain with `lanyard org delegate --role issuer` (README, upgrade notes)")]
     NotAnIssuerChain(String),
+    /// The random source failed (no key for nonces).
+    #[error("the random source failed")]
+    NoRandomness,
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -123,14 +126,17 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
         now,
     )?;
     let store = crate::store::open(&config.store).await?;
-    let issuer = Arc::new(Issuer::new(
-        config.trust_domain.clone(),
-        authority,
-        store,
-        attestors(&config)?,
-        config.agent_ttl_secs,
-        config.limits,
-    ));
+    let issuer = Arc::new(
+        Issuer::new(
+            config.trust_domain.clone(),
+            authority,
+            store,
+            attestors(&config)?,
+            config.agent_ttl_secs,
+            config.limits,
+        )
+        .ok_or(BuildError::NoRandomness)?,
+    );
     issuer.publish_key().await?;
     issuer.refresh(now).await?;
 

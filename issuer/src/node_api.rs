@@ -437,7 +437,11 @@ impl Node for NodeService {
         &self,
         req: Request<pb::GetNonceRequest>,
     ) -> Result<Response<pb::GetNonceResponse>, Status> {
-        limit_caller(&self.issuer, &req)?;
+        // No per-address budget: issuing a nonce stores nothing (nonces.rs), and
+        // a budget here is what a flood from an agent's own address drained to
+        // keep it from opening its session. The calls that use a nonce have
+        // budgets: attestation by address, session opening by agent.
+        let _ = req;
         let now = now();
         let nonce = self
             .issuer
@@ -531,7 +535,9 @@ impl Node for NodeService {
         &self,
         req: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::OpenSessionResponse>, Status> {
-        limit_caller(&self.issuer, &req)?;
+        // Not the unauthenticated per-address budget: known agents open and
+        // renew sessions on a budget of their own, charged below once the
+        // credential has verified.
         self.not_revoked()?;
         let now = now();
         let verifier = self
@@ -546,6 +552,11 @@ impl Node for NodeService {
             nonce,
             nonce_signature,
         } = open_session_request(req.into_inner(), &verifier, now)?;
+        if !self.issuer.session_limit.allow(&agent_id) {
+            return Err(Status::resource_exhausted(format!(
+                "session limit for {agent_id} reached; back off"
+            )));
+        }
         self.take_proof(&nonce, &key, &nonce_signature, IssuerProof::Session, now)?;
         // Another replica may have attested this agent a moment ago.
         if !self.issuer.view().agents.contains_key(&agent_id) {

@@ -18,7 +18,8 @@ use crate::store::{AgentRecord, AgentStatus, Denial, EntryRecord, Store, StoreEr
 
 /// How long a nonce may wait to be used.
 pub const NONCE_TTL_SECS: u64 = 60;
-/// Outstanding nonces kept; past it the oldest is dropped (bounds memory under a flood).
+/// Used nonces remembered until they expire (issued ones cost nothing); past
+/// it, takes are refused until some expire.
 pub const MAX_NONCES: usize = 100_000;
 /// Longest session; the agent opens a new one (with a new nonce) after it.
 pub const SESSION_TTL_SECS: u64 = 3600;
@@ -112,8 +113,11 @@ pub struct Issuer {
     pub agent_ttl_secs: u64,
     /// Per-agent signing limit.
     pub sign_limit: RateLimiter,
-    /// Per-address limit on unauthenticated calls.
+    /// Per-address limit on unauthenticated calls (node attestation).
     pub attest_limit: RateLimiter,
+    /// Per-agent limit on session opening: a budget of its own, keyed by the
+    /// verified agent id, so no flood from the agent's address can starve it.
+    pub session_limit: RateLimiter,
     view: watch::Sender<Arc<View>>,
     /// One refresh at a time: two racing refreshes could otherwise publish an
     /// older snapshot after a newer one (an agent just attested would vanish).
@@ -124,6 +128,7 @@ pub struct Issuer {
 
 impl Issuer {
     /// An issuer with an empty view; call [`Issuer::refresh`] before serving.
+    /// `None` only if the random source fails (no nonce key).
     pub fn new(
         trust_domain: String,
         authority: LocalAuthority,
@@ -131,8 +136,8 @@ impl Issuer {
         attestors: Vec<Box<dyn NodeAttestor>>,
         agent_ttl_secs: u64,
         limits: crate::config::Limits,
-    ) -> Self {
-        Self {
+    ) -> Option<Self> {
+        Some(Self {
             trust_domain,
             authority,
             store,
@@ -140,11 +145,12 @@ impl Issuer {
             agent_ttl_secs,
             sign_limit: RateLimiter::new(limits.sign_per_sec, limits.sign_burst),
             attest_limit: RateLimiter::new(limits.attest_per_sec, limits.attest_burst),
+            session_limit: RateLimiter::new(limits.attest_per_sec, limits.attest_burst),
             view: watch::channel(Arc::new(View::default())).0,
             refreshing: tokio::sync::Mutex::new(()),
-            nonces: Mutex::new(crate::nonces::Nonces::new(MAX_NONCES)),
+            nonces: Mutex::new(crate::nonces::Nonces::new(MAX_NONCES)?),
             sessions: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The current view.
@@ -229,10 +235,7 @@ impl Issuer {
 
     /// A fresh nonce (`None` only if the random source fails).
     pub fn new_nonce(&self, now: u64) -> Option<[u8; 32]> {
-        let mut nonce = [0u8; 32];
-        lanyard_token::keys::random_bytes(&mut nonce).ok()?;
-        self.nonces.lock().ok()?.insert(nonce, now + NONCE_TTL_SECS);
-        Some(nonce)
+        self.nonces.lock().ok()?.issue(now + NONCE_TTL_SECS)
     }
 
     /// Uses up a nonce: `true` once, if this replica issued it and it is fresh.
