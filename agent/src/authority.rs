@@ -206,6 +206,25 @@ impl LocalAuthority {
     }
 }
 
+impl LocalAuthority {
+    /// SVIDs obey the chain's grant as tokens do: an X.509 name constraint can
+    /// only hold an SVID to a trust domain, and a JWT-SVID has none, so the
+    /// subject prefixes are checked here, with the one rule `mint` uses.
+    pub fn within_grant(&self, spiffe_id: &str) -> Result<(), AuthorityError> {
+        let c = &self.chain.grant().constraints;
+        lanyard_token::constraints::check(
+            &lanyard_token::Constraints {
+                subject_prefixes: c.subject_prefixes.clone(),
+                ..Default::default()
+            },
+            lanyard_token::claims::PURPOSE_WORKLOAD,
+            Some(spiffe_id),
+            &[],
+        )
+        .map_err(|e| AuthorityError::Mint(e.into()))
+    }
+}
+
 impl Authority for LocalAuthority {
     fn mint_credential<'a>(
         &'a self,
@@ -238,6 +257,7 @@ impl Authority for LocalAuthority {
         now: u64,
     ) -> BoxFuture<'a, Result<(String, u64), AuthorityError>> {
         Box::pin(async move {
+            self.within_grant(spiffe_id)?;
             let exp = now.saturating_add(ttl_secs).min(self.chain.expires_at());
             Ok((self.jwt.sign(spiffe_id, audiences, now, exp)?, exp))
         })
@@ -249,7 +269,10 @@ impl Authority for LocalAuthority {
         ttl_secs: u64,
         now: u64,
     ) -> BoxFuture<'a, Result<X509Svid, AuthorityError>> {
-        Box::pin(async move { Ok(self.x509.sign(spiffe_id, now, ttl_secs)?) })
+        Box::pin(async move {
+            self.within_grant(spiffe_id)?;
+            Ok(self.x509.sign(spiffe_id, now, ttl_secs)?)
+        })
     }
 
     fn bundle(&self) -> Bundle {

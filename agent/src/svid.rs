@@ -110,10 +110,47 @@ pub fn chain_ca_params(
     p
 }
 
+/// The critical name constraints extension (RFC 5280, 4.2.1.10) that keeps a
+/// chain CA's X.509-SVIDs inside its grant's trust domains: one permitted URI
+/// subtree per trust domain of its `spiffe://` subject prefixes, or a subtree
+/// no SPIFFE ID can match (`invalid`) when its prefixes are all `urn:` names.
+/// `None` for an unconstrained grant. X.509 URI constraints name a host, never
+/// a path, so a path prefix (`spiffe://td/web`) narrows to its trust domain
+/// here; the path is enforced where lanyard signs and verifies (README, "Trust
+/// anchors").
+pub fn name_constraints(subject_prefixes: &[String]) -> Option<rcgen::CustomExtension> {
+    if subject_prefixes.is_empty() {
+        return None;
+    }
+    let mut hosts: Vec<&str> = subject_prefixes
+        .iter()
+        .filter_map(|p| p.strip_prefix("spiffe://"))
+        .map(|rest| rest.split('/').next().unwrap_or_default())
+        .filter(|td| !td.is_empty())
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    if hosts.is_empty() {
+        hosts.push("invalid");
+    }
+    let subtrees: Vec<u8> = hosts
+        .iter()
+        // GeneralSubtree { base: uniformResourceIdentifier [6] IA5String }
+        .flat_map(|h| crate::der::tlv(0x30, &crate::der::tlv(0x86, h.as_bytes())))
+        .collect();
+    // NameConstraints { permittedSubtrees [0] GeneralSubtrees }
+    let value = crate::der::tlv(0x30, &crate::der::tlv(0xa0, &subtrees));
+    let mut ext = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 30], value);
+    ext.set_criticality(true);
+    Some(ext)
+}
+
 /// Certificates for a chain issuer, made where the org seed is: `(org.crt, chain.crt)` in PEM.
+/// `chain.crt` carries [`name_constraints`] for `subject_prefixes` (the grant's).
 pub fn delegate_certs(
     org: &KeyPair,
     chain_public: &lanyard_token::PublicKey,
+    subject_prefixes: &[String],
     not_before: u64,
     not_after: u64,
 ) -> Result<(String, String), SvidError> {
@@ -128,8 +165,11 @@ pub fn delegate_certs(
     .self_signed(&org_key)?;
     let issuer = Issuer::new(org_root_params(&org_hex, not_before, not_after), org_key);
     let chain_key = Ed25519Public(*chain_public.as_bytes());
-    let chain = chain_ca_params(&chain_public.to_hex(), None, not_before, not_after)
-        .signed_by(&chain_key, &issuer)?;
+    let mut params = chain_ca_params(&chain_public.to_hex(), None, not_before, not_after);
+    params
+        .custom_extensions
+        .extend(name_constraints(subject_prefixes));
+    let chain = params.signed_by(&chain_key, &issuer)?;
     Ok((root.pem(), chain.pem()))
 }
 

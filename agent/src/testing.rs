@@ -42,7 +42,7 @@ pub fn delegated(
     };
     let jwt = delegate(&org, &chain.public(), &req, now())?;
     let (org_crt, chain_crt) =
-        crate::svid::delegate_certs(&org, &chain.public(), now(), now() + 86_400)?;
+        crate::svid::delegate_certs(&org, &chain.public(), &[], now(), now() + 86_400)?;
     std::fs::write(dir.join("org.public"), org.public().to_hex())?;
     std::fs::write(dir.join("chain.jwt"), jwt)?;
     std::fs::write(dir.join("chain.seed"), chain.seed_text().as_bytes())?;

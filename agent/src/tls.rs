@@ -631,7 +631,7 @@ pub(crate) mod tests {
         exp: u64,
     ) -> (Vec<u8>, Vec<u8>) {
         let (org_pem, chain_pem) =
-            crate::svid::delegate_certs(org, &chain.public(), nbf, exp).unwrap();
+            crate::svid::delegate_certs(org, &chain.public(), &[], nbf, exp).unwrap();
         let one = |pem: &str| crate::pem::decode_certs(pem).into_iter().next().unwrap();
         (one(&org_pem), one(&chain_pem))
     }

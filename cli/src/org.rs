@@ -161,9 +161,14 @@ pub fn delegate_cmd(a: &DelegateArgs) -> Result<()> {
     let now = clock::now()?;
     let token = delegate(&org, &chain.public(), &req, now).context("cannot delegate")?;
     // X.509 anchored on the same org key: its root, and a CA certificate for the chain key.
-    let (org_crt, chain_crt) =
-        lanyard_agent::svid::delegate_certs(&org, &chain.public(), now, now + a.validity)
-            .context("cannot make the chain issuer's certificates")?;
+    let (org_crt, chain_crt) = lanyard_agent::svid::delegate_certs(
+        &org,
+        &chain.public(),
+        &a.subject_prefixes,
+        now,
+        now + a.validity,
+    )
+    .context("cannot make the chain issuer's certificates")?;
     let (seed, public) = files::write_key_pair(&a.out, "chain", &chain)?;
     let jwt = a.out.join("chain.jwt");
     files::write(&jwt, token.as_bytes(), files::Kind::Public)?;

@@ -744,6 +744,10 @@ impl Node for NodeService {
         let r = x509_svid_request(req.into_inner(), &self.issuer.trust_domain)?;
         let view = self.issuer.view();
         let entry = scoped(&view, &r.spiffe_id, &agent)?;
+        self.issuer
+            .authority
+            .within_grant(&r.spiffe_id)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let (chain, exp) = self
             .issuer
             .authority
@@ -770,6 +774,10 @@ impl Node for NodeService {
         let r = jwt_svid_request(req.into_inner(), &self.issuer.trust_domain)?;
         let view = self.issuer.view();
         let entry = scoped(&view, &r.spiffe_id, &agent)?;
+        self.issuer
+            .authority
+            .within_grant(&r.spiffe_id)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let exp = now
             .saturating_add(ttl(r.ttl_secs, entry.ttl_secs))
             .min(self.issuer.authority.chain().expires_at());
