@@ -259,7 +259,7 @@ impl Authority for LocalAuthority {
         Box::pin(async move {
             self.within_grant(spiffe_id)?;
             let exp = now.saturating_add(ttl_secs).min(self.chain.expires_at());
-            Ok((self.jwt.sign(spiffe_id, audiences, now, exp)?, exp))
+            Ok((self.jwt.sign(spiffe_id, audiences, now, exp, None)?, exp))
         })
     }
 

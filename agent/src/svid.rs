@@ -401,21 +401,26 @@ impl JwtSigner {
         &self.jwk
     }
 
-    /// Signs a JWT-SVID.
+    /// Signs a JWT-SVID; `agent_id` names the agent that brokered it (the
+    /// issuer sets it, so that revoking the agent revokes the SVID).
     pub fn sign(
         &self,
         spiffe_id: &str,
         audiences: &[String],
         now: u64,
         exp: u64,
+        agent_id: Option<&str>,
     ) -> Result<String, SvidError> {
         let header = serde_json::json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
         let mut jti = [0u8; 16];
         lanyard_token::keys::random_bytes(&mut jti).map_err(|e| SvidError::Key(e.to_string()))?;
-        let claims = serde_json::json!({
+        let mut claims = serde_json::json!({
             "sub": spiffe_id, "aud": audiences, "exp": exp, "iat": now,
             "jti": URL_SAFE_NO_PAD.encode(jti),
         });
+        if let Some(agent) = agent_id {
+            claims["agent_id"] = agent.into();
+        }
         let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
         out.push('.');
         out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));

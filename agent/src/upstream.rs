@@ -1079,7 +1079,22 @@ impl Authority for UpstreamAuthority {
             .map(|s| s.jwks.clone())
             .unwrap_or_default();
         let points = crate::svid::jwks_points(jwks.as_bytes());
-        crate::svid::validate_jwt_svid(token, audience, now, |kid| points.get(kid).cloned())
+        let claims =
+            crate::svid::validate_jwt_svid(token, audience, now, |kid| points.get(kid).cloned())?;
+        // A JWT-SVID brokered by an agent that has since been revoked.
+        let agent = claims.get("agent_id").and_then(|v| v.as_str());
+        if let Some(agent) = agent {
+            let denied = self
+                .deny
+                .read()
+                .ok()
+                .and_then(|d| d.as_ref().map(|l| l.denies_agent(agent)))
+                .unwrap_or(false);
+            if denied {
+                return Err(format!("revoked: agent {agent} is on the deny list"));
+            }
+        }
+        Ok(claims)
     }
 
     fn verifier(&self) -> Verifier {

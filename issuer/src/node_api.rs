@@ -719,6 +719,8 @@ impl Node for NodeService {
         leaf.audiences = r.audiences;
         leaf.networks = r.networks;
         leaf.clamp_to_issuer = true;
+        // Names its broker: revoking this agent revokes the credential.
+        leaf.agent_id = Some(agent.id.clone());
         if !r.attrs.is_empty() {
             leaf.attrs.insert("selectors".into(), r.attrs.into());
         }
@@ -785,7 +787,7 @@ impl Node for NodeService {
             .issuer
             .authority
             .jwt_signer()
-            .sign(&r.spiffe_id, &r.audiences, now, exp)
+            .sign(&r.spiffe_id, &r.audiences, now, exp, Some(&agent.id))
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::SignJwtSvidResponse {
             token,

@@ -199,6 +199,14 @@ impl Issuer {
                 Denial::Chain(c) => denied.chains.insert(c),
             };
         }
+        // A revoked agent is denied by id, which takes every credential it
+        // brokered (their `agent_id`) with it. Revocation is final, so the
+        // agent record's status is the durable record of it.
+        denied.agents = agents
+            .iter()
+            .filter(|a| a.status == AgentStatus::Revoked)
+            .map(|a| a.id.clone())
+            .collect();
         // Re-sign only when the denials changed; the serial is the store revision,
         // which every replica sees grow, so agents can refuse an older list.
         let deny_list = if denied == old.denied && !old.deny_list.is_empty() {

@@ -496,3 +496,134 @@ fn attacker_a_constrained_chain_cannot_sign_x509_outside_its_grant() {
         }
     });
 }
+
+/// A JWT-SVID for this process from the agent at `socket`, or the status.
+fn fetch_jwt_svid(socket: &std::path::Path, aud: &str) -> Result<String, tonic::Status> {
+    use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+    rt().block_on(async {
+        let ch = lanyard_agent::client::connect(socket).await.unwrap();
+        let r = SpiffeWorkloadApiClient::new(ch)
+            .fetch_jwtsvid(lanyard_agent::client::with_header(
+                lanyard_proto::spiffe::JwtsvidRequest {
+                    audience: vec![aud.into()],
+                    spiffe_id: String::new(),
+                },
+            ))
+            .await?;
+        Ok(r.into_inner().svids.remove(0).svid)
+    })
+}
+
+/// `ValidateJWTSVID` of `svid` for `aud` on the agent at `socket`.
+fn validate_jwt_svid(socket: &std::path::Path, aud: &str, svid: &str) -> Result<(), tonic::Status> {
+    use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+    rt().block_on(async {
+        let ch = lanyard_agent::client::connect(socket).await.unwrap();
+        SpiffeWorkloadApiClient::new(ch)
+            .validate_jwtsvid(lanyard_agent::client::with_header(
+                lanyard_proto::spiffe::ValidateJwtsvidRequest {
+                    audience: aud.into(),
+                    svid: svid.into(),
+                },
+            ))
+            .await
+            .map(|_| ())
+    })
+}
+
+/// The seed + JWT credential this process gets from the agent at `socket`.
+fn fetch_credential(socket: &std::path::Path) -> Option<String> {
+    use lanyard_proto::workload::credentials_client::CredentialsClient;
+    rt().block_on(async {
+        let ch = lanyard_agent::client::connect(socket).await.ok()?;
+        let mut s = CredentialsClient::new(ch)
+            .fetch_credentials(lanyard_agent::client::with_header(
+                lanyard_proto::workload::FetchCredentialsRequest::default(),
+            ))
+            .await
+            .ok()?
+            .into_inner();
+        let creds = s.message().await.ok()??.credentials;
+        creds.into_iter().next().map(|c| c.jwt)
+    })
+}
+
+/// Finding 5: `lanyard agent revoke` reaches what the agent already handed
+/// out. Within 5 s, the seed + JWT credential it brokered fails `token verify`
+/// with the current deny list, and its JWT-SVID fails `ValidateJWTSVID` on
+/// another agent; before, both passed.
+#[test]
+fn attacker_a_revoked_agents_credentials_stop_verifying_within_5_s() {
+    let f = Fleet::new("sec-fleet-agent-revoke");
+    let addr = f.issuer_config("issuer1", "sqlite://issuer1/issuer.db");
+    let _issuer = f.start_issuer("issuer1");
+    let uid = lanyard_tests::my_uid();
+    for n in ["n1", "n2"] {
+        let token = f.admin_cmd("issuer1", &["join-token", "create", "--name", n]);
+        f.agent_config(n, &addr, &token);
+        f.admin_cmd(
+            "issuer1",
+            &[
+                "entry",
+                "create",
+                "--subject",
+                &format!("spiffe://example.org/{n}-workload"),
+                "--selector",
+                &format!("unix:uid:{uid}"),
+                "--node-selector",
+                &format!("join:name:{n}"),
+            ],
+        );
+    }
+    let _a1 = f.start_agent("n1");
+    let _a2 = f.start_agent("n2");
+    let (s1, s2) = (f.agent_socket("n1"), f.agent_socket("n2"));
+    let svid = wait_for(30, "n1's JWT-SVID", || fetch_jwt_svid(&s1, "svc").ok());
+    let cred = wait_for(30, "n1's credential", || fetch_credential(&s1));
+    wait_for(30, "n2 to serve", || fetch_jwt_svid(&s2, "svc").ok());
+    let cred_file = f.dir.join("n1-cred.jwt");
+    std::fs::write(&cred_file, &cred).unwrap();
+    let org_pub = f.dir.join("org/org.public");
+    let deny = f.dir.join("n2/data/deny.jwt");
+    let verify = || {
+        let mut args = vec![
+            "token".to_owned(),
+            "verify".into(),
+            "--org-public".into(),
+            org_pub.display().to_string(),
+        ];
+        if deny.exists() {
+            args.extend(["--deny-list".into(), deny.display().to_string()]);
+        }
+        args.push(cred_file.display().to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        lanyard(&args)
+    };
+    let ok = verify();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    validate_jwt_svid(&s2, "svc", &svid).unwrap();
+
+    f.admin_cmd(
+        "issuer1",
+        &[
+            "agent",
+            "revoke",
+            "spiffe://example.org/lanyard/agent/join_token/n1",
+        ],
+    );
+    let started = std::time::Instant::now();
+    wait_for(5, "n1's credentials to be refused", || {
+        let v = verify();
+        let refused =
+            v.status.code() == Some(1) && String::from_utf8_lossy(&v.stderr).contains("agent");
+        (refused && validate_jwt_svid(&s2, "svc", &svid).is_err()).then_some(())
+    });
+    println!("refused {:?} after the revoke", started.elapsed());
+    // n2's own workloads are untouched.
+    let mine = fetch_jwt_svid(&s2, "svc").unwrap();
+    validate_jwt_svid(&s2, "svc", &mine).unwrap();
+}

@@ -203,6 +203,10 @@ pub struct Claims {
     /// lanyard's org-signed chain grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lanyard_chain: Option<ChainGrant>,
+    /// The agent that brokered this credential (its SPIFFE ID), set by the
+    /// issuer: revoking that agent revokes what it obtained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
     /// Claims lanyard does not interpret (Choria's `callerid`, `identity`, …).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

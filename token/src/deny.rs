@@ -29,6 +29,10 @@ pub struct Denied {
     /// Individual tokens, by `jti`.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub jtis: BTreeSet<String>,
+    /// Agents, by id: their own credentials and every credential that names
+    /// them as its broker (`agent_id` in tokens and JWT-SVIDs).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub agents: BTreeSet<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,6 +110,10 @@ impl VerifiedDenyList {
     /// Whether a token `jti` is denied.
     pub fn denies_jti(&self, jti: &str) -> bool {
         self.denied.jtis.contains(jti)
+    }
+    /// Whether an agent (its id) is denied, with what it brokered.
+    pub fn denies_agent(&self, agent_id: &str) -> bool {
+        self.denied.agents.contains(agent_id)
     }
 }
 

@@ -204,6 +204,8 @@ pub struct LeafRequest {
     pub attrs: BTreeMap<String, serde_json::Value>,
     /// Shorten the leaf to the chain issuer's expiry instead of refusing.
     pub clamp_to_issuer: bool,
+    /// The agent that brokered it (the issuer sets it), as `agent_id`.
+    pub agent_id: Option<String>,
 }
 
 impl LeafRequest {
@@ -218,6 +220,7 @@ impl LeafRequest {
             holder,
             attrs: BTreeMap::new(),
             clamp_to_issuer: false,
+            agent_id: None,
         }
     }
 }
@@ -408,6 +411,7 @@ impl ChainIssuer {
             cnf: Some(Confirmation::for_key(&req.holder)),
             attrs: req.attrs.clone(),
             lanyard_chain: Some(self.grant.clone()),
+            agent_id: req.agent_id.clone(),
             extra,
         };
         Ok(sign(&claims, &self.key))

@@ -404,6 +404,14 @@ impl Verifier {
                     return Err(VerifyError::Revoked(format!("chain issuer {chain}")));
                 }
             }
+            // A revoked agent takes its own credential and everything it brokered.
+            let agent = match claims.purpose.as_str() {
+                PURPOSE_AGENT => claims.sub.as_deref(),
+                _ => claims.agent_id.as_deref(),
+            };
+            if let Some(agent) = agent.filter(|a| deny.denies_agent(a)) {
+                return Err(VerifyError::Revoked(format!("agent {agent}")));
+            }
         }
 
         // lanyard's claim rules.

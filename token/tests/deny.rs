@@ -184,3 +184,42 @@ fn attacker_an_older_or_swapped_serial_is_refused() {
         Err(DenyListError::Rollback { got: 7, held: 7 })
     ));
 }
+
+/// Finding 5 at the token level: an agent on the list takes its own
+/// credential and every credential that names it as `agent_id`.
+#[test]
+fn attacker_a_revoked_agents_credentials_are_refused() {
+    let o = Org::with_roles(86_400, Constraints::default(), &["issuer"]);
+    let holder = KeyPair::generate().unwrap().public();
+    let agent_id = "spiffe://example.org/lanyard/agent/join_token/n1";
+    let mut req = LeafRequest::workload("spiffe://example.org/w", holder, 600);
+    req.agent_id = Some(agent_id.into());
+    let brokered = o.issuer().mint(&req, T0).unwrap();
+    let mut req = LeafRequest::workload(agent_id, holder, 600);
+    req.purpose = "lanyard_agent".into();
+    let own = o.issuer().mint(&req, T0).unwrap();
+    let other = o
+        .issuer()
+        .mint(
+            &LeafRequest::workload("spiffe://example.org/w", holder, 600),
+            T0,
+        )
+        .unwrap();
+    let mut denied = Denied::default();
+    denied.agents.insert(agent_id.into());
+    let list = deny::parse(
+        &deny::sign(&o.org, &denied, 1, T0).unwrap(),
+        &o.org.public(),
+        T0,
+    )
+    .unwrap();
+    let v = Verifier::new(o.org.public()).with_deny_list(list);
+    for t in [&brokered, &own] {
+        let err = v.verify(t, T0 + 1).unwrap_err();
+        assert!(
+            matches!(&err, VerifyError::Revoked(w) if w.contains(agent_id)),
+            "{err}"
+        );
+    }
+    v.verify(&other, T0 + 1).unwrap();
+}
