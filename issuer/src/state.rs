@@ -26,6 +26,33 @@ pub const SESSION_TTL_SECS: u64 = 3600;
 /// How often the store's revision is polled.
 pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The member of a stored JWK that names the chain (its token `jti`) whose
+/// key it is. Stripped before the bundle is served.
+const CHAIN_MEMBER: &str = "lanyard_chain";
+
+/// The JWT bundle agents serve: every published key except those of revoked
+/// chains, so a revoked chain's JWT-SVIDs stop validating (ValidateJWTSVID, any
+/// SPIFFE client with the bundle) as soon as agents sync. A key stored by an
+/// older replica names no chain and stays until it expires.
+pub fn bundle_jwks(keys: &[(String, String)], denied: &Denied) -> Vec<u8> {
+    let jwks: Vec<serde_json::Value> = keys
+        .iter()
+        .filter_map(|(_, jwk)| serde_json::from_str::<serde_json::Value>(jwk).ok())
+        .filter_map(|mut jwk| {
+            let chain = jwk
+                .as_object_mut()?
+                .remove(CHAIN_MEMBER)
+                .and_then(|c| c.as_str().map(str::to_owned));
+            match chain {
+                Some(c) if denied.chains.contains(&c) => None,
+                _ => Some(jwk),
+            }
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
+        .unwrap_or_default()
+}
+
 /// Everything the issuer serves from, as of one store revision.
 #[derive(Debug, Default)]
 pub struct View {
@@ -166,10 +193,14 @@ impl Issuer {
     /// Publishes this replica's JWT-SVID key so every replica's bundle lists it.
     pub async fn publish_key(&self) -> Result<(), StoreError> {
         let jwt = self.authority.jwt_signer();
+        // The stored JWK names its chain, so that revoking the chain drops the
+        // key from every agent's bundle (see `bundle_jwks`).
+        let mut jwk = jwt.jwk().clone();
+        jwk[CHAIN_MEMBER] = self.authority.chain().jti().into();
         self.store
             .publish_jwt_key(
                 jwt.kid(),
-                &jwt.jwk().to_string(),
+                &jwk.to_string(),
                 self.authority.chain().expires_at(),
             )
             .await
@@ -222,13 +253,7 @@ impl Issuer {
             )
             .map_err(|e| StoreError::Invalid(e.to_string()))?
         };
-        let jwks: Vec<serde_json::Value> = keys
-            .iter()
-            .filter_map(|(_, jwk)| serde_json::from_str(jwk).ok())
-            .collect();
-        let jwks =
-            serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
-                .unwrap_or_default();
+        let jwks = bundle_jwks(&keys, &denied);
         let view = View {
             revision,
             entries,
@@ -370,5 +395,44 @@ impl NodeRegistry for StoreRegistry<'_> {
                     .map_err(|e| format!("pinned key for {name}: {e}")),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Finding 3 (JWT half): a revoked chain's JWT-SVID key leaves the bundle.
+    #[test]
+    fn attacker_a_revoked_chains_jwt_key_leaves_the_bundle() {
+        let keys = vec![
+            (
+                "k1".to_owned(),
+                r#"{"kid":"k1","kty":"EC","lanyard_chain":"chainA"}"#.to_owned(),
+            ),
+            (
+                "k2".to_owned(),
+                r#"{"kid":"k2","kty":"EC","lanyard_chain":"chainB"}"#.to_owned(),
+            ),
+            ("k3".to_owned(), r#"{"kid":"k3","kty":"EC"}"#.to_owned()),
+        ];
+        let kids = |denied: &Denied| -> Vec<String> {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&bundle_jwks(&keys, denied)).unwrap();
+            doc["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| {
+                    assert!(k.get(CHAIN_MEMBER).is_none(), "the member is stripped");
+                    k["kid"].as_str().unwrap().to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(kids(&Denied::default()), ["k1", "k2", "k3"]);
+        let mut denied = Denied::default();
+        denied.chains.insert("chainA".into());
+        assert_eq!(kids(&denied), ["k2", "k3"]);
     }
 }
