@@ -658,6 +658,16 @@ impl Node for NodeService {
             loop {
                 let view = views.borrow_and_update().clone();
                 if let Err(e) = issuer.session(&session_id, now()) {
+                    // This replica's own chain was revoked: before it stops
+                    // serving, it hands its agents the list that says so and the
+                    // bundle without its keys and CA, so they stop trusting it
+                    // and what it signed now, not when a sibling next reaches them.
+                    if matches!(e, SessionError::ChainRevoked) {
+                        let msg = delta(&view, sent, &agent.selectors, bundle(&issuer, &view));
+                        if msg.deny_list != last_deny {
+                            let _ = tx.send(Ok(msg)).await;
+                        }
+                    }
                     let status = match e {
                         SessionError::Refused(..) => Status::permission_denied(e.to_string()),
                         SessionError::ChainRevoked => Status::unavailable(e.to_string()),
@@ -801,7 +811,13 @@ fn bundle(issuer: &Issuer, view: &View) -> pb::Bundle {
     let local = issuer.authority.bundle();
     pb::Bundle {
         trust_domain: issuer.trust_domain.clone(),
-        x509_roots: local.x509_roots,
+        // The live chains' CA certificates, so a revoked chain drops out; the
+        // org root only while some replica has not published its certificate.
+        x509_roots: if view.x509_roots.is_empty() {
+            local.x509_roots
+        } else {
+            view.x509_roots.clone()
+        },
         jwks: view.jwks.clone(),
         org_public: local.org_public,
     }

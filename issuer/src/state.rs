@@ -29,28 +29,50 @@ pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(
 /// The member of a stored JWK that names the chain (its token `jti`) whose
 /// key it is. Stripped before the bundle is served.
 const CHAIN_MEMBER: &str = "lanyard_chain";
+/// The member of a stored JWK that holds its chain's CA certificate (base64
+/// DER). Stripped before the bundle is served.
+const CHAIN_CRT_MEMBER: &str = "lanyard_chain_crt";
 
-/// The JWT bundle agents serve: every published key except those of revoked
-/// chains, so a revoked chain's JWT-SVIDs stop validating (ValidateJWTSVID, any
-/// SPIFFE client with the bundle) as soon as agents sync. A key stored by an
-/// older replica names no chain and stays until it expires.
-pub fn bundle_jwks(keys: &[(String, String)], denied: &Denied) -> Vec<u8> {
-    let jwks: Vec<serde_json::Value> = keys
-        .iter()
-        .filter_map(|(_, jwk)| serde_json::from_str::<serde_json::Value>(jwk).ok())
-        .filter_map(|mut jwk| {
-            let chain = jwk
-                .as_object_mut()?
-                .remove(CHAIN_MEMBER)
-                .and_then(|c| c.as_str().map(str::to_owned));
-            match chain {
-                Some(c) if denied.chains.contains(&c) => None,
-                _ => Some(jwk),
-            }
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
-        .unwrap_or_default()
+/// The bundle agents serve, from every replica's published key: the JWKS and
+/// the X.509 roots, both without revoked chains, so that a revoked chain's
+/// JWT-SVIDs and X.509-SVIDs stop validating with what agents serve as soon as
+/// they sync.
+///
+/// The X.509 roots are the live replicas' chain CA certificates rather than the
+/// org root: the org key is offline and can sign no CRL, so leaving a chain out
+/// of the roots is how its SVIDs are revoked. If any live key was published
+/// without its chain certificate (a replica from before this release), the
+/// roots are empty, which means "serve the org root": nothing breaks during an
+/// upgrade, and revocation of X.509 starts once every replica runs this code.
+pub fn bundle_parts(keys: &[(String, String)], denied: &Denied) -> (Vec<u8>, Vec<Vec<u8>>) {
+    use base64::Engine as _;
+    let mut jwks = Vec::new();
+    let mut roots = Vec::new();
+    let mut all_known = true;
+    for (_, text) in keys {
+        let Ok(serde_json::Value::Object(mut jwk)) = serde_json::from_str(text) else {
+            continue;
+        };
+        let chain = jwk
+            .remove(CHAIN_MEMBER)
+            .and_then(|c| c.as_str().map(str::to_owned));
+        let crt = jwk
+            .remove(CHAIN_CRT_MEMBER)
+            .and_then(|c| c.as_str().map(str::to_owned))
+            .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
+        if chain.as_ref().is_some_and(|c| denied.chains.contains(c)) {
+            continue;
+        }
+        match crt {
+            Some(der) if !roots.contains(&der) => roots.push(der),
+            Some(_) => {}
+            None => all_known = false,
+        }
+        jwks.push(serde_json::Value::Object(jwk));
+    }
+    let jwks = serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
+        .unwrap_or_default();
+    (jwks, if all_known { roots } else { Vec::new() })
 }
 
 /// Everything the issuer serves from, as of one store revision.
@@ -68,6 +90,9 @@ pub struct View {
     pub deny_list: String,
     /// The JWKS of every replica's JWT-SVID key.
     pub jwks: Vec<u8>,
+    /// The X.509 roots agents serve: the CA certificates (DER) of the live,
+    /// unrevoked replica chains; empty means "the org root" (see [`bundle_parts`]).
+    pub x509_roots: Vec<Vec<u8>>,
 }
 
 impl View {
@@ -192,11 +217,15 @@ impl Issuer {
 
     /// Publishes this replica's JWT-SVID key so every replica's bundle lists it.
     pub async fn publish_key(&self) -> Result<(), StoreError> {
+        use base64::Engine as _;
         let jwt = self.authority.jwt_signer();
         // The stored JWK names its chain, so that revoking the chain drops the
         // key from every agent's bundle (see `bundle_jwks`).
         let mut jwk = jwt.jwk().clone();
         jwk[CHAIN_MEMBER] = self.authority.chain().jti().into();
+        jwk[CHAIN_CRT_MEMBER] = base64::engine::general_purpose::STANDARD
+            .encode(self.authority.chain_der())
+            .into();
         self.store
             .publish_jwt_key(
                 jwt.kid(),
@@ -253,7 +282,7 @@ impl Issuer {
             )
             .map_err(|e| StoreError::Invalid(e.to_string()))?
         };
-        let jwks = bundle_jwks(&keys, &denied);
+        let (jwks, x509_roots) = bundle_parts(&keys, &denied);
         let view = View {
             revision,
             entries,
@@ -261,6 +290,7 @@ impl Issuer {
             denied,
             deny_list,
             jwks,
+            x509_roots,
         };
         self.view.send_replace(Arc::new(view));
         Ok(true)
@@ -403,36 +433,57 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// Finding 3 (JWT half): a revoked chain's JWT-SVID key leaves the bundle.
+    /// Finding 3: a revoked chain's JWT-SVID key and CA certificate leave the
+    /// bundle; a key published without its certificate keeps the org root.
     #[test]
-    fn attacker_a_revoked_chains_jwt_key_leaves_the_bundle() {
-        let keys = vec![
+    fn attacker_a_revoked_chain_leaves_the_bundle() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let row = |kid: &str, chain: &str| {
             (
-                "k1".to_owned(),
-                r#"{"kid":"k1","kty":"EC","lanyard_chain":"chainA"}"#.to_owned(),
-            ),
-            (
-                "k2".to_owned(),
-                r#"{"kid":"k2","kty":"EC","lanyard_chain":"chainB"}"#.to_owned(),
-            ),
-            ("k3".to_owned(), r#"{"kid":"k3","kty":"EC"}"#.to_owned()),
-        ];
-        let kids = |denied: &Denied| -> Vec<String> {
-            let doc: serde_json::Value =
-                serde_json::from_slice(&bundle_jwks(&keys, denied)).unwrap();
-            doc["keys"]
+                kid.to_owned(),
+                format!(
+                    r#"{{"kid":"{kid}","kty":"EC","lanyard_chain":"{chain}","lanyard_chain_crt":"{}"}}"#,
+                    b64(&format!("crt-{chain}"))
+                ),
+            )
+        };
+        let keys = vec![row("k1", "chainA"), row("k2", "chainB")];
+        let parts = |keys: &[(String, String)], denied: &Denied| {
+            let (jwks, roots) = bundle_parts(keys, denied);
+            let doc: serde_json::Value = serde_json::from_slice(&jwks).unwrap();
+            let kids: Vec<String> = doc["keys"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|k| {
-                    assert!(k.get(CHAIN_MEMBER).is_none(), "the member is stripped");
+                    assert!(k.get(CHAIN_MEMBER).is_none(), "stripped");
+                    assert!(k.get(CHAIN_CRT_MEMBER).is_none(), "stripped");
                     k["kid"].as_str().unwrap().to_owned()
                 })
-                .collect()
+                .collect();
+            let roots: Vec<String> = roots
+                .into_iter()
+                .map(|r| String::from_utf8(r).unwrap())
+                .collect();
+            (kids, roots)
         };
-        assert_eq!(kids(&Denied::default()), ["k1", "k2", "k3"]);
+        assert_eq!(
+            parts(&keys, &Denied::default()),
+            (
+                vec!["k1".into(), "k2".into()],
+                vec!["crt-chainA".into(), "crt-chainB".into()]
+            )
+        );
         let mut denied = Denied::default();
         denied.chains.insert("chainA".into());
-        assert_eq!(kids(&denied), ["k2", "k3"]);
+        assert_eq!(
+            parts(&keys, &denied),
+            (vec!["k2".into()], vec!["crt-chainB".into()])
+        );
+        // A replica from before this release: no certificate, so the org root.
+        let mut old = keys.clone();
+        old.push(("k3".into(), r#"{"kid":"k3","kty":"EC"}"#.into()));
+        assert_eq!(parts(&old, &denied).1, Vec::<String>::new());
     }
 }

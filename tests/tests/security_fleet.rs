@@ -627,3 +627,133 @@ fn attacker_a_revoked_agents_credentials_stop_verifying_within_5_s() {
     let mine = fetch_jwt_svid(&s2, "svc").unwrap();
     validate_jwt_svid(&s2, "svc", &mine).unwrap();
 }
+
+/// `lanyard fetch` once into `dir`: svid.pem, bundle.pem and the rest.
+fn fetch_files(socket: &std::path::Path, dir: &std::path::Path) -> bool {
+    lanyard(&[
+        "fetch",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ])
+    .status
+    .success()
+}
+
+/// `openssl verify` of `svid` (leaf + chain CA) against `bundle`, the roots an
+/// agent serves. `-partial_chain`: the roots are chain CAs, not self-signed.
+fn verifies(bundle: &std::path::Path, svid: &std::path::Path) -> bool {
+    std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-partial_chain")
+        .arg("-CAfile")
+        .arg(bundle)
+        .arg("-untrusted")
+        .arg(svid)
+        .arg(svid)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Finding 3 (revocation): an X.509-SVID and a JWT-SVID signed by an issuer
+/// replica's chain stop validating with what the agent serves within 5 s of
+/// `lanyard org revoke-chain` at the other replica. The bundle's X.509 roots are
+/// the live chains' CA certificates, so the revoked one drops out.
+#[test]
+fn attacker_a_revoked_chains_svids_stop_validating_within_5_s() {
+    let uid = lanyard_tests::my_uid();
+    let pg = lanyard_tests::postgres::PgServer::start();
+    let f = Fleet::new("sec-fleet-chain-revoke");
+    let a_addr = f.issuer_config("replica-a", &pg.url());
+    let b_addr = f.issuer_config("replica-b", &pg.url());
+    let _a = f.start_issuer("replica-a");
+    let _b = f.start_issuer("replica-b");
+    let token = f.admin_cmd("replica-a", &["join-token", "create", "--name", "gw1"]);
+    f.agent_config("gw1", &format!("{a_addr},{b_addr}"), &token);
+    let _agent = f.start_agent("gw1");
+    let sock = f.agent_socket("gw1");
+    f.admin_cmd(
+        "replica-a",
+        &[
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/ha",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+            "--node-selector",
+            "join:name:gw1",
+        ],
+    );
+    let before = f.dir.join("before");
+    wait_for(30, "the agent to serve SVIDs", || {
+        fetch_files(&sock, &before).then_some(())
+    });
+    let svid = before.join("svid.pem");
+    assert!(verifies(&before.join("bundle.pem"), &svid));
+    let jwt = wait_for(10, "a JWT-SVID", || fetch_jwt_svid(&sock, "svc").ok());
+    validate_jwt_svid(&sock, "svc", &jwt).unwrap();
+    // Which replica signed them: the agent talks to one at a time.
+    let issuer_of = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-issuer", "-in"])
+        .arg(&svid)
+        .output()
+        .unwrap();
+    let issuer_of = String::from_utf8_lossy(&issuer_of.stdout).into_owned();
+    let (signer, other) = ["replica-a", "replica-b"]
+        .into_iter()
+        .map(|r| {
+            let public = std::fs::read_to_string(f.dir.join(&format!("{r}/chain.public")))
+                .unwrap()
+                .trim()
+                .to_owned();
+            (r, issuer_of.contains(&public[..16]))
+        })
+        .fold((None, None), |(s, o), (r, signed)| {
+            if signed {
+                (Some(r), o)
+            } else {
+                (s, Some(r))
+            }
+        });
+    let (signer, other) = (signer.unwrap(), other.unwrap());
+    let chain_jti = chain(&f, signer).jti().to_owned();
+
+    f.admin_cmd(other, &["org", "revoke-chain", "--id", &chain_jti]);
+    let started = std::time::Instant::now();
+    let bundle = f.dir.join("bundle-now.pem");
+    wait_for(5, "the revoked chain's SVIDs to stop validating", || {
+        let roots = x509_bundle(&sock)?;
+        std::fs::write(&bundle, roots).unwrap();
+        let x509_refused = !verifies(&bundle, &svid);
+        (x509_refused && validate_jwt_svid(&sock, "svc", &jwt).is_err()).then_some(())
+    });
+    println!("refused {:?} after revoke-chain", started.elapsed());
+    // The other replica's chain CA is what the agent serves now.
+    let other_crt = std::fs::read_to_string(f.dir.join(&format!("{other}/chain.crt"))).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&bundle).unwrap().trim(),
+        other_crt.trim()
+    );
+}
+
+/// The X.509 roots the agent at `socket` serves now (FetchX509Bundles), PEM.
+fn x509_bundle(socket: &std::path::Path) -> Option<String> {
+    use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+    rt().block_on(async {
+        let ch = lanyard_agent::client::connect(socket).await.ok()?;
+        let mut s = SpiffeWorkloadApiClient::new(ch)
+            .fetch_x509_bundles(lanyard_agent::client::with_header(
+                lanyard_proto::spiffe::X509BundlesRequest {},
+            ))
+            .await
+            .ok()?
+            .into_inner();
+        let msg = s.message().await.ok()??;
+        let der = msg.bundles.into_values().next()?;
+        Some(lanyard_agent::pem::certs(&der))
+    })
+}
