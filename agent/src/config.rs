@@ -93,6 +93,7 @@ struct RawUpstream {
     device_name: Option<String>,
     psat_token_file: Option<String>,
     issuer_id: Option<String>,
+    legacy_issuer: Option<bool>,
 }
 
 /// How the agent proves its node to the upstream issuer the first time (and
@@ -135,6 +136,10 @@ pub struct UpstreamConfig {
     /// Only this issuer chain (its name or its chain token jti) is accepted as
     /// the issuer; any non-revoked issuer-role chain of the org when unset.
     pub issuer_id: Option<String>,
+    /// Upgrade window only: also accept an issuer whose TLS leaf carries no
+    /// chain token (a release before chain roles). It drops the role check
+    /// for such issuers, so any org chain could pose as one again.
+    pub legacy_issuer: bool,
 }
 
 /// Where the agent's signing power comes from.
@@ -540,6 +545,7 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
         org_public: resolve_path(base, &u.org_public),
         evidence,
         issuer_id,
+        legacy_issuer: u.legacy_issuer.unwrap_or(false),
     })
 }
 

@@ -76,6 +76,7 @@ pub struct IssuerPolicy {
     org: PublicKey,
     issuer_id: Option<String>,
     deny: Arc<RwLock<Option<VerifiedDenyList>>>,
+    legacy: bool,
 }
 
 impl IssuerPolicy {
@@ -90,7 +91,17 @@ impl IssuerPolicy {
             org,
             issuer_id,
             deny,
+            legacy: false,
         }
+    }
+
+    /// For the upgrade window only (`[upstream] legacy_issuer`): a leaf with
+    /// no chain token, from an issuer of a release before chain roles, passes
+    /// on its X.509 path alone, as every issuer did then. A leaf that carries a
+    /// token is checked in full.
+    pub fn accept_legacy_issuers(mut self) -> Self {
+        self.legacy = true;
+        self
     }
 
     /// The org key.
@@ -111,8 +122,15 @@ impl IssuerPolicy {
                     .iter()
                     .is_some_and(|arcs| arcs.eq(CHAIN_TOKEN_OID.iter().copied()))
             })
-            .and_then(|e| utf8_string(e.value))
-            .ok_or(IdentityError::NoChainToken)?;
+            .map(|e| utf8_string(e.value).ok_or(IdentityError::NoChainToken));
+        let token = match token {
+            Some(t) => t?,
+            None if self.legacy => {
+                tracing::warn!("accepting a legacy issuer without a chain token ([upstream] legacy_issuer): remove the key once every issuer is upgraded");
+                return Ok(());
+            }
+            None => return Err(IdentityError::NoChainToken),
+        };
         let deny = self
             .deny
             .read()
@@ -293,5 +311,34 @@ mod tests {
             policy(&org, None, None).check_leaf(b"not a certificate", now()),
             Err(IdentityError::NoChainToken)
         );
+    }
+
+    /// The upgrade window: a leaf without a chain token (an old issuer) passes
+    /// only with `legacy_issuer`; a leaf with a role-less chain's token never.
+    #[test]
+    fn legacy_issuers_pass_only_when_allowed_and_only_without_a_token() {
+        let (org, chain) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let issuer = crate::svid::chain_issuer(&chain, now() - 60, now() + 86_400).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["lanyard-issuer".into()]).unwrap();
+        p.not_before = crate::svid::time(now() - 60);
+        p.not_after = crate::svid::time(now() + 3_600);
+        let old = p.signed_by(&key, &issuer).unwrap().der().to_vec();
+        assert_eq!(
+            policy(&org, None, None).check_leaf(&old, now()),
+            Err(IdentityError::NoChainToken)
+        );
+        let legacy = policy(&org, None, None).accept_legacy_issuers();
+        assert_eq!(legacy.check_leaf(&old, now()), Ok(()));
+        let req = lanyard_token::DelegateRequest {
+            name: "gateway".into(),
+            validity_secs: 86_400,
+            ..Default::default()
+        };
+        let token = lanyard_token::delegate(&org, &chain.public(), &req, now() - 60).unwrap();
+        assert!(matches!(
+            legacy.check_leaf(&leaf(&org, &chain, &token), now()),
+            Err(IdentityError::NotAnIssuer(_))
+        ));
     }
 }

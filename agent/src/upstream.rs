@@ -202,8 +202,12 @@ impl UpstreamAuthority {
             reason: e.to_string(),
         })?;
         let deny = Arc::new(RwLock::new(None));
-        let policy =
+        let mut policy =
             crate::tls_identity::IssuerPolicy::new(org, cfg.issuer_id.clone(), deny.clone());
+        if cfg.legacy_issuer {
+            tracing::warn!("[upstream] legacy_issuer is on: issuers without a chain token are accepted (upgrade window only)");
+            policy = policy.accept_legacy_issuers();
+        }
         let tls = crate::tls::client_config_with(policy)
             .map_err(|e| AuthorityError::Upstream(e.to_string()))?;
         let me = Self {
@@ -259,7 +263,7 @@ impl UpstreamAuthority {
         if let Ok(bytes) = std::fs::read(self.data_dir.join(SYNCED)) {
             match serde_json::from_slice::<Synced>(&bytes) {
                 Ok(s) => {
-                    if let Ok(list) = lanyard_token::deny::parse(&s.deny_list, &self.org, now()) {
+                    if let Ok(list) = lanyard_token::deny::parse_held(&s.deny_list, &self.org) {
                         *self.deny.write().unwrap_or_else(|p| p.into_inner()) = Some(list);
                     }
                     *self.synced.write().unwrap_or_else(|p| p.into_inner()) = s;
@@ -1082,17 +1086,19 @@ impl Authority for UpstreamAuthority {
         let claims =
             crate::svid::validate_jwt_svid(token, audience, now, |kid| points.get(kid).cloned())?;
         // A JWT-SVID brokered by an agent that has since been revoked.
-        let agent = claims.get("agent_id").and_then(|v| v.as_str());
-        if let Some(agent) = agent {
-            let denied = self
-                .deny
-                .read()
-                .ok()
-                .and_then(|d| d.as_ref().map(|l| l.denies_agent(agent)))
-                .unwrap_or(false);
-            if denied {
-                return Err(format!("revoked: agent {agent} is on the deny list"));
+        match claims.get("agent_id") {
+            None => {}
+            Some(serde_json::Value::String(agent)) => {
+                let deny = self
+                    .deny
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if deny.as_ref().is_some_and(|l| l.denies_agent(agent)) {
+                    return Err(format!("revoked: agent {agent} is on the deny list"));
+                }
             }
+            // Never skip the check on a claim of the wrong type.
+            Some(_) => return Err("agent_id is not a string".into()),
         }
         Ok(claims)
     }

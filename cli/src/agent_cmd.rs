@@ -88,6 +88,7 @@ pub fn dev(dir: Option<PathBuf>) -> Result<ExitCode> {
                 networks: vec![],
                 purposes: vec![],
                 roles: vec![],
+                no_x509_name_constraints: false,
             })?;
         }
         let socket = dir.join("agent.sock");

@@ -67,6 +67,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         networks: vec!["prod".into()],
         purposes: vec![],
         roles: vec![],
+        no_x509_name_constraints: false,
     })?;
     for f in ["chain.seed", "chain.public", "chain.jwt"] {
         show(&chain_dir.join(f))?;

@@ -57,6 +57,12 @@ pub struct DelegateArgs {
     /// workload credentials only (a standalone host).
     #[arg(long = "role")]
     pub roles: Vec<String>,
+    /// Leave the X.509 name constraints out of chain.crt. rustls (webpki
+    /// 0.103.12 and later) refuses every certificate below a URI name
+    /// constraint, so a fleet whose workloads verify SVIDs with rustls needs
+    /// this; lanyard's signers still hold the chain to its prefixes.
+    #[arg(long)]
+    pub no_x509_name_constraints: bool,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +150,21 @@ pub fn init(a: &InitArgs) -> Result<()> {
     Ok(())
 }
 
+/// The prefixes `chain.crt` is name-constrained to: none for an issuer chain,
+/// whose TLS leaf agents verify with rustls (which refuses any chain with a
+/// URI name constraint), nor when the operator opts out.
+fn x509_constrained_prefixes(a: &DelegateArgs) -> Vec<String> {
+    let issuer = a
+        .roles
+        .iter()
+        .any(|r| r == lanyard_token::claims::ROLE_ISSUER);
+    if issuer || a.no_x509_name_constraints {
+        Vec::new()
+    } else {
+        a.subject_prefixes.clone()
+    }
+}
+
 pub fn delegate_cmd(a: &DelegateArgs) -> Result<()> {
     let org = files::read_seed(&a.org_seed)?;
     let chain = KeyPair::generate()?;
@@ -164,7 +185,7 @@ pub fn delegate_cmd(a: &DelegateArgs) -> Result<()> {
     let (org_crt, chain_crt) = lanyard_agent::svid::delegate_certs(
         &org,
         &chain.public(),
-        &a.subject_prefixes,
+        &x509_constrained_prefixes(a),
         now,
         now + a.validity,
     )

@@ -124,15 +124,23 @@ impl NodeService {
         what: IssuerProof,
         now: u64,
     ) -> Result<(), Status> {
-        // The nonce is used up even when the signature is wrong: one try each.
-        if !self.issuer.take_nonce(nonce, now) {
-            return Err(Status::permission_denied(
-                "nonce unknown, used or expired: get a fresh one from GetNonce",
-            ));
-        }
+        // The signature first: only the key's holder can use a nonce up, so
+        // nobody can fill the memory of used nonces with someone else's. An
+        // attestation is unauthenticated (the attacker's own key will do); a
+        // session's nonce is taken only once its credential checked out, and a
+        // renewal's inside a session, so they are remembered apart.
         if !key.verify(&issuer_proof_message(what, nonce), sig) {
             return Err(Status::permission_denied(
                 "the nonce signature does not match the key",
+            ));
+        }
+        let taker = match what {
+            IssuerProof::Attest => crate::nonces::Taker::Unauthenticated,
+            _ => crate::nonces::Taker::Authenticated,
+        };
+        if !self.issuer.take_nonce(nonce, now, taker) {
+            return Err(Status::permission_denied(
+                "nonce unknown, used or expired: get a fresh one from GetNonce",
             ));
         }
         Ok(())
@@ -552,12 +560,6 @@ impl Node for NodeService {
             nonce,
             nonce_signature,
         } = open_session_request(req.into_inner(), &verifier, now)?;
-        if !self.issuer.session_limit.allow(&agent_id) {
-            return Err(Status::resource_exhausted(format!(
-                "session limit for {agent_id} reached; back off"
-            )));
-        }
-        self.take_proof(&nonce, &key, &nonce_signature, IssuerProof::Session, now)?;
         // Another replica may have attested this agent a moment ago.
         if !self.issuer.view().agents.contains_key(&agent_id) {
             self.refresh(now).await?;
@@ -581,6 +583,14 @@ impl Node for NodeService {
         if current.is_none_or(|a| a.credential_jti != jti) {
             return Err(Status::permission_denied(format!(
                 "agent credential {jti} is not {agent_id}'s current credential (superseded or never issued to it)"
+            )));
+        }
+        self.take_proof(&nonce, &key, &nonce_signature, IssuerProof::Session, now)?;
+        // Charged only now, after the current-credential check and the proof:
+        // an old copy of the credential cannot drain the agent's budget.
+        if !self.issuer.session_limit.allow(&agent_id) {
+            return Err(Status::resource_exhausted(format!(
+                "session limit for {agent_id} reached; back off"
             )));
         }
         if agent.status != AgentStatus::Active {

@@ -5,9 +5,12 @@
 //! `GetNonce` (unauthenticated, from any address, the agent's own included)
 //! can neither fill a table nor push out the nonce a legitimate agent is about
 //! to use, and `GetNonce` needs no per-address budget that a flood could drain.
-//! Only a *used* nonce is remembered, until it expires, to refuse its replay;
-//! uses are bounded by the budgets of the calls that take nonces (attestation
-//! by address, session opening by agent).
+//! Only a *used* nonce is remembered, until it expires, to refuse its replay.
+//! Nonces taken by unauthenticated calls (attestation) and by authenticated
+//! ones (session opening after the credential verified, renewal inside a
+//! session) are remembered apart, each with its own cap: a flood of
+//! attestations with the attacker's own keys can fill only the first, so it
+//! can hold up new nodes but never a known agent's session or renewal.
 
 use std::collections::HashMap;
 
@@ -18,13 +21,55 @@ pub const NONCE_LEN: usize = 32;
 const RANDOM_LEN: usize = 16;
 const TAG_LEN: usize = 8;
 
+/// Who is taking a nonce, which decides where its use is remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taker {
+    /// A call nobody has authenticated yet (node attestation).
+    Unauthenticated,
+    /// A caller whose agent credential or session already checked out.
+    Authenticated,
+}
+
+/// Used nonces until their expiry, with a cap.
+#[derive(Debug)]
+struct Used {
+    map: HashMap<[u8; NONCE_LEN], u64>,
+    cap: usize,
+    /// When expired entries were last swept: at most once a second, so a full
+    /// map costs one scan a second, not one per call.
+    swept_at: u64,
+}
+
+impl Used {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            cap: cap.max(1),
+            swept_at: 0,
+        }
+    }
+
+    /// Records `nonce`; `false` if it was used already, or the map is full of
+    /// unexpired nonces (refused, never forgotten early: that would let a
+    /// replay through).
+    fn record(&mut self, nonce: [u8; NONCE_LEN], expires_at: u64, now: u64) -> bool {
+        if self.map.len() >= self.cap && self.swept_at != now {
+            self.map.retain(|_, e| *e > now);
+            self.swept_at = now;
+        }
+        if self.map.len() >= self.cap {
+            return false;
+        }
+        self.map.insert(nonce, expires_at).is_none()
+    }
+}
+
 /// Issues and takes nonces for one replica.
 #[derive(Debug)]
 pub struct Nonces {
     key: hmac::Key,
-    /// Used nonces until their expiry.
-    used: HashMap<[u8; NONCE_LEN], u64>,
-    cap: usize,
+    unauthenticated: Used,
+    authenticated: Used,
 }
 
 impl Nonces {
@@ -36,8 +81,8 @@ impl Nonces {
         lanyard_token::keys::random_bytes(&mut key).ok()?;
         Some(Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
-            used: HashMap::new(),
-            cap: cap.max(1),
+            unauthenticated: Used::new(cap),
+            authenticated: Used::new(cap),
         })
     }
 
@@ -58,9 +103,9 @@ impl Nonces {
         Some(nonce)
     }
 
-    /// Uses up `nonce`: `true` once, if this replica issued it and it has not
-    /// expired at `now`.
-    pub fn take(&mut self, nonce: &[u8], now: u64) -> bool {
+    /// Uses up `nonce` for `taker`: `true` once, if this replica issued it and
+    /// it has not expired at `now`. A nonce is single-use across both takers.
+    pub fn take(&mut self, nonce: &[u8], now: u64, taker: Taker) -> bool {
         let Ok(nonce) = <[u8; NONCE_LEN]>::try_from(nonce) else {
             return false;
         };
@@ -78,23 +123,21 @@ impl Nonces {
         if !same || expires_at <= now {
             return false;
         }
-        if self.used.len() >= self.cap {
-            self.used.retain(|_, e| *e > now);
-            if self.used.len() >= self.cap {
-                return false;
-            }
-        }
-        self.used.insert(nonce, expires_at).is_none()
+        let (mine, other) = match taker {
+            Taker::Unauthenticated => (&mut self.unauthenticated, &self.authenticated),
+            Taker::Authenticated => (&mut self.authenticated, &self.unauthenticated),
+        };
+        !other.map.contains_key(&nonce) && mine.record(nonce, expires_at, now)
     }
 
     /// Used nonces still remembered.
     pub fn len(&self) -> usize {
-        self.used.len()
+        self.unauthenticated.map.len() + self.authenticated.map.len()
     }
 
     /// Whether none are remembered.
     pub fn is_empty(&self) -> bool {
-        self.used.is_empty()
+        self.len() == 0
     }
 }
 
@@ -107,23 +150,26 @@ mod tests {
     fn single_use_and_expiring() {
         let mut t = Nonces::new(10).unwrap();
         let n = t.issue(100).unwrap();
-        assert!(!t.take(&n[..31], 0), "wrong length");
-        assert!(t.take(&n, 99));
-        assert!(!t.take(&n, 99), "used twice");
+        assert!(!t.take(&n[..31], 0, Taker::Authenticated), "wrong length");
+        assert!(t.take(&n, 99, Taker::Authenticated));
+        assert!(!t.take(&n, 99, Taker::Authenticated), "used twice");
         let n = t.issue(100).unwrap();
-        assert!(!t.take(&n, 100), "expired");
+        assert!(!t.take(&n, 100, Taker::Authenticated), "expired");
     }
 
     #[test]
     fn attacker_forged_or_foreign_nonces_are_refused() {
         let mut t = Nonces::new(10).unwrap();
         let other = Nonces::new(10).unwrap();
-        assert!(!t.take(&other.issue(100).unwrap(), 0), "another replica's");
+        assert!(
+            !t.take(&other.issue(100).unwrap(), 0, Taker::Unauthenticated),
+            "another replica's"
+        );
         let mut n = t.issue(100).unwrap();
         // Stretching the expiry breaks the tag.
         n[RANDOM_LEN + 7] ^= 1;
-        assert!(!t.take(&n, 0));
-        assert!(!t.take(&[0u8; NONCE_LEN], 0));
+        assert!(!t.take(&n, 0, Taker::Authenticated));
+        assert!(!t.take(&[0u8; NONCE_LEN], 0, Taker::Authenticated));
     }
 
     /// A flood of issued nonces stores nothing and evicts nothing: the one a
@@ -136,7 +182,7 @@ mod tests {
             t.issue(100).unwrap();
         }
         assert!(t.is_empty());
-        assert!(t.take(&mine, 1));
+        assert!(t.take(&mine, 1, Taker::Authenticated));
     }
 
     #[test]
@@ -145,11 +191,39 @@ mod tests {
         let a = t.issue(100).unwrap();
         let b = t.issue(100).unwrap();
         let c = t.issue(100).unwrap();
-        assert!(t.take(&a, 1) && t.take(&b, 1));
-        assert!(!t.take(&c, 1), "full: refused");
-        assert!(!t.take(&a, 1), "and a is still remembered");
+        assert!(t.take(&a, 1, Taker::Authenticated) && t.take(&b, 1, Taker::Authenticated));
+        assert!(!t.take(&c, 1, Taker::Authenticated), "full: refused");
+        assert!(
+            !t.take(&a, 1, Taker::Authenticated),
+            "and a is still remembered"
+        );
         // Once they expire there is room again.
         let d = t.issue(300).unwrap();
-        assert!(t.take(&d, 150));
+        assert!(t.take(&d, 150, Taker::Authenticated));
+    }
+}
+
+#[cfg(test)]
+mod flood_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The review's lock-out: attestations with the attacker's own keys fill
+    /// the unauthenticated memory; known agents still open sessions.
+    #[test]
+    fn attacker_filling_the_attestation_memory_leaves_sessions_alone() {
+        let mut t = Nonces::new(3).unwrap();
+        for _ in 0..3 {
+            let n = t.issue(100).unwrap();
+            assert!(t.take(&n, 1, Taker::Unauthenticated));
+        }
+        let n = t.issue(100).unwrap();
+        assert!(!t.take(&n, 1, Taker::Unauthenticated), "full: refused");
+        let n = t.issue(100).unwrap();
+        assert!(t.take(&n, 1, Taker::Authenticated), "a session still opens");
+        // Single use across both: a nonce one taker used, the other cannot.
+        let n = t.issue(100).unwrap();
+        assert!(t.take(&n, 1, Taker::Authenticated));
+        assert!(!t.take(&n, 1, Taker::Unauthenticated));
     }
 }

@@ -302,8 +302,10 @@ impl Issuer {
     }
 
     /// Uses up a nonce: `true` once, if this replica issued it and it is fresh.
-    pub fn take_nonce(&self, nonce: &[u8], now: u64) -> bool {
-        self.nonces.lock().is_ok_and(|mut t| t.take(nonce, now))
+    pub fn take_nonce(&self, nonce: &[u8], now: u64, taker: crate::nonces::Taker) -> bool {
+        self.nonces
+            .lock()
+            .is_ok_and(|mut t| t.take(nonce, now, taker))
     }
 
     /// Opens a session for an agent whose credential and nonce signature checked out.

@@ -123,6 +123,23 @@ impl VerifiedDenyList {
 /// so it never decides whether the signer was valid: an expired chain's seed
 /// could otherwise backdate a list, and a standalone host's chain could sign one.
 pub fn parse(text: &str, org: &PublicKey, now: u64) -> Result<VerifiedDenyList, DenyListError> {
+    parse_at(text, org, Some(now))
+}
+
+/// Re-reads a list its holder accepted earlier (with [`parse`]) and stored
+/// where only it can write: the signatures are checked, and a chain signer is
+/// checked as of the list's own `iat`, since the chain may have expired or been
+/// rotated since. Denials only ever refuse, so an old list stays useful; never
+/// use this for a list that arrives from elsewhere.
+pub fn parse_held(text: &str, org: &PublicKey) -> Result<VerifiedDenyList, DenyListError> {
+    parse_at(text, org, None)
+}
+
+fn parse_at(
+    text: &str,
+    org: &PublicKey,
+    now: Option<u64>,
+) -> Result<VerifiedDenyList, DenyListError> {
     let parts = jws::parse(text.trim())?;
     let signed_by_org = org.verify(parts.signing_input.as_bytes(), &parts.signature);
     let parsed = serde_json::from_slice::<DenyClaims>(&parts.payload);
@@ -142,7 +159,7 @@ pub fn parse(text: &str, org: &PublicKey, now: u64) -> Result<VerifiedDenyList, 
         };
         let chain = c.chain.as_deref().unwrap_or_default();
         let verified = crate::Verifier::new(*org)
-            .verify(chain, now)
+            .verify(chain, now.unwrap_or(c.iat))
             .map_err(|e| DenyListError::BadChain(e.to_string()))?;
         if !verified.has_role(crate::claims::ROLE_ISSUER) {
             return Err(DenyListError::BadChain(
@@ -232,11 +249,17 @@ pub fn sign_by_chain(
 /// same serial with the same content (the issuer re-sends its current list).
 /// A different list under a serial already held is refused like an older one,
 /// so nobody can swap what a serial means.
+///
+/// One exception: a list that revokes the chain which signed the held list
+/// replaces it whatever its serial. Otherwise a compromised issuer chain could
+/// sign one list with the highest serial and no word about itself, and its
+/// holders would refuse every later list, its own revocation included.
 pub fn newer(
     held: Option<&VerifiedDenyList>,
     new: VerifiedDenyList,
 ) -> Result<VerifiedDenyList, DenyListError> {
     match held {
+        Some(h) if h.signer_chain().is_some_and(|c| new.denies_chain(c)) => Ok(new),
         Some(h) if new.serial < h.serial || (new.serial == h.serial && new.denied != h.denied) => {
             Err(DenyListError::Rollback {
                 got: new.serial,

@@ -359,7 +359,7 @@ impl ChainIssuer {
             return Err(MintError::UnknownPurpose(req.purpose.clone()));
         }
         // One subject grammar for every purpose, as the verifier applies it.
-        subject::validate(&req.subject)?;
+        subject::validate_for(&req.purpose, &req.subject)?;
         constraints::check(
             &self.grant.constraints,
             &req.purpose,

@@ -12,6 +12,11 @@
 //!
 //! Both have one spelling per name, so the valid form is the normalised form and
 //! prefixes compare whole segments of it.
+//!
+//! Choria's own identities (`choria=alice`, a server's FQDN) are not SPIFFE IDs
+//! or URNs. [`validate_for`] accepts them for the two Choria purposes only, as
+//! one segment of `[A-Za-z0-9._=@-]`, and no prefix ever covers one, so a chain
+//! constrained to prefixes can never sign one.
 
 /// Longest subject accepted (the SPIFFE spec's URI limit).
 pub const MAX_SUBJECT_LEN: usize = 2048;
@@ -41,6 +46,9 @@ pub enum SubjectError {
     /// Path with a character outside `[a-zA-Z0-9.-_]`.
     #[error("SPIFFE ID path has an invalid character (allowed: a-z A-Z 0-9 . - _)")]
     BadPathChar,
+    /// A Choria identity (for a Choria purpose) outside its grammar.
+    #[error("a Choria identity must be 1-255 characters of A-Z a-z 0-9 . _ = @ -")]
+    BadChoriaIdentity,
     /// A `urn:` outside the grammar above.
     #[error("urn subject must be urn:<nid>:<segment>[:<segment>...], nid of 2-32 letters, digits and '-', segments of A-Z a-z 0-9 . _ ~ @ + = - (none empty, '.' or '..')")]
     BadUrn,
@@ -90,6 +98,26 @@ pub fn validate(s: &str) -> Result<(), SubjectError> {
         };
     }
     Err(SubjectError::UnknownScheme)
+}
+
+/// [`validate`], or for `choria_client_id` and `choria_server` also a Choria
+/// identity (see the module documentation). Mint and verify both use this.
+pub fn validate_for(purpose: &str, s: &str) -> Result<(), SubjectError> {
+    let choria = matches!(
+        purpose,
+        crate::claims::PURPOSE_CHORIA_CLIENT | crate::claims::PURPOSE_CHORIA_SERVER
+    );
+    if !choria || s.starts_with("spiffe://") || s.starts_with("urn:") {
+        return validate(s);
+    }
+    let ok = (1..=255).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'=' | b'@' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SubjectError::BadChoriaIdentity)
+    }
 }
 
 /// `<nid>:<nss>` after `urn:`, as the module documentation states it.
@@ -221,6 +249,19 @@ mod tests {
             "urn:lanyard:tenant:0"
         ));
         assert!(!is_under("urn:lanyard:tenant:01", "urn:lanyard:tenant:0"));
+    }
+
+    #[test]
+    fn choria_identities_only_for_choria_purposes_and_under_no_prefix() {
+        for id in ["choria=rip.mcollective", "node1.example.net"] {
+            assert_eq!(validate_for("choria_client_id", id), Ok(()), "{id}");
+            assert_eq!(validate_for("choria_server", id), Ok(()), "{id}");
+            assert!(validate_for("lanyard_workload", id).is_err(), "{id}");
+            assert!(!is_under(id, "spiffe://example.org"), "{id}");
+        }
+        for bad in ["a/b", "a:b", "a b", "", "spiffe://example.org/web/../x"] {
+            assert!(validate_for("choria_server", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

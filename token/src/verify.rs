@@ -545,7 +545,7 @@ impl Verifier {
         // One subject grammar for every purpose: a Choria purpose is no way
         // around the prefix check below (`…/web/../admin`, `…/web:admin`).
         if let Some(sub) = claims.sub.as_deref() {
-            subject::validate(sub)?;
+            subject::validate_for(&claims.purpose, sub)?;
         }
         if let Anchor::Chain { .. } = anchor {
             let grant = claims

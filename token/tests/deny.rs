@@ -223,3 +223,50 @@ fn attacker_a_revoked_agents_credentials_are_refused() {
     }
     v.verify(&other, T0 + 1).unwrap();
 }
+
+/// The review's freeze: a compromised issuer chain signs a list with the
+/// highest serial that omits itself. The list that revokes it still replaces
+/// it, whatever its serial; other lower serials stay refused.
+#[test]
+fn attacker_a_max_serial_list_cannot_freeze_revocation() {
+    let a = Org::with_roles(86_400, Constraints::default(), &["issuer"]);
+    let rogue = a.issuer();
+    let hostile = deny::sign_by_chain(&rogue, &Denied::default(), u64::MAX, T0).unwrap();
+    let held = deny::parse(&hostile, &a.org.public(), T0).unwrap();
+    let mut other = Denied::default();
+    other.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
+    let unrelated = deny::parse(
+        &deny::sign(&a.org, &other, 9, T0).unwrap(),
+        &a.org.public(),
+        T0,
+    )
+    .unwrap();
+    assert!(matches!(
+        deny::newer(Some(&held), unrelated),
+        Err(DenyListError::Rollback { .. })
+    ));
+    let mut revoking = Denied::default();
+    revoking.chains.insert(jti_of(&a.chain_jwt));
+    let revoke = deny::parse(
+        &deny::sign(&a.org, &revoking, 9, T0).unwrap(),
+        &a.org.public(),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(deny::newer(Some(&held), revoke).unwrap().serial(), 9);
+}
+
+/// A holder's own stored list stays usable after its signer chain expired
+/// (`parse_held`), while a list arriving now from that chain is refused.
+#[test]
+fn a_held_list_outlives_its_signer_chain() {
+    let a = Org::with_roles(3_600, Constraints::default(), &["issuer"]);
+    let mut denied = Denied::default();
+    denied.jtis.insert("3MVUmuoA6KiC9vfUlPWtgWZksOh".into());
+    let text = deny::sign_by_chain(&a.issuer(), &denied, 4, T0 + 10).unwrap();
+    assert!(deny::parse(&text, &a.org.public(), T0 + 7_200).is_err());
+    let held = deny::parse_held(&text, &a.org.public()).unwrap();
+    assert!(held.denies_jti("3MVUmuoA6KiC9vfUlPWtgWZksOh"));
+    // Still only this org's.
+    assert!(deny::parse_held(&text, &KeyPair::generate().unwrap().public()).is_err());
+}
