@@ -540,12 +540,22 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
         }
         id => id.map(|i| i.trim().to_owned()),
     };
+    let legacy_issuer = u.legacy_issuer.unwrap_or(false);
+    if legacy_issuer && issuer_id.is_some() {
+        // A legacy issuer shows no chain token, so nothing could be pinned: the
+        // pin would silently not apply.
+        return Err(err(
+            "upstream.legacy_issuer",
+            "true",
+            "cannot be combined with issuer_id (a legacy issuer has no chain to pin)",
+        ));
+    }
     Ok(UpstreamConfig {
         addresses,
         org_public: resolve_path(base, &u.org_public),
         evidence,
         issuer_id,
-        legacy_issuer: u.legacy_issuer.unwrap_or(false),
+        legacy_issuer,
     })
 }
 

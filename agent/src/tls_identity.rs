@@ -69,6 +69,21 @@ fn utf8_string(der: &[u8]) -> Option<&str> {
     std::str::from_utf8(crate::der::body(0x0c, der)?).ok()
 }
 
+/// Whether `cert_der` is a CA certificate for `chain_key` that the org signed:
+/// an ed25519 signature by `org` over its TBS, and `chain_key` as its subject
+/// key. The issuer uses this on every chain certificate a replica publishes
+/// before it serves one as a bundle root.
+pub fn org_certifies(cert_der: &[u8], org: &PublicKey, chain_key: &PublicKey) -> bool {
+    let Ok((rest, cert)) = X509Certificate::from_der(cert_der) else {
+        return false;
+    };
+    rest.is_empty()
+        && cert.signature_algorithm.algorithm.to_id_string() == ED25519_OID
+        && cert.public_key().algorithm.algorithm.to_id_string() == ED25519_OID
+        && cert.public_key().subject_public_key.data.as_ref() == chain_key.as_bytes()
+        && org.verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+}
+
 /// What an agent requires of its issuer; shared with the upstream link, which
 /// updates the deny list as lists arrive.
 #[derive(Debug, Clone)]

@@ -135,7 +135,11 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
             config.agent_ttl_secs,
             config.limits,
         )
-        .ok_or(BuildError::NoRandomness)?,
+        .ok_or(BuildError::NoRandomness)
+        .map(|mut i| {
+            i.x509_chain_roots = config.x509_chain_roots;
+            i
+        })?,
     );
     issuer.publish_key().await?;
     issuer.refresh(now).await?;

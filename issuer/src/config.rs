@@ -17,6 +17,7 @@ struct Raw {
     health_addr: Option<String>,
     drain_timeout: Option<String>,
     agent_ttl: Option<String>,
+    x509_bundle: Option<String>,
     authority: Option<RawAuthority>,
     #[serde(default)]
     node_attestors: RawNodeAttestors,
@@ -111,6 +112,11 @@ pub struct IssuerConfig {
     pub k8s_psat: Option<PsatSettings>,
     /// Rate limits.
     pub limits: Limits,
+    /// The X.509 roots agents serve: the live issuer chains' CA certificates
+    /// (`true`, the default: a revoked chain drops out), or the org root
+    /// (`false`: for a rolling upgrade from a release whose replicas do not
+    /// publish their certificate; no X.509 revocation then).
+    pub x509_chain_roots: bool,
 }
 
 fn err(key: &str, value: impl Into<String>, reason: impl ToString) -> ConfigError {
@@ -186,6 +192,11 @@ impl IssuerConfig {
             "10s",
         )?);
         let agent_ttl_secs = secs("agent_ttl", pick("agent_ttl", raw.agent_ttl), "1h")?;
+        let x509_chain_roots = match pick("x509_bundle", raw.x509_bundle).as_deref() {
+            None | Some("chains") => true,
+            Some("org") => false,
+            Some(other) => return Err(err("x509_bundle", other, "expected \"chains\" or \"org\"")),
+        };
         let authority = raw
             .authority
             .ok_or_else(|| {
@@ -241,6 +252,7 @@ impl IssuerConfig {
             authority,
             k8s_psat: k8s_psat.transpose()?,
             limits,
+            x509_chain_roots,
         })
     }
 }

@@ -116,34 +116,40 @@ impl NodeService {
         Ok(())
     }
 
-    fn take_proof(
-        &self,
+    /// The signature over the nonce, checked before the nonce is used: only
+    /// the key's holder can use a nonce up, so nobody can fill the memory of
+    /// used nonces with someone else's.
+    fn check_proof(
         nonce: &[u8],
         key: &PublicKey,
         sig: &[u8],
         what: IssuerProof,
-        now: u64,
     ) -> Result<(), Status> {
-        // The signature first: only the key's holder can use a nonce up, so
-        // nobody can fill the memory of used nonces with someone else's. An
-        // attestation is unauthenticated (the attacker's own key will do); a
-        // session's nonce is taken only once its credential checked out, and a
-        // renewal's inside a session, so they are remembered apart.
-        if !key.verify(&issuer_proof_message(what, nonce), sig) {
-            return Err(Status::permission_denied(
+        if key.verify(&issuer_proof_message(what, nonce), sig) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
                 "the nonce signature does not match the key",
-            ));
+            ))
         }
-        let taker = match what {
-            IssuerProof::Attest => crate::nonces::Taker::Unauthenticated,
-            _ => crate::nonces::Taker::Authenticated,
-        };
-        if !self.issuer.take_nonce(nonce, now, taker) {
-            return Err(Status::permission_denied(
-                "nonce unknown, used or expired: get a fresh one from GetNonce",
-            ));
+    }
+
+    /// Uses the nonce up, remembered for `taker`: an attestation is
+    /// unauthenticated (the attacker's own key will do), a session's or a
+    /// renewal's nonce belongs to an agent that checked out, with its own cap.
+    fn use_nonce(
+        &self,
+        nonce: &[u8],
+        now: u64,
+        taker: crate::nonces::Taker<'_>,
+    ) -> Result<(), Status> {
+        if self.issuer.take_nonce(nonce, now, taker) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "nonce unknown, used or expired (or too many in use): get a fresh one from GetNonce",
+            ))
         }
-        Ok(())
     }
 
     fn session<T>(&self, req: &Request<T>, now: u64) -> Result<AgentRecord, Status> {
@@ -474,7 +480,8 @@ impl Node for NodeService {
             nonce,
             nonce_signature,
         } = attest_request(req.into_inner())?;
-        self.take_proof(&nonce, &key, &nonce_signature, IssuerProof::Attest, now)?;
+        Self::check_proof(&nonce, &key, &nonce_signature, IssuerProof::Attest)?;
+        self.use_nonce(&nonce, now, crate::nonces::Taker::Unauthenticated)?;
         let attestor = self
             .issuer
             .attestors
@@ -585,20 +592,23 @@ impl Node for NodeService {
                 "agent credential {jti} is not {agent_id}'s current credential (superseded or never issued to it)"
             )));
         }
-        self.take_proof(&nonce, &key, &nonce_signature, IssuerProof::Session, now)?;
-        // Charged only now, after the current-credential check and the proof:
-        // an old copy of the credential cannot drain the agent's budget.
-        if !self.issuer.session_limit.allow(&agent_id) {
-            return Err(Status::resource_exhausted(format!(
-                "session limit for {agent_id} reached; back off"
-            )));
-        }
+        // In this order: the proof (only the key's holder gets further), the
+        // agent's standing, its budget (an old copy of the credential, or a
+        // suspended node, cannot drain it), and only then the nonce is used up
+        // (so neither can they fill the memory of used nonces).
+        Self::check_proof(&nonce, &key, &nonce_signature, IssuerProof::Session)?;
         if agent.status != AgentStatus::Active {
             return Err(Status::permission_denied(format!(
                 "agent {agent_id} is {}",
                 agent.status.as_str()
             )));
         }
+        if !self.issuer.session_limit.allow(&agent_id) {
+            return Err(Status::resource_exhausted(format!(
+                "session limit for {agent_id} reached; back off"
+            )));
+        }
+        self.use_nonce(&nonce, now, crate::nonces::Taker::Agent(&agent_id))?;
         let session = self
             .issuer
             .open_session(&agent_id, &jti, expires_at, now)
@@ -621,7 +631,8 @@ impl Node for NodeService {
             nonce,
             nonce_signature,
         } = renew_agent_request(req.into_inner())?;
-        self.take_proof(&nonce, &key, &nonce_signature, IssuerProof::Renew, now)?;
+        Self::check_proof(&nonce, &key, &nonce_signature, IssuerProof::Renew)?;
+        self.use_nonce(&nonce, now, crate::nonces::Taker::Agent(&agent.id))?;
         let jwt = self.mint_agent(&agent.id, key, now)?;
         let (jti, exp) = jti_and_exp(&jwt);
         let record = AgentRecord {
@@ -822,11 +833,11 @@ fn bundle(issuer: &Issuer, view: &View) -> pb::Bundle {
     pb::Bundle {
         trust_domain: issuer.trust_domain.clone(),
         // The live chains' CA certificates, so a revoked chain drops out; the
-        // org root only while some replica has not published its certificate.
-        x509_roots: if view.x509_roots.is_empty() {
-            local.x509_roots
-        } else {
+        // org root when the operator asked for it (a rolling upgrade).
+        x509_roots: if issuer.x509_chain_roots {
             view.x509_roots.clone()
+        } else {
+            local.x509_roots
         },
         jwks: view.jwks.clone(),
         org_public: local.org_public,

@@ -23,17 +23,24 @@ const TAG_LEN: usize = 8;
 
 /// Who is taking a nonce, which decides where its use is remembered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taker {
+pub enum Taker<'a> {
     /// A call nobody has authenticated yet (node attestation).
     Unauthenticated,
-    /// A caller whose agent credential or session already checked out.
-    Authenticated,
+    /// This agent, whose credential or session and signature already checked
+    /// out. Each agent has its own cap, so one compromised node cannot fill
+    /// the memory that every other agent's sessions and renewals need.
+    Agent(&'a str),
 }
 
-/// Used nonces until their expiry, with a cap.
+/// Used nonces an agent may have remembered at once (a nonce lives a minute;
+/// a healthy agent uses a few).
+pub const PER_AGENT_CAP: usize = 64;
+
+/// Used nonces until their expiry, with a cap, and a cap per owner.
 #[derive(Debug)]
 struct Used {
-    map: HashMap<[u8; NONCE_LEN], u64>,
+    map: HashMap<[u8; NONCE_LEN], (u64, Option<String>)>,
+    per_owner: HashMap<String, usize>,
     cap: usize,
     /// When expired entries were last swept: at most once a second, so a full
     /// map costs one scan a second, not one per call.
@@ -44,23 +51,55 @@ impl Used {
     fn new(cap: usize) -> Self {
         Self {
             map: HashMap::new(),
+            per_owner: HashMap::new(),
             cap: cap.max(1),
             swept_at: 0,
         }
     }
 
-    /// Records `nonce`; `false` if it was used already, or the map is full of
-    /// unexpired nonces (refused, never forgotten early: that would let a
-    /// replay through).
-    fn record(&mut self, nonce: [u8; NONCE_LEN], expires_at: u64, now: u64) -> bool {
-        if self.map.len() >= self.cap && self.swept_at != now {
-            self.map.retain(|_, e| *e > now);
-            self.swept_at = now;
+    fn owner_full(&self, owner: Option<&str>) -> bool {
+        owner.is_some_and(|o| self.per_owner.get(o).copied().unwrap_or(0) >= PER_AGENT_CAP)
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let per_owner = &mut self.per_owner;
+        self.map.retain(|_, (exp, owner)| {
+            let keep = *exp > now;
+            if let (false, Some(o)) = (keep, owner.as_deref()) {
+                if let Some(n) = per_owner.get_mut(o) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        per_owner.remove(o);
+                    }
+                }
+            }
+            keep
+        });
+        self.swept_at = now;
+    }
+
+    /// Records `nonce` for `owner`; `false` if it was used already, or the map
+    /// (or the owner's share) is full of unexpired nonces: refused, never
+    /// forgotten early, which would let a replay through.
+    fn record(
+        &mut self,
+        nonce: [u8; NONCE_LEN],
+        expires_at: u64,
+        now: u64,
+        owner: Option<&str>,
+    ) -> bool {
+        if (self.map.len() >= self.cap || self.owner_full(owner)) && self.swept_at != now {
+            self.sweep(now);
         }
-        if self.map.len() >= self.cap {
+        if self.map.len() >= self.cap || self.owner_full(owner) || self.map.contains_key(&nonce) {
             return false;
         }
-        self.map.insert(nonce, expires_at).is_none()
+        self.map
+            .insert(nonce, (expires_at, owner.map(str::to_owned)));
+        if let Some(o) = owner {
+            *self.per_owner.entry(o.to_owned()).or_insert(0) += 1;
+        }
+        true
     }
 }
 
@@ -105,7 +144,7 @@ impl Nonces {
 
     /// Uses up `nonce` for `taker`: `true` once, if this replica issued it and
     /// it has not expired at `now`. A nonce is single-use across both takers.
-    pub fn take(&mut self, nonce: &[u8], now: u64, taker: Taker) -> bool {
+    pub fn take(&mut self, nonce: &[u8], now: u64, taker: Taker<'_>) -> bool {
         let Ok(nonce) = <[u8; NONCE_LEN]>::try_from(nonce) else {
             return false;
         };
@@ -123,11 +162,11 @@ impl Nonces {
         if !same || expires_at <= now {
             return false;
         }
-        let (mine, other) = match taker {
-            Taker::Unauthenticated => (&mut self.unauthenticated, &self.authenticated),
-            Taker::Authenticated => (&mut self.authenticated, &self.unauthenticated),
+        let (mine, other, owner) = match taker {
+            Taker::Unauthenticated => (&mut self.unauthenticated, &self.authenticated, None),
+            Taker::Agent(id) => (&mut self.authenticated, &self.unauthenticated, Some(id)),
         };
-        !other.map.contains_key(&nonce) && mine.record(nonce, expires_at, now)
+        !other.map.contains_key(&nonce) && mine.record(nonce, expires_at, now, owner)
     }
 
     /// Used nonces still remembered.
@@ -150,11 +189,11 @@ mod tests {
     fn single_use_and_expiring() {
         let mut t = Nonces::new(10).unwrap();
         let n = t.issue(100).unwrap();
-        assert!(!t.take(&n[..31], 0, Taker::Authenticated), "wrong length");
-        assert!(t.take(&n, 99, Taker::Authenticated));
-        assert!(!t.take(&n, 99, Taker::Authenticated), "used twice");
+        assert!(!t.take(&n[..31], 0, Taker::Agent("a")), "wrong length");
+        assert!(t.take(&n, 99, Taker::Agent("a")));
+        assert!(!t.take(&n, 99, Taker::Agent("a")), "used twice");
         let n = t.issue(100).unwrap();
-        assert!(!t.take(&n, 100, Taker::Authenticated), "expired");
+        assert!(!t.take(&n, 100, Taker::Agent("a")), "expired");
     }
 
     #[test]
@@ -168,8 +207,8 @@ mod tests {
         let mut n = t.issue(100).unwrap();
         // Stretching the expiry breaks the tag.
         n[RANDOM_LEN + 7] ^= 1;
-        assert!(!t.take(&n, 0, Taker::Authenticated));
-        assert!(!t.take(&[0u8; NONCE_LEN], 0, Taker::Authenticated));
+        assert!(!t.take(&n, 0, Taker::Agent("a")));
+        assert!(!t.take(&[0u8; NONCE_LEN], 0, Taker::Agent("a")));
     }
 
     /// A flood of issued nonces stores nothing and evicts nothing: the one a
@@ -182,7 +221,7 @@ mod tests {
             t.issue(100).unwrap();
         }
         assert!(t.is_empty());
-        assert!(t.take(&mine, 1, Taker::Authenticated));
+        assert!(t.take(&mine, 1, Taker::Agent("a")));
     }
 
     #[test]
@@ -191,15 +230,15 @@ mod tests {
         let a = t.issue(100).unwrap();
         let b = t.issue(100).unwrap();
         let c = t.issue(100).unwrap();
-        assert!(t.take(&a, 1, Taker::Authenticated) && t.take(&b, 1, Taker::Authenticated));
-        assert!(!t.take(&c, 1, Taker::Authenticated), "full: refused");
+        assert!(t.take(&a, 1, Taker::Agent("a")) && t.take(&b, 1, Taker::Agent("a")));
+        assert!(!t.take(&c, 1, Taker::Agent("a")), "full: refused");
         assert!(
-            !t.take(&a, 1, Taker::Authenticated),
+            !t.take(&a, 1, Taker::Agent("a")),
             "and a is still remembered"
         );
         // Once they expire there is room again.
         let d = t.issue(300).unwrap();
-        assert!(t.take(&d, 150, Taker::Authenticated));
+        assert!(t.take(&d, 150, Taker::Agent("a")));
     }
 }
 
@@ -220,10 +259,28 @@ mod flood_tests {
         let n = t.issue(100).unwrap();
         assert!(!t.take(&n, 1, Taker::Unauthenticated), "full: refused");
         let n = t.issue(100).unwrap();
-        assert!(t.take(&n, 1, Taker::Authenticated), "a session still opens");
+        assert!(t.take(&n, 1, Taker::Agent("a")), "a session still opens");
         // Single use across both: a nonce one taker used, the other cannot.
         let n = t.issue(100).unwrap();
-        assert!(t.take(&n, 1, Taker::Authenticated));
+        assert!(t.take(&n, 1, Taker::Agent("a")));
         assert!(!t.take(&n, 1, Taker::Unauthenticated));
+    }
+
+    /// The second review: one compromised node (its own credential, its own
+    /// key) loops sessions and renewals; it meets its own cap, not everyone's.
+    #[test]
+    fn attacker_one_node_cannot_fill_the_authenticated_memory() {
+        let mut t = Nonces::new(1_000).unwrap();
+        for _ in 0..PER_AGENT_CAP {
+            let n = t.issue(100).unwrap();
+            assert!(t.take(&n, 1, Taker::Agent("greedy")));
+        }
+        let n = t.issue(100).unwrap();
+        assert!(!t.take(&n, 1, Taker::Agent("greedy")), "its cap");
+        let n = t.issue(100).unwrap();
+        assert!(t.take(&n, 1, Taker::Agent("other")), "others unaffected");
+        // Its share frees up as its nonces expire.
+        let n = t.issue(300).unwrap();
+        assert!(t.take(&n, 150, Taker::Agent("greedy")));
     }
 }

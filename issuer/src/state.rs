@@ -26,9 +26,9 @@ pub const SESSION_TTL_SECS: u64 = 3600;
 /// How often the store's revision is polled.
 pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The member of a stored JWK that names the chain (its token `jti`) whose
-/// key it is. Stripped before the bundle is served.
-const CHAIN_MEMBER: &str = "lanyard_chain";
+/// The member of a stored JWK that holds its replica's chain token, which the
+/// org key verifies. Stripped before the bundle is served.
+const CHAIN_TOKEN_MEMBER: &str = "lanyard_chain_token";
 /// The member of a stored JWK that holds its chain's CA certificate (base64
 /// DER). Stripped before the bundle is served.
 const CHAIN_CRT_MEMBER: &str = "lanyard_chain_crt";
@@ -38,41 +38,67 @@ const CHAIN_CRT_MEMBER: &str = "lanyard_chain_crt";
 /// JWT-SVIDs and X.509-SVIDs stop validating with what agents serve as soon as
 /// they sync.
 ///
+/// The store is not trusted for either: a row counts for its chain only if its
+/// chain token verifies with the org key now, with the issuer role, and a
+/// certificate becomes a root only if the org signed it for that chain's key.
+/// A row with a token that does not verify is dropped whole. A row without a
+/// token (a replica from before this release) keeps its JWT key, as before,
+/// and gives no root.
+///
 /// The X.509 roots are the live replicas' chain CA certificates rather than the
 /// org root: the org key is offline and can sign no CRL, so leaving a chain out
-/// of the roots is how its SVIDs are revoked. If any live key was published
-/// without its chain certificate (a replica from before this release), the
-/// roots are empty, which means "serve the org root": nothing breaks during an
-/// upgrade, and revocation of X.509 starts once every replica runs this code.
-pub fn bundle_parts(keys: &[(String, String)], denied: &Denied) -> (Vec<u8>, Vec<Vec<u8>>) {
+/// of the roots is how its SVIDs are revoked. When every chain is revoked there
+/// are no roots, and nothing validates.
+pub fn bundle_parts(
+    keys: &[(String, String)],
+    denied: &Denied,
+    org: &lanyard_token::PublicKey,
+    now: u64,
+) -> (Vec<u8>, Vec<Vec<u8>>) {
     use base64::Engine as _;
     let mut jwks = Vec::new();
-    let mut roots = Vec::new();
-    let mut all_known = true;
+    let mut roots: Vec<Vec<u8>> = Vec::new();
     for (_, text) in keys {
         let Ok(serde_json::Value::Object(mut jwk)) = serde_json::from_str(text) else {
             continue;
         };
-        let chain = jwk
-            .remove(CHAIN_MEMBER)
+        let token = jwk
+            .remove(CHAIN_TOKEN_MEMBER)
             .and_then(|c| c.as_str().map(str::to_owned));
         let crt = jwk
             .remove(CHAIN_CRT_MEMBER)
             .and_then(|c| c.as_str().map(str::to_owned))
             .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
-        if chain.as_ref().is_some_and(|c| denied.chains.contains(c)) {
-            continue;
-        }
-        match crt {
-            Some(der) if !roots.contains(&der) => roots.push(der),
-            Some(_) => {}
-            None => all_known = false,
+        if let Some(token) = token {
+            let chain = lanyard_token::Verifier::new(*org).verify(&token, now);
+            let Ok(chain) = chain else { continue };
+            let live_issuer = matches!(chain.anchor(), lanyard_token::Anchor::Org)
+                && chain.has_role(lanyard_token::claims::ROLE_ISSUER)
+                && !chain
+                    .claims()
+                    .jti
+                    .as_ref()
+                    .is_some_and(|j| denied.chains.contains(j));
+            if !live_issuer {
+                continue;
+            }
+            let certified = match (&crt, chain.holder()) {
+                (Some(der), Some(key)) => {
+                    lanyard_agent::tls_identity::org_certifies(der, org, &key)
+                }
+                _ => false,
+            };
+            if let (true, Some(der)) = (certified, crt) {
+                if !roots.contains(&der) {
+                    roots.push(der);
+                }
+            }
         }
         jwks.push(serde_json::Value::Object(jwk));
     }
     let jwks = serde_json::to_vec(&serde_json::json!({"keys": jwks, "spiffe_refresh_hint": 300}))
         .unwrap_or_default();
-    (jwks, if all_known { roots } else { Vec::new() })
+    (jwks, roots)
 }
 
 /// Everything the issuer serves from, as of one store revision.
@@ -90,8 +116,9 @@ pub struct View {
     pub deny_list: String,
     /// The JWKS of every replica's JWT-SVID key.
     pub jwks: Vec<u8>,
-    /// The X.509 roots agents serve: the CA certificates (DER) of the live,
-    /// unrevoked replica chains; empty means "the org root" (see [`bundle_parts`]).
+    /// The CA certificates (DER) of the live, unrevoked replica chains, which
+    /// agents serve as X.509 roots unless `x509_bundle = "org"` (see
+    /// [`bundle_parts`]).
     pub x509_roots: Vec<Vec<u8>>,
 }
 
@@ -170,6 +197,9 @@ pub struct Issuer {
     /// Per-agent limit on session opening: a budget of its own, keyed by the
     /// verified agent id, so no flood from the agent's address can starve it.
     pub session_limit: RateLimiter,
+    /// Serve the live chains' CA certificates as X.509 roots (`x509_bundle =
+    /// "chains"`), or the org root.
+    pub x509_chain_roots: bool,
     view: watch::Sender<Arc<View>>,
     /// One refresh at a time: two racing refreshes could otherwise publish an
     /// older snapshot after a newer one (an agent just attested would vanish).
@@ -198,6 +228,7 @@ impl Issuer {
             sign_limit: RateLimiter::new(limits.sign_per_sec, limits.sign_burst),
             attest_limit: RateLimiter::new(limits.attest_per_sec, limits.attest_burst),
             session_limit: RateLimiter::new(limits.attest_per_sec, limits.attest_burst),
+            x509_chain_roots: true,
             view: watch::channel(Arc::new(View::default())).0,
             refreshing: tokio::sync::Mutex::new(()),
             nonces: Mutex::new(crate::nonces::Nonces::new(MAX_NONCES)?),
@@ -222,7 +253,7 @@ impl Issuer {
         // The stored JWK names its chain, so that revoking the chain drops the
         // key from every agent's bundle (see `bundle_jwks`).
         let mut jwk = jwt.jwk().clone();
-        jwk[CHAIN_MEMBER] = self.authority.chain().jti().into();
+        jwk[CHAIN_TOKEN_MEMBER] = self.authority.chain().token().into();
         jwk[CHAIN_CRT_MEMBER] = base64::engine::general_purpose::STANDARD
             .encode(self.authority.chain_der())
             .into();
@@ -282,7 +313,7 @@ impl Issuer {
             )
             .map_err(|e| StoreError::Invalid(e.to_string()))?
         };
-        let (jwks, x509_roots) = bundle_parts(&keys, &denied);
+        let (jwks, x509_roots) = bundle_parts(&keys, &denied, &self.authority.org(), now);
         let view = View {
             revision,
             entries,
@@ -302,7 +333,7 @@ impl Issuer {
     }
 
     /// Uses up a nonce: `true` once, if this replica issued it and it is fresh.
-    pub fn take_nonce(&self, nonce: &[u8], now: u64, taker: crate::nonces::Taker) -> bool {
+    pub fn take_nonce(&self, nonce: &[u8], now: u64, taker: crate::nonces::Taker<'_>) -> bool {
         self.nonces
             .lock()
             .is_ok_and(|mut t| t.take(nonce, now, taker))
@@ -435,57 +466,90 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// Finding 3: a revoked chain's JWT-SVID key and CA certificate leave the
-    /// bundle; a key published without its certificate keeps the org root.
+    /// Finding 3 and the second review: a revoked chain's JWT key and CA
+    /// certificate leave the bundle; a forged row (a token that does not
+    /// verify, a certificate the org did not sign, a role-less chain) adds no
+    /// root; a legacy row keeps only its JWT key; all revoked means no roots.
     #[test]
-    fn attacker_a_revoked_chain_leaves_the_bundle() {
+    fn attacker_revoked_or_forged_chains_leave_the_bundle() {
         use base64::Engine as _;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let row = |kid: &str, chain: &str| {
-            (
-                kid.to_owned(),
-                format!(
-                    r#"{{"kid":"{kid}","kty":"EC","lanyard_chain":"{chain}","lanyard_chain_crt":"{}"}}"#,
-                    b64(&format!("crt-{chain}"))
-                ),
-            )
+        let now = lanyard_agent::api::now();
+        let org = lanyard_token::KeyPair::generate().unwrap();
+        let chain = |name: &str, roles: Vec<String>, org: &lanyard_token::KeyPair| {
+            let key = lanyard_token::KeyPair::generate().unwrap();
+            let req = lanyard_token::DelegateRequest {
+                name: name.into(),
+                validity_secs: 3_600,
+                roles,
+                ..Default::default()
+            };
+            let token = lanyard_token::delegate(org, &key.public(), &req, now - 10).unwrap();
+            let (_, crt) =
+                lanyard_agent::svid::delegate_certs(org, &key.public(), &[], now - 10, now + 3_600)
+                    .unwrap();
+            let der = lanyard_agent::pem::decode_certs(&crt).remove(0);
+            (token, der)
         };
-        let keys = vec![row("k1", "chainA"), row("k2", "chainB")];
+        let row = |kid: &str, token: &str, der: &[u8]| {
+            let mut jwk = serde_json::json!({"kid": kid, "kty": "EC"});
+            jwk[CHAIN_TOKEN_MEMBER] = token.into();
+            jwk[CHAIN_CRT_MEMBER] = base64::engine::general_purpose::STANDARD.encode(der).into();
+            (kid.to_owned(), jwk.to_string())
+        };
+        let issuer = || vec!["issuer".to_owned()];
+        let (ta, ca) = chain("a", issuer(), &org);
+        let (tb, cb) = chain("b", issuer(), &org);
+        let (tg, cg) = chain("gateway", vec![], &org);
+        let (tr, cr) = chain(
+            "rogue",
+            issuer(),
+            &lanyard_token::KeyPair::generate().unwrap(),
+        );
         let parts = |keys: &[(String, String)], denied: &Denied| {
-            let (jwks, roots) = bundle_parts(keys, denied);
+            let (jwks, roots) = bundle_parts(keys, denied, &org.public(), now);
             let doc: serde_json::Value = serde_json::from_slice(&jwks).unwrap();
             let kids: Vec<String> = doc["keys"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|k| {
-                    assert!(k.get(CHAIN_MEMBER).is_none(), "stripped");
+                    assert!(k.get(CHAIN_TOKEN_MEMBER).is_none(), "stripped");
                     assert!(k.get(CHAIN_CRT_MEMBER).is_none(), "stripped");
                     k["kid"].as_str().unwrap().to_owned()
                 })
                 .collect();
-            let roots: Vec<String> = roots
-                .into_iter()
-                .map(|r| String::from_utf8(r).unwrap())
-                .collect();
             (kids, roots)
         };
+        let mut keys = vec![row("k1", &ta, &ca), row("k2", &tb, &cb)];
         assert_eq!(
             parts(&keys, &Denied::default()),
-            (
-                vec!["k1".into(), "k2".into()],
-                vec!["crt-chainA".into(), "crt-chainB".into()]
-            )
+            (vec!["k1".into(), "k2".into()], vec![ca.clone(), cb.clone()])
         );
+        let jti = |t: &str| {
+            lanyard_token::Verifier::new(org.public())
+                .verify(t, now)
+                .unwrap()
+                .claims()
+                .jti
+                .clone()
+                .unwrap()
+        };
         let mut denied = Denied::default();
-        denied.chains.insert("chainA".into());
-        assert_eq!(
-            parts(&keys, &denied),
-            (vec!["k2".into()], vec!["crt-chainB".into()])
-        );
-        // A replica from before this release: no certificate, so the org root.
-        let mut old = keys.clone();
-        old.push(("k3".into(), r#"{"kid":"k3","kty":"EC"}"#.into()));
-        assert_eq!(parts(&old, &denied).1, Vec::<String>::new());
+        denied.chains.insert(jti(&ta));
+        assert_eq!(parts(&keys, &denied), (vec!["k2".into()], vec![cb.clone()]));
+        // Forged rows: b's token with another certificate (the org signed it,
+        // but for another key), a role-less chain, another org's chain.
+        keys.push(row("k3", &tb, &ca));
+        keys.push(row("k4", &tg, &cg));
+        keys.push(row("k5", &tr, &cr));
+        let (kids, roots) = parts(&keys, &denied);
+        assert_eq!(kids, ["k2", "k3"], "k4 and k5 dropped whole");
+        assert_eq!(roots, vec![cb.clone()]);
+        // A legacy row: its JWT key, no root.
+        keys.push(("k6".into(), r#"{"kid":"k6","kty":"EC"}"#.into()));
+        assert_eq!(parts(&keys, &denied).1, vec![cb.clone()]);
+        // Every chain revoked: no roots at all, never the org root.
+        denied.chains.insert(jti(&tb));
+        assert!(parts(&keys, &denied).1.is_empty());
     }
 }

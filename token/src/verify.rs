@@ -547,6 +547,27 @@ impl Verifier {
         if let Some(sub) = claims.sub.as_deref() {
             subject::validate_for(&claims.purpose, sub)?;
         }
+        // Choria consumers read `callerid` / `identity`, not `sub`: under
+        // lanyard rules they must name the same subject, or a constrained
+        // chain could put an in-prefix `sub` beside `callerid: choria=admin`.
+        // (A chain issuer token's own `callerid` is its name, and it has no
+        // `sub`; only leaves are held to this.)
+        if let Anchor::Chain { .. } = anchor {
+            for name in ["callerid", "identity"] {
+                if let Some(v) = claims.extra.get(name) {
+                    if v.as_str() != claims.sub.as_deref() {
+                        return Err(invalid(
+                            if name == "callerid" {
+                                "callerid"
+                            } else {
+                                "identity"
+                            },
+                            "must equal sub",
+                        ));
+                    }
+                }
+            }
+        }
         if let Anchor::Chain { .. } = anchor {
             let grant = claims
                 .lanyard_chain

@@ -518,3 +518,36 @@ fn attacker_choria_purposes_cannot_escape_a_prefix() {
         }
     }
 }
+
+/// The second review: a constrained chain's seed signs an in-prefix `sub`
+/// beside `callerid: choria=admin`, which Choria consumers read instead.
+#[test]
+fn attacker_choria_name_claims_must_equal_sub() {
+    let c = Constraints {
+        subject_prefixes: vec!["spiffe://example.org/web".into()],
+        ..Constraints::default()
+    };
+    let org = Org::new(30 * DAY, c);
+    let holder = KeyPair::generate().unwrap().public();
+    let mut req = LeafRequest::workload("spiffe://example.org/web/api", holder, 60);
+    req.purpose = "choria_client_id".into();
+    let good = org.issuer().mint(&req, T0).unwrap();
+    Verifier::new(org.org.public())
+        .verify(&good, T0 + 1)
+        .unwrap();
+    for (name, purpose) in [
+        ("callerid", "choria_client_id"),
+        ("identity", "choria_server"),
+    ] {
+        let mut claims = payload(&good);
+        claims.purpose = purpose.into();
+        claims.extra.insert(name.into(), "choria=admin".into());
+        let forged = forge(&claims, &org.chain_key);
+        assert!(
+            Verifier::new(org.org.public())
+                .verify(&forged, T0 + 1)
+                .is_err(),
+            "{name}"
+        );
+    }
+}
