@@ -132,8 +132,9 @@ pub struct CheckProofArgs {
     /// File holding the nonce; its exact bytes were signed.
     #[arg(long)]
     pub nonce_file: PathBuf,
-    /// The signature, unpadded base64url.
-    #[arg(long)]
+    /// The signature, unpadded base64url. It may start with '-' (one signature
+    /// in 64 does), which must not be read as an option.
+    #[arg(long, allow_hyphen_values = true)]
     pub signature: String,
     /// Also verify the token itself against this org public key.
     #[arg(long)]

@@ -275,6 +275,19 @@ fn org_delegate_mint_view_verify() {
         "--signature",
         wrong.trim(),
     ]);
+    // One signature in 64 starts with '-' (base64url): it is a value, not an
+    // option (a flaky end-to-end test found this): a wrong one is invalid (1),
+    // never a usage error (2).
+    invalid(&[
+        "token",
+        "check-proof",
+        "--token",
+        &out,
+        "--nonce-file",
+        &t.p("nonce"),
+        "--signature",
+        &format!("-C{}", &wrong.trim()[2..]),
+    ]);
 
     // A holder-supplied public key: no seed is written.
     let holder = Tmp::new("holder");
