@@ -152,7 +152,7 @@ impl IssuerPolicy {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let mut verifier = Verifier::new(self.org);
-        if let Some(list) = deny.clone() {
+        if let Some(list) = deny {
             verifier = verifier.with_deny_list(list);
         }
         let chain = verifier.verify(token, now).map_err(|e| match e {

@@ -37,7 +37,7 @@ pub struct NodeService {
     pub shutdown: watch::Receiver<bool>,
 }
 
-pub(crate) fn now() -> u64 {
+fn now() -> u64 {
     lanyard_agent::api::now()
 }
 

@@ -424,7 +424,7 @@ impl Issuer {
         lanyard_token::deny::parse(
             &view.deny_list,
             &self.authority.org(),
-            crate::node_api::now(),
+            lanyard_agent::api::now(),
         )
         .ok()
         .map(|list| v.with_deny_list(list))

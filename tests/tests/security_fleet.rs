@@ -48,10 +48,15 @@ fn delegate(f: &Fleet, name: &str, extra: &[&str]) {
     );
 }
 
+/// Chain `name`'s key, from its seed file (what an attacker who stole it holds).
+fn chain_key(f: &Fleet, name: &str) -> KeyPair {
+    let seed = std::fs::read_to_string(f.dir.join(&format!("{name}/chain.seed"))).unwrap();
+    KeyPair::from_seed_text(&seed).unwrap()
+}
+
 fn chain(f: &Fleet, name: &str) -> ChainIssuer {
     let jwt = std::fs::read_to_string(f.dir.join(&format!("{name}/chain.jwt"))).unwrap();
-    let seed = std::fs::read_to_string(f.dir.join(&format!("{name}/chain.seed"))).unwrap();
-    ChainIssuer::new(&jwt, KeyPair::from_seed_text(&seed).unwrap()).unwrap()
+    ChainIssuer::new(&jwt, chain_key(f, name)).unwrap()
 }
 
 fn org(f: &Fleet) -> PublicKey {
@@ -141,8 +146,7 @@ fn attacker_a_gateway_chain_cannot_open_a_session_as_a_node() {
         let mut claims: Claims =
             serde_json::from_slice(&jws::parse(&leaf).unwrap().payload).unwrap();
         claims.purpose = "lanyard_agent".into();
-        let seed = std::fs::read_to_string(f.dir.join("gateway/chain.seed")).unwrap();
-        let gw_key = KeyPair::from_seed_text(&seed).unwrap();
+        let gw_key = chain_key(&f, "gateway");
         let forged = jws::encode(&serde_json::to_vec(&claims).unwrap(), |m| gw_key.sign(m));
         let e = open_session(&mut c, &forged, &attacker).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
@@ -199,8 +203,7 @@ fn attacker_a_superseded_agent_credential_opens_no_session() {
 /// token. Returns the address and the counter.
 fn impostor(f: &Fleet, name: &str) -> (String, Arc<AtomicUsize>, tokio::runtime::Runtime) {
     let c = chain(f, name);
-    let seed = std::fs::read_to_string(f.dir.join(&format!("{name}/chain.seed"))).unwrap();
-    let key = KeyPair::from_seed_text(&seed).unwrap();
+    let key = chain_key(f, name);
     let one = |file: &str| {
         let pem = std::fs::read_to_string(f.dir.join(&format!("{name}/{file}"))).unwrap();
         lanyard_agent::pem::decode_certs(&pem).remove(0)
@@ -435,8 +438,7 @@ fn attacker_a_constrained_chain_cannot_sign_x509_outside_its_grant() {
     delegate(&f, "free", &[]);
     let sign = |name: &str, id: &str| {
         let c = chain(&f, name);
-        let seed = std::fs::read_to_string(f.dir.join(&format!("{name}/chain.seed"))).unwrap();
-        let key = KeyPair::from_seed_text(&seed).unwrap();
+        let key = chain_key(&f, name);
         let pem = std::fs::read_to_string(f.dir.join(&format!("{name}/chain.crt"))).unwrap();
         let der = lanyard_agent::pem::decode_certs(&pem).remove(0);
         let signer =
