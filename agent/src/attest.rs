@@ -205,7 +205,7 @@ pub const REUSE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// What must be unchanged for a connection to reuse its last attestation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
-    exe: (u64, u64, i64, i64),
+    exe: (u64, u64, i64, i64, i64, i64),
     ids: (u32, u32),
 }
 
@@ -217,7 +217,15 @@ fn fingerprint(pid: i32) -> Option<Fingerprint> {
     // /proc/PID/status costs the kernel a page of formatting.
     let d = std::fs::metadata(format!("/proc/{pid}")).ok()?;
     Some(Fingerprint {
-        exe: (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()),
+        // ctime too: the owner can reset mtime after rewriting the file in place.
+        exe: (
+            m.dev(),
+            m.ino(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ),
         ids: (d.uid(), d.gid()),
     })
 }

@@ -4,7 +4,8 @@
 //! `/proc/PID/cgroup` is written by the kernel: a process can move between cgroups
 //! only where it has write access to the cgroup filesystem, and it cannot make the
 //! file say anything else. That is why it is the source of truth here, and why
-//! `/proc/PID/mountinfo` ([`container_from_mountinfo`]) is only a fallback.
+//! `/proc/PID/mountinfo` is never read: a process can rearrange its own mount
+//! table in a user and mount namespace, so it says nothing the agent can trust.
 //!
 //! Each line is `hierarchy-id:controllers:path`. Cgroup v2 has one line, `0::/path`;
 //! v1 has one line per hierarchy (`12:pids:/kubepods/…`, `1:name=systemd:/…`);
@@ -30,9 +31,16 @@
 //!
 //! Trust: a cgroup's name is chosen by whoever created it. Under cgroup v2 an
 //! unprivileged user can create cgroups only in a subtree delegated to them (below
-//! `user@UID.service`, or inside a container given a writable cgroupfs), so a name
-//! found there — rootless podman's `libpod-<id>.scope` — is only as trustworthy as
-//! that user. Entries for such workloads should also pin `unix:uid`.
+//! `user@UID.service`, or inside a container given a writable cgroupfs), and pod
+//! uids and container ids are world-readable in every `/proc/PID/cgroup`. So a
+//! user who makes `…/user@1001.service/kubepods.slice/…/cri-containerd-<id>.scope`
+//! and moves into it would carry another container's name. The parser therefore
+//! drops every id found at or below a `user@*.service` segment
+//! ([`Distrust::Delegated`]), and reports where each remaining id was found
+//! ([`CgroupInfo::claims`]) so that the container attestor can check that those
+//! directories are owned by root ([`crate::container`]). Rootless containers
+//! (rootless podman's `libpod-<id>.scope`) get no container selectors: entries
+//! for them pin `unix:uid`.
 
 use std::fmt;
 
@@ -86,6 +94,79 @@ pub struct CgroupInfo {
     /// The systemd service the process belongs to (`nginx.service`), if it is in
     /// one and not in a container.
     pub systemd_unit: Option<String>,
+    /// Where the container id and pod uid were found: one directory per line that
+    /// named them, cut after the innermost segment that did. Empty when there are
+    /// no ids. The container attestor checks who owns these.
+    pub claims: Vec<CgroupClaim>,
+    /// Why ids the path named were dropped, if they were. The ids are then `None`
+    /// (and so are `runtime` and the claims), so that nothing downstream can use
+    /// a name the caller may have chosen itself.
+    pub distrust: Option<Distrust>,
+}
+
+impl CgroupInfo {
+    /// Drops the container id, pod uid and runtime, saying why.
+    pub fn distrust(&mut self, why: Distrust) {
+        self.container_id = None;
+        self.pod_uid = None;
+        self.runtime = None;
+        self.claims.clear();
+        self.distrust = Some(why);
+    }
+}
+
+/// One cgroup directory that named a container or pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupClaim {
+    /// The hierarchy id (`0` for the unified hierarchy).
+    pub hierarchy: u32,
+    /// The hierarchy's controllers as the line lists them (`memory`,
+    /// `cpu,cpuacct`, `name=systemd`; empty on the unified line).
+    pub controllers: String,
+    /// The path from the hierarchy's root, up to and including the innermost
+    /// segment that named the container (or the pod).
+    pub dir: String,
+}
+
+/// Why a cgroup's container or pod names are not believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Distrust {
+    /// The names are below a `user@*.service`: a subtree systemd delegates to an
+    /// unprivileged user, who may name cgroups there at will.
+    #[error("{dir} is in a user's delegated cgroup subtree")]
+    Delegated {
+        /// The path as `/proc/PID/cgroup` shows it.
+        dir: String,
+    },
+    /// A directory on the way to the container's cgroup is owned by a user other
+    /// than root, who could have created it under any name.
+    #[error("cgroup {dir} is owned by uid {uid}, not root")]
+    NotRootOwned {
+        /// The directory on the agent's cgroup filesystem.
+        dir: String,
+        /// Its owner.
+        uid: u32,
+    },
+    /// The directory could not be found on the agent's cgroup filesystems (the
+    /// path leaves the agent's cgroup namespace, or the hierarchy is not
+    /// mounted), so its owner cannot be checked.
+    #[error("cannot check who owns cgroup {dir}: {reason}")]
+    Unverifiable {
+        /// The path as `/proc/PID/cgroup` shows it.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
+    /// The container runtime does not put this process's container where the
+    /// cgroup path says (another cgroup, or no such running container).
+    #[error("the container runtime does not confirm container {id}: {reason}")]
+    NotConfirmed {
+        /// The container id from the path.
+        id: String,
+        /// What the runtime said.
+        reason: String,
+    },
 }
 
 /// Why a cgroup file was refused.
@@ -129,6 +210,8 @@ pub fn parse_cgroup(text: &str) -> Result<CgroupInfo, CgroupError> {
     // systems, else the unified `0::` line.
     let mut systemd_path: Option<(bool, &str)> = None;
     let mut any = false;
+    // The first claim found inside a user's delegated subtree.
+    let mut delegated: Option<String> = None;
     for (i, raw) in text.lines().enumerate() {
         if raw.is_empty() {
             continue;
@@ -140,6 +223,17 @@ pub fn parse_cgroup(text: &str) -> Result<CgroupInfo, CgroupError> {
             })?;
         any = true;
         let found = analyze_path(path);
+        if let Some(end) = found.claim_end {
+            let dir = cut_after(path, end);
+            if found.delegated && delegated.is_none() {
+                delegated = Some(dir.to_owned());
+            }
+            info.claims.push(CgroupClaim {
+                hierarchy,
+                controllers: controllers.to_owned(),
+                dir: dir.to_owned(),
+            });
+        }
         if let Some(id) = found.id {
             merge(&mut info.container_id, id, "container")?;
             if let Some(rt) = found.runtime {
@@ -160,6 +254,12 @@ pub fn parse_cgroup(text: &str) -> Result<CgroupInfo, CgroupError> {
     if !any {
         return Err(CgroupError::Empty);
     }
+    // One delegated line is enough to drop every id: the lines of one process
+    // cannot name two places, and a fail-closed answer costs nothing but the
+    // container selectors.
+    if let Some(dir) = delegated {
+        info.distrust(Distrust::Delegated { dir });
+    }
     // A service's name is reported only for host processes: a container inside a
     // service's subtree (`containerd.service/…:cri-containerd:<id>`) is not that
     // service, and must not match entries written for it.
@@ -167,60 +267,6 @@ pub fn parse_cgroup(text: &str) -> Result<CgroupInfo, CgroupError> {
         info.systemd_unit = systemd_path.and_then(|(_, p)| service_of(p));
     }
     Ok(info)
-}
-
-/// Finds a container id in the cgroup mounts of `/proc/PID/mountinfo`: lines whose
-/// filesystem is `cgroup` or `cgroup2`, mounted under `/sys/fs/cgroup`, and whose
-/// root field is a container's cgroup (`/docker/<id>`, `/kubepods/…/<id>`).
-///
-/// This is only a fallback for when `/proc/PID/cgroup` names no container. The
-/// mount table belongs to the process's mount namespace, which the process (or
-/// anyone who can create a user and mount namespace, often any local user) can
-/// rearrange: bind-mounting another container's cgroup directory over
-/// `/sys/fs/cgroup` makes this file name that container. `/proc/PID/cgroup` is the
-/// kernel's record of where the process is, and the process cannot rewrite it.
-///
-/// Two different ids across the cgroup mounts give `None`: a fallback does not
-/// guess.
-pub fn container_from_mountinfo(text: &str) -> Option<(String, Option<Runtime>)> {
-    let mut id: Option<String> = None;
-    let mut runtime: Option<Runtime> = None;
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        // id parent major:minor root mount-point options [optional…] - fstype source super-options
-        let (Some(root), Some(mount_point)) = (fields.get(3), fields.get(4)) else {
-            continue;
-        };
-        let Some(dash) = fields.iter().skip(5).position(|f| *f == "-") else {
-            continue;
-        };
-        let fstype = fields.get(5 + dash + 1).copied().unwrap_or("");
-        if !matches!(fstype, "cgroup" | "cgroup2") || !mount_point.starts_with("/sys/fs/cgroup") {
-            continue;
-        }
-        let found = analyze_path(root);
-        let Some(found_id) = found.id else { continue };
-        match &id {
-            Some(seen) if *seen != found_id => return None,
-            _ => id = Some(found_id),
-        }
-        if found.runtime.is_some() {
-            if runtime.is_some() && runtime != found.runtime {
-                return None;
-            }
-            runtime = found.runtime;
-        }
-    }
-    id.map(|id| (id, runtime))
-}
-
-/// Whether every line of a (successfully parsed) cgroup file puts the process at
-/// the root of the reader's cgroup namespace: no path says where it is at all.
-pub(crate) fn at_namespace_root(text: &str) -> bool {
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .filter_map(split_line)
-        .all(|(_, _, path)| path == "/")
 }
 
 /// `hierarchy-id:controllers:path`, with the path checked to be absolute. The path
@@ -265,6 +311,10 @@ struct Found {
     id: Option<String>,
     runtime: Option<Runtime>,
     pod_uid: Option<String>,
+    /// Index of the innermost segment that named the id or pod kept above.
+    claim_end: Option<usize>,
+    /// Whether a `user@*.service` segment comes at or before `claim_end`.
+    delegated: bool,
 }
 
 /// What one path segment is.
@@ -361,7 +411,14 @@ fn analyze_path(path: &str) -> Found {
     // Whether a runtime or kubelet already showed up on this path, which rules out
     // reading a trailing bare id as containerd's `/<namespace>/<id>`.
     let mut marked = false;
+    // Index of the pending pod's segment.
+    let mut pending_at = 0;
+    // Index of the first `user@*.service` segment.
+    let mut user_service: Option<usize> = None;
     for (i, seg) in segments.iter().enumerate() {
+        if user_service.is_none() && is_user_service(seg) {
+            user_service = Some(i);
+        }
         match classify(seg) {
             Segment::Container {
                 id,
@@ -372,6 +429,7 @@ fn analyze_path(path: &str) -> Found {
                 found.runtime = Some(runtime);
                 found.pod_uid = pod_uid.or_else(|| pending_pod.take());
                 pending_pod = None;
+                found.claim_end = Some(i);
                 marked = true;
             }
             Segment::BareId(id) => {
@@ -391,10 +449,12 @@ fn analyze_path(path: &str) -> Found {
                 };
                 found.id = Some(id);
                 found.pod_uid = pending_pod.take();
+                found.claim_end = Some(i);
                 marked = true;
             }
             Segment::Pod(uid) => {
                 pending_pod = Some(uid);
+                pending_at = i;
                 marked = true;
             }
             Segment::Marker => marked = true,
@@ -404,10 +464,42 @@ fn analyze_path(path: &str) -> Found {
     // A pod cgroup with no container below it (conmon, or a process the runtime
     // left in the pod's cgroup) is still that pod's. Below a container it would
     // be a pod of a nested cluster the process is not in a container of.
-    if found.id.is_none() {
+    if found.id.is_none() && pending_pod.is_some() {
         found.pod_uid = pending_pod;
+        found.claim_end = Some(pending_at);
     }
+    found.delegated = matches!((user_service, found.claim_end), (Some(u), Some(end)) if u <= end);
     found
+}
+
+/// `user@UID.service`: the per-user systemd manager, which systemd gives a
+/// delegated cgroup subtree that the user controls.
+fn is_user_service(seg: &str) -> bool {
+    seg.strip_prefix("user@")
+        .and_then(|r| r.strip_suffix(".service"))
+        .is_some_and(|uid| !uid.is_empty())
+}
+
+/// `path` cut after its `end`-th non-empty segment (0-based), keeping the
+/// leading `/` and any `..` segments as they were.
+fn cut_after(path: &str, end: usize) -> &str {
+    let mut seen = 0;
+    let mut pos = 0;
+    for (start, seg) in path.split('/').scan(0usize, |at, seg| {
+        let start = *at;
+        *at += seg.len() + 1;
+        Some((start, seg))
+    }) {
+        if seg.is_empty() {
+            continue;
+        }
+        if seen == end {
+            pos = start + seg.len();
+            break;
+        }
+        seen += 1;
+    }
+    &path[..pos]
 }
 
 /// The service a cgroup path belongs to, as `sd_pid_get_unit` finds it: skip the
@@ -662,12 +754,13 @@ mod tests {
             unit: None,
         },
         Case {
+            // Named by the user in their own delegated subtree: not believed.
             name: "podman rootless, cgroup v2",
             text: "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-0eb77701f5b8e7b7d9eb434bdd7777e1999217cb9c5cfeaa5fca746f813033ee.scope/container\n",
-            id: Some("0eb77701f5b8e7b7d9eb434bdd7777e1999217cb9c5cfeaa5fca746f813033ee"),
+            id: None,
             pod: None,
-            runtime: Some(Runtime::Podman),
-            unit: None,
+            runtime: None,
+            unit: Some("user@1000.service"),
         },
         Case {
             name: "podman conmon",
@@ -866,13 +959,25 @@ mod tests {
     fn table() {
         for case in CASES {
             let info = parse_cgroup(case.text).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-            let want = CgroupInfo {
-                container_id: case.id.map(str::to_owned),
-                pod_uid: case.pod.map(str::to_owned),
-                runtime: case.runtime,
-                systemd_unit: case.unit.map(str::to_owned),
-            };
-            assert_eq!(info, want, "{}", case.name);
+            let got = (
+                info.container_id.as_deref(),
+                info.pod_uid.as_deref(),
+                info.runtime,
+                info.systemd_unit.as_deref(),
+            );
+            assert_eq!(
+                got,
+                (case.id, case.pod, case.runtime, case.unit),
+                "{}",
+                case.name
+            );
+            // Every id comes with where it was found.
+            assert_eq!(
+                info.claims.is_empty(),
+                info.container_id.is_none() && info.pod_uid.is_none(),
+                "{}",
+                case.name
+            );
         }
     }
 
@@ -992,64 +1097,78 @@ mod tests {
         assert_eq!(Runtime::Podman.to_string(), "podman");
     }
 
+    /// The review's attack: a user makes a pod's and a container's cgroup names
+    /// inside `user@1001.service` and moves into it.
     #[test]
-    fn mountinfo() {
-        let id = "a9368847e25405f4987469069d914b9b8d0b5df15c332e69987a8eae3d8178cd";
-        // Docker, cgroup v1, the container's view with the host's cgroup namespace.
-        let docker_v1 = format!(
-            "\
-1261 1256 0:53 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/Q3:/var/lib/docker/overlay2/l/R4,upperdir=/var/lib/docker/overlay2/x/diff,workdir=/var/lib/docker/overlay2/x/work
-1262 1261 0:56 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
-1263 1261 0:57 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,mode=755
-1264 1263 0:30 /docker/{id} /sys/fs/cgroup/systemd ro,nosuid,nodev,noexec,relatime master:11 - cgroup cgroup rw,xattr,name=systemd
-1265 1263 0:33 /docker/{id} /sys/fs/cgroup/cpu,cpuacct ro,nosuid,nodev,noexec,relatime master:16 - cgroup cgroup rw,cpu,cpuacct
-1266 1263 0:35 / /sys/fs/cgroup/rdma ro,nosuid,nodev,noexec,relatime master:18 - cgroup cgroup rw,rdma
-1290 1261 253:1 /var/lib/docker/containers/{id}/resolv.conf /etc/resolv.conf rw,relatime - ext4 /dev/vda1 rw
-"
-        );
-        assert_eq!(
-            container_from_mountinfo(&docker_v1),
-            Some((id.to_owned(), Some(Runtime::Docker)))
-        );
-        // Kubernetes, cgroup v2 with a host cgroup namespace: one cgroup2 line.
-        let k8s_v2 = format!(
-            "2101 2090 0:27 /kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod8b9dd266_60dd_4433_8e5e_3bdcc7697bee.slice/cri-containerd-{id}.scope /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate,memory_recursiveprot\n"
-        );
-        assert_eq!(
-            container_from_mountinfo(&k8s_v2),
-            Some((id.to_owned(), Some(Runtime::Containerd)))
-        );
-        // A private cgroup namespace shows `/`: nothing to find.
-        let private = "2101 2090 0:27 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate\n";
-        assert_eq!(container_from_mountinfo(private), None);
-        // An id outside a cgroup mount (the resolv.conf bind) is not looked at, nor
-        // is a cgroup filesystem mounted somewhere else.
-        let elsewhere = format!(
-            "1290 1261 253:1 /var/lib/docker/containers/{id} /etc/x rw,relatime - ext4 /dev/vda1 rw\n\
-             1291 1261 0:30 /docker/{id} /mnt/cg rw,relatime - cgroup cgroup rw,pids\n"
-        );
-        assert_eq!(container_from_mountinfo(&elsewhere), None);
-        // Two ids: no guess.
-        let other = "fc1248f679f2be66d7bb9f1ea81272e01caa54a0a42339cd045986ebc0aea8be";
-        let two = format!(
-            "{docker_v1}1300 1263 0:36 /docker/{other} /sys/fs/cgroup/pids ro,relatime - cgroup cgroup rw,pids\n"
-        );
-        assert_eq!(container_from_mountinfo(&two), None);
-        // Garbage.
-        for text in [
-            "",
-            "x",
-            "1 2 3 4 5 6 -",
-            "1 2 3 /docker/x /sys/fs/cgroup o - cgroup",
+    fn names_in_a_users_delegated_subtree_are_dropped() {
+        let id = "c72b44f312b344d22b2be689192bc97c7a1c7b7e0dec34aa172140e89d47980b";
+        for path in [
+            format!("/user.slice/user-1001.slice/user@1001.service/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod8b9dd266_60dd_4433_8e5e_3bdcc7697bee.slice/cri-containerd-{id}.scope"),
+            format!("/user.slice/user-1001.slice/user@1001.service/app.slice/docker-{id}.scope"),
+            format!("/user.slice/user-1001.slice/user@1001.service/docker/{id}"),
+            "/user.slice/user-1001.slice/user@1001.service/kubepods/pod8b9dd266-60dd-4433-8e5e-3bdcc7697bee".to_owned(),
+            // The agent in its own cgroup namespace sees the same names after `..`.
+            format!("/../../user@1001.service/x/docker-{id}.scope"),
         ] {
-            assert_eq!(container_from_mountinfo(text), None, "{text:?}");
+            for text in [format!("0::{path}\n"), format!("3:memory:/\n1:name=systemd:{path}\n0::/\n")] {
+                let info = parse_cgroup(&text).unwrap();
+                assert_eq!(info.container_id, None, "{text}");
+                assert_eq!(info.pod_uid, None, "{text}");
+                assert_eq!(info.runtime, None, "{text}");
+                assert!(info.claims.is_empty(), "{text}");
+                assert!(matches!(info.distrust, Some(Distrust::Delegated { .. })), "{text}");
+            }
         }
+        // A container runtime's own subtree, or a service named like a user's,
+        // is not a user's delegation.
+        for text in [
+            format!("0::/system.slice/docker-{id}.scope\n"),
+            format!("0::/system.slice/user@.service/docker-{id}.scope\n"),
+            format!("0::/system.slice/xuser@1001.service/docker-{id}.scope\n"),
+        ] {
+            let info = parse_cgroup(&text).unwrap();
+            assert_eq!(info.container_id.as_deref(), Some(id), "{text}");
+            assert_eq!(info.distrust, None, "{text}");
+        }
+        // A user@ segment *below* the container (a systemd inside the container)
+        // is the container's own business.
+        let info = parse_cgroup(&format!(
+            "0::/system.slice/docker-{id}.scope/user.slice/user@1000.service/app.slice\n"
+        ))
+        .unwrap();
+        assert_eq!(info.container_id.as_deref(), Some(id));
     }
 
     #[test]
-    fn namespace_root() {
-        assert!(at_namespace_root("12:memory:/\n1:name=systemd:/\n0::/\n"));
-        assert!(!at_namespace_root("1:name=systemd:/user.slice\n0::/\n"));
-        assert!(!at_namespace_root("0::/../x\n"));
+    fn claims_name_the_directory_of_the_innermost_id() {
+        let id = "c72b44f312b344d22b2be689192bc97c7a1c7b7e0dec34aa172140e89d47980b";
+        let info = parse_cgroup(&format!(
+            "4:memory:/kubepods/besteffort/pod1eea9d90-af39-488d-9c44-3171eadc1718/{id}/sub\n1:name=systemd:/kubepods/besteffort/pod1eea9d90-af39-488d-9c44-3171eadc1718\n0::/../x/docker-{id}.scope (deleted)\n"
+        ))
+        .unwrap();
+        let dirs: Vec<(u32, &str, &str)> = info
+            .claims
+            .iter()
+            .map(|c| (c.hierarchy, c.controllers.as_str(), c.dir.as_str()))
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                (
+                    4,
+                    "memory",
+                    format!("/kubepods/besteffort/pod1eea9d90-af39-488d-9c44-3171eadc1718/{id}")
+                        .as_str()
+                ),
+                (
+                    1,
+                    "name=systemd",
+                    "/kubepods/besteffort/pod1eea9d90-af39-488d-9c44-3171eadc1718"
+                ),
+                (0, "", format!("/../x/docker-{id}.scope").as_str()),
+            ]
+        );
+        assert_eq!(cut_after("//a//b/c", 1), "//a//b");
+        assert_eq!(cut_after("/a", 0), "/a");
     }
 }

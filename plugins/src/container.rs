@@ -7,16 +7,24 @@
 //! API: the id comes from the kernel's record of the process's cgroups, so it holds
 //! even when the runtime is down or lies. Checking the id against the runtime
 //! (labels, image) is for attestors built on [`ContainerAttestor::info`].
+//!
+//! A name in a cgroup path is only believed where an unprivileged user could not
+//! have chosen it: not below a `user@*.service` (the parser drops those), and
+//! only when every directory down to it is owned by root on the agent's own
+//! cgroup mounts ([`CgroupFs`]). Otherwise the process gets no container
+//! selectors at all, and entries that need them do not match.
 
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{self, CgroupInfo};
+use crate::cgroupfs::CgroupFs;
 use crate::{AttestError, ProcessRef, Selector, WorkloadAttestor};
 
 /// The `container` attestor.
 #[derive(Debug, Clone)]
 pub struct ContainerAttestor {
     proc_root: PathBuf,
+    cgroupfs: std::sync::Arc<CgroupFs>,
 }
 
 impl Default for ContainerAttestor {
@@ -30,7 +38,14 @@ impl ContainerAttestor {
     pub fn new() -> Self {
         Self {
             proc_root: PathBuf::from("/proc"),
+            cgroupfs: std::sync::Arc::new(CgroupFs::of_this_process()),
         }
+    }
+
+    /// Checks cgroup ownership on `fs` instead of the agent's own mounts (tests).
+    pub fn with_cgroupfs(mut self, fs: CgroupFs) -> Self {
+        self.cgroupfs = std::sync::Arc::new(fs);
+        self
     }
 
     /// Reads `/proc` under another root (tests, or an agent whose host `/proc` is
@@ -41,27 +56,22 @@ impl ContainerAttestor {
     }
 
     /// What the cgroups of process `pid` say: container id, pod uid, runtime and
-    /// systemd unit.
+    /// systemd unit, with the ids dropped ([`CgroupInfo::distrust`]) unless every
+    /// cgroup directory that named them is owned by root.
     ///
-    /// `/proc/PID/mountinfo` is consulted only when `/proc/PID/cgroup` names no
-    /// container *and* puts the process at the root of every hierarchy (so it says
-    /// nothing about where the process is, as when the agent shares the workload's
-    /// cgroup namespace). A process the cgroup file places anywhere — a host
-    /// process in `user.slice`, say — is not given a container id from its mount
-    /// table, which it may have rearranged itself (see
-    /// [`cgroup::container_from_mountinfo`]).
+    /// `/proc/PID/mountinfo` is never consulted: the process may have rearranged
+    /// its mount table in a namespace of its own (bind-mounting a container's
+    /// cgroup directory over `/sys/fs/cgroup`), while `/proc/PID/cgroup` is the
+    /// kernel's record of where the process is.
     pub fn info(&self, pid: i32) -> Result<CgroupInfo, AttestError> {
         let (path, text) = read_proc(&self.proc_root, pid, "cgroup")?;
         let mut info = cgroup::parse_cgroup(&text)
             .map_err(|e| AttestError::Parse(format!("{}: {e}", path.display())))?;
-        if info.container_id.is_none() && cgroup::at_namespace_root(&text) {
-            let (_, mounts) = read_proc(&self.proc_root, pid, "mountinfo")?;
-            if let Some((id, runtime)) = cgroup::container_from_mountinfo(&mounts) {
-                info.container_id = Some(id);
-                info.runtime = runtime;
-                // A service name from the cgroup file described a host process.
-                info.systemd_unit = None;
-            }
+        if let Err(why) = self.cgroupfs.check_all(&info.claims) {
+            info.distrust(why);
+        }
+        if let Some(why) = &info.distrust {
+            tracing::debug!(pid, %why, "container names in the cgroup path are not believed");
         }
         Ok(info)
     }
@@ -72,7 +82,7 @@ impl WorkloadAttestor for ContainerAttestor {
         "container"
     }
 
-    /// `/proc/PID/cgroup` (and at most `/proc/PID/mountinfo`) only.
+    /// `/proc/PID/cgroup` and a few `stat`s of cgroup directories only.
     fn is_quick(&self, _: &crate::Wanted) -> bool {
         true
     }
@@ -130,20 +140,34 @@ mod tests {
     const ID: &str = "c72b44f312b344d22b2be689192bc97c7a1c7b7e0dec34aa172140e89d47980b";
     const FORGED: &str = "c5c847ef408b575db48d31e94e1d3eb9b88719ffca09391c8fa8166bf399df00";
 
-    /// A fake `/proc` with one process, 4242.
-    fn fake_proc(cgroup: &str, mountinfo: Option<&str>) -> tempfile::TempDir {
+    fn my_uid() -> u32 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self").unwrap().uid()
+    }
+
+    /// A fake `/proc` with one process, 4242, and a fake cgroup filesystem in
+    /// `cg/` where every directory the cgroup file names exists, owned by this
+    /// test's uid (which stands in for root).
+    fn fake_proc(cgroup: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let pid = dir.path().join("4242");
         std::fs::create_dir(&pid).unwrap();
         std::fs::write(pid.join("cgroup"), cgroup).unwrap();
-        if let Some(m) = mountinfo {
-            std::fs::write(pid.join("mountinfo"), m).unwrap();
-        }
+        std::fs::write(dir.path().join("cgroup.txt"), cgroup).unwrap();
         dir
     }
 
-    fn attest(dir: &tempfile::TempDir) -> Result<Vec<String>, AttestError> {
-        let a = ContainerAttestor::new().with_proc_root(dir.path());
+    fn cgroupfs(dir: &tempfile::TempDir, owner: u32) -> CgroupFs {
+        let text = std::fs::read_to_string(dir.path().join("cgroup.txt")).unwrap_or_default();
+        crate::cgroupfs::fake(&dir.path().join("cg"), &[&text])
+            .unwrap()
+            .with_owner(owner)
+    }
+
+    fn attest_as(dir: &tempfile::TempDir, owner: u32) -> Result<Vec<String>, AttestError> {
+        let a = ContainerAttestor::new()
+            .with_proc_root(dir.path())
+            .with_cgroupfs(cgroupfs(dir, owner));
         assert_eq!(a.name(), "container");
         let p = ProcessRef {
             pid: 4242,
@@ -153,26 +177,15 @@ mod tests {
         Ok(a.attest(&p)?.iter().map(ToString::to_string).collect())
     }
 
-    /// A docker v1 container's cgroup mounts, as its own mountinfo shows them with
-    /// the host's cgroup namespace.
-    fn docker_mountinfo(id: &str) -> String {
-        format!(
-            "1261 1256 0:53 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/ABC:/var/lib/docker/overlay2/l/DEF\n\
-             1266 1263 0:28 /docker/{id} /sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime master:15 - cgroup cgroup rw,memory\n\
-             1267 1263 0:29 /docker/{id} /sys/fs/cgroup/pids ro,nosuid,nodev,noexec,relatime master:16 - cgroup cgroup rw,pids\n\
-             1268 1263 0:30 /docker/{id} /sys/fs/cgroup/systemd ro,nosuid,nodev,noexec,relatime master:9 - cgroup cgroup rw,xattr,name=systemd\n\
-             1290 1261 253:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw,relatime - ext4 /dev/vda1 rw\n"
-        )
+    fn attest(dir: &tempfile::TempDir) -> Result<Vec<String>, AttestError> {
+        attest_as(dir, my_uid())
     }
 
     #[test]
     fn kubernetes_container() {
-        let dir = fake_proc(
-            &format!(
-                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod8b9dd266_60dd_4433_8e5e_3bdcc7697bee.slice/cri-containerd-{ID}.scope\n"
-            ),
-            None,
-        );
+        let dir = fake_proc(&format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod8b9dd266_60dd_4433_8e5e_3bdcc7697bee.slice/cri-containerd-{ID}.scope\n"
+        ));
         assert_eq!(
             attest(&dir).unwrap(),
             [
@@ -183,65 +196,54 @@ mod tests {
         );
     }
 
+    /// The review's attack, on a fake filesystem: a pod's cgroup names made
+    /// where the caller could make them.
     #[test]
-    fn host_process_has_no_selectors_even_with_a_forged_mountinfo() {
-        // A local user can bind-mount a container's cgroup over /sys/fs/cgroup in
-        // their own user+mount namespace; the cgroup file still says user.slice.
-        let dir = fake_proc(
-            "0::/user.slice/user-1000.slice/session-3.scope\n",
-            Some(&docker_mountinfo(FORGED)),
+    fn names_the_caller_could_have_chosen_give_nothing() {
+        let pod = format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod8b9dd266_60dd_4433_8e5e_3bdcc7697bee.slice/cri-containerd-{ID}.scope"
         );
+        // Below a user's systemd manager.
+        let dir = fake_proc(&format!(
+            "0::/user.slice/user-1001.slice/user@1001.service/{pod}\n"
+        ));
         assert_eq!(attest(&dir).unwrap(), Vec::<String>::new());
-        let dir = fake_proc("0::/system.slice/nginx.service\n", None);
+        // Owned by someone other than root.
+        let dir = fake_proc(&format!("0::/{pod}\n"));
+        assert_eq!(
+            attest_as(&dir, my_uid().wrapping_add(1)).unwrap(),
+            Vec::<String>::new()
+        );
+        // Not on the agent's cgroup mounts (outside its cgroup namespace).
+        let dir = fake_proc(&format!("0::/../../{pod}\n"));
         assert_eq!(attest(&dir).unwrap(), Vec::<String>::new());
+        // The same path, on the agent's mounts and owned by "root": believed.
+        let dir = fake_proc(&format!("0::/{pod}\n"));
+        assert_eq!(attest(&dir).unwrap().len(), 3);
+        let a = ContainerAttestor::new()
+            .with_proc_root(dir.path())
+            .with_cgroupfs(cgroupfs(&dir, my_uid().wrapping_add(1)));
+        assert!(matches!(
+            a.info(4242).unwrap().distrust,
+            Some(cgroup::Distrust::NotRootOwned { .. })
+        ));
     }
 
     #[test]
-    fn forged_mountinfo_does_not_override_the_cgroup_id() {
-        let dir = fake_proc(
-            &format!("0::/system.slice/docker-{ID}.scope\n"),
-            Some(&docker_mountinfo(FORGED)),
-        );
-        assert_eq!(
-            attest(&dir).unwrap(),
-            [
-                format!("container:id:{ID}"),
-                "container:runtime:docker".to_owned()
-            ]
-        );
-    }
-
-    #[test]
-    fn mountinfo_fallback_when_cgroup_says_nothing() {
-        let cgroup = "12:memory:/\n11:pids:/\n1:name=systemd:/\n0::/\n";
-        let dir = fake_proc(cgroup, Some(&docker_mountinfo(ID)));
-        assert_eq!(
-            attest(&dir).unwrap(),
-            [
-                format!("container:id:{ID}"),
-                "container:runtime:docker".to_owned()
-            ]
-        );
-        // No container in the mounts either: a host process.
-        let host = "25 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
-                    31 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
-        let dir = fake_proc(cgroup, Some(host));
+    fn a_host_process_has_no_container_selectors() {
+        let dir = fake_proc("0::/user.slice/user-1000.slice/session-3.scope\n");
         assert_eq!(attest(&dir).unwrap(), Vec::<String>::new());
-        // Two containers in the mounts: no guess.
-        let two = format!("{}{}", docker_mountinfo(ID), docker_mountinfo(FORGED));
-        let dir = fake_proc(cgroup, Some(&two));
+        let dir = fake_proc("0::/system.slice/nginx.service\n");
         assert_eq!(attest(&dir).unwrap(), Vec::<String>::new());
-        // The fallback's mountinfo is required reading: if it is gone, so is the process.
-        let dir = fake_proc(cgroup, None);
-        assert!(matches!(attest(&dir), Err(AttestError::ProcessGone(4242))));
+        // At the root of every hierarchy: no container, and no mount table is
+        // consulted to find one.
+        let dir = fake_proc("12:memory:/\n11:pids:/\n1:name=systemd:/\n0::/\n");
+        assert_eq!(attest(&dir).unwrap(), Vec::<String>::new());
     }
 
     #[test]
     fn conflict_fails_closed() {
-        let dir = fake_proc(
-            &format!("4:pids:/docker/{ID}\n3:memory:/docker/{FORGED}\n"),
-            None,
-        );
+        let dir = fake_proc(&format!("4:pids:/docker/{ID}\n3:memory:/docker/{FORGED}\n"));
         let err = attest(&dir).unwrap_err();
         assert!(matches!(err, AttestError::Parse(_)), "{err}");
         assert!(err.to_string().contains(FORGED), "{err}");
@@ -249,9 +251,9 @@ mod tests {
 
     #[test]
     fn garbage_is_a_parse_error() {
-        let dir = fake_proc("not a cgroup file\n", None);
+        let dir = fake_proc("not a cgroup file\n");
         assert!(matches!(attest(&dir), Err(AttestError::Parse(_))));
-        let dir = fake_proc("", None);
+        let dir = fake_proc("");
         assert!(matches!(attest(&dir), Err(AttestError::Parse(_))));
     }
 
@@ -263,12 +265,12 @@ mod tests {
 
     #[test]
     fn info_exposes_ids() {
-        let dir = fake_proc(
-            &format!("0::/kubepods/besteffort/pod1eea9d90-af39-488d-9c44-3171eadc1718/{ID}\n"),
-            None,
-        );
+        let dir = fake_proc(&format!(
+            "0::/kubepods/besteffort/pod1eea9d90-af39-488d-9c44-3171eadc1718/{ID}\n"
+        ));
         let info = ContainerAttestor::new()
             .with_proc_root(dir.path())
+            .with_cgroupfs(cgroupfs(&dir, my_uid()))
             .info(4242)
             .unwrap();
         assert_eq!(info.container_id.as_deref(), Some(ID));

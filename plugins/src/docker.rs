@@ -38,8 +38,14 @@ impl WorkloadAttestor for DockerAttestor {
         "docker"
     }
 
+    /// Labels and image of the caller's container, once dockerd confirms that
+    /// the container is running and that its init process is in the same
+    /// cgroup directories that named it for the caller. A caller in a cgroup
+    /// merely *named* after a container (a forged scope nested in another
+    /// container's writable cgroupfs) gets nothing.
     fn attest(&self, p: &ProcessRef) -> Result<Vec<Selector>, AttestError> {
-        let Some(id) = self.container.info(p.pid)?.container_id else {
+        let info = self.container.info(p.pid)?;
+        let Some(id) = info.container_id.clone() else {
             return Ok(Vec::new());
         };
         // Unreachable after the bounded retries: fail closed, like every attestor.
@@ -51,6 +57,10 @@ impl WorkloadAttestor for DockerAttestor {
             // A container of another runtime (containerd, CRI-O): nothing to add.
             return Ok(Vec::new());
         };
+        if let Err(why) = self.confirm(&id, &info, meta.init_pid) {
+            tracing::debug!(pid = p.pid, %why, "no docker selectors");
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         for (k, v) in &meta.labels {
             // A label that cannot be a selector (a control character) is left
@@ -70,6 +80,34 @@ impl WorkloadAttestor for DockerAttestor {
     }
 }
 
+impl DockerAttestor {
+    /// Whether the container's init process is where the caller's cgroup path
+    /// says the container is.
+    fn confirm(
+        &self,
+        id: &str,
+        caller: &crate::cgroup::CgroupInfo,
+        init_pid: Option<i32>,
+    ) -> Result<(), crate::cgroup::Distrust> {
+        let not = |reason: String| crate::cgroup::Distrust::NotConfirmed {
+            id: id.to_owned(),
+            reason,
+        };
+        let pid = init_pid.ok_or_else(|| not("the container is not running".into()))?;
+        let init = self
+            .container
+            .info(pid)
+            .map_err(|e| not(format!("its init process {pid}: {e}")))?;
+        if init.container_id.as_deref() != Some(id) || init.claims != caller.claims {
+            return Err(not(format!(
+                "its init process {pid} is in another cgroup ({:?})",
+                init.claims.first().map(|c| c.dir.as_str())
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Largest response read (a container's inspect JSON is a few KiB).
 const MAX_RESPONSE: u64 = 4 * 1024 * 1024;
 
@@ -82,6 +120,9 @@ pub struct ContainerMeta {
     pub image: String,
     /// `Config.Labels`.
     pub labels: BTreeMap<String, String>,
+    /// `State.Pid` while `State.Running`: the container's init process on the
+    /// host, or `None` for a stopped container.
+    pub init_pid: Option<i32>,
 }
 
 /// Why a lookup failed.
@@ -180,7 +221,12 @@ fn parse_inspect(body: &[u8]) -> Result<ContainerMeta, DockerError> {
                 .collect()
         })
         .unwrap_or_default();
+    let init_pid = v["State"]["Pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|&p| p > 0 && v["State"]["Running"].as_bool() == Some(true));
     Ok(ContainerMeta {
+        init_pid,
         image_id: v["Image"].as_str().unwrap_or_default().to_owned(),
         image: v["Config"]["Image"].as_str().unwrap_or_default().to_owned(),
         labels,

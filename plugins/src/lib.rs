@@ -13,6 +13,7 @@
 //! consult the issuer's store.
 
 pub mod cgroup;
+pub mod cgroupfs;
 pub mod container;
 pub mod docker;
 pub mod fuzzing;

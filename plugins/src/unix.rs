@@ -3,8 +3,11 @@
 //!
 //! The uid and gid come from `SO_PEERCRED` (the kernel's word at connect time), not
 //! from `/proc`, which the process could have changed since. Hashing is cached by
-//! (device, inode, size, mtime) and capped in size, because hashing a large binary
-//! on every call would let any local process burn the agent's CPU.
+//! (device, inode, size, mtime, ctime) and capped in size, because hashing a large
+//! binary on every call would let any local process burn the agent's CPU. The
+//! ctime is what makes the key honest: a file's owner can set its mtime back
+//! after rewriting it (`touch -d`), but any write or `utimes` moves the ctime to
+//! the present, and only the clock can set it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -70,8 +73,8 @@ struct FileId {
     dev: u64,
     ino: u64,
     size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl FileId {
@@ -80,8 +83,8 @@ impl FileId {
             dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
 }

@@ -112,7 +112,17 @@ impl Fixture {
     }
 
     fn attestor(&self, config: K8sConfig) -> K8sAttestor {
-        let container = ContainerAttestor::new().with_proc_root(self.dir.path().join("proc"));
+        // Every cgroup directory the fake /proc names, on a stand-in cgroup
+        // filesystem owned by this test's uid (standing in for root).
+        let files: Vec<String> = std::fs::read_dir(self.dir.path().join("proc"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("cgroup")).ok())
+            .collect();
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        let fs = lanyard_plugins::cgroupfs::fake(&self.dir.path().join("cg"), &files).unwrap();
+        let container = ContainerAttestor::new()
+            .with_proc_root(self.dir.path().join("proc"))
+            .with_cgroupfs(fs);
         K8sAttestor::new(config, container).unwrap()
     }
 }
