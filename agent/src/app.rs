@@ -68,7 +68,11 @@ fn bind_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildErro
 pub fn default_attestors(
     config: &Config,
 ) -> Result<Vec<Box<dyn lanyard_plugins::WorkloadAttestor>>, BuildError> {
-    let mut v = attestors(config.unix_max_hash_bytes, config.docker_socket.as_deref());
+    let mut v = attestors(
+        lanyard_plugins::unix::UnixAttestor::new(config.unix_max_hash_bytes)
+            .with_foreign_namespaces(config.unix_foreign_namespace_paths),
+        config.docker_socket.as_deref(),
+    );
     if let Some(c) = &config.k8s {
         let a = lanyard_plugins::k8s::K8sAttestor::new(
             c.clone(),
@@ -82,12 +86,12 @@ pub fn default_attestors(
 
 /// unix, container and systemd; docker when an Engine API socket is given.
 pub fn attestors(
-    unix_max_hash_bytes: u64,
+    unix: lanyard_plugins::unix::UnixAttestor,
     docker_socket: Option<&std::path::Path>,
 ) -> Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> {
-    use lanyard_plugins::{container::ContainerAttestor, docker, systemd, unix};
+    use lanyard_plugins::{container::ContainerAttestor, docker, systemd};
     let mut v: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> = vec![
-        Box::new(unix::UnixAttestor::new(unix_max_hash_bytes)),
+        Box::new(unix),
         Box::new(ContainerAttestor::new()),
         Box::new(systemd::SystemdAttestor::new()),
     ];

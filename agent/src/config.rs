@@ -258,6 +258,7 @@ struct RawContainer {
 #[serde(deny_unknown_fields)]
 struct RawUnix {
     max_hash_bytes: Option<u64>,
+    foreign_namespace_paths: Option<bool>,
 }
 
 /// Where the standalone authority's files are.
@@ -309,6 +310,10 @@ pub struct Config {
     pub entries: Vec<Entry>,
     /// Largest binary the unix attestor hashes.
     pub unix_max_hash_bytes: u64,
+    /// `[plugins.unix] foreign_namespace_paths`: whether processes in another
+    /// mount or user namespace than the agent's get `unix:path` and
+    /// `unix:sha256` (off: they can bind-mount any binary over any path).
+    pub unix_foreign_namespace_paths: bool,
     /// `[plugins.container] docker_socket`: a Docker-compatible Engine API
     /// (dockerd, `podman system service`) for labels and images.
     pub docker_socket: Option<PathBuf>,
@@ -407,8 +412,15 @@ impl Config {
             unix_max_hash_bytes: raw
                 .plugins
                 .unix
+                .as_ref()
                 .and_then(|u| u.max_hash_bytes)
                 .unwrap_or(lanyard_plugins::unix::DEFAULT_MAX_HASH_BYTES),
+            unix_foreign_namespace_paths: raw
+                .plugins
+                .unix
+                .as_ref()
+                .and_then(|u| u.foreign_namespace_paths)
+                .unwrap_or(false),
         })
     }
 }

@@ -7,6 +7,15 @@
 //! the old process's identity: a pid cannot be reused while the process a pidfd
 //! refers to is alive, so no start time needs comparing (and `/proc/PID/stat`,
 //! which the kernel formats in full, is not read on every call).
+//!
+//! The pin also covers the process *image*: the executable (device and inode of
+//! `/proc/PID/exe`) is noted at accept and must be the same before every
+//! response. A process that connects and then execs an entitled binary, while a
+//! child relays requests over the inherited connection, would otherwise be
+//! attested as that binary. What is left is an exec that completes between
+//! `connect` and the agent's `accept` (microseconds, but an attacker can try),
+//! and a process of the same uid that ptraces an entitled one: the README's "On
+//! the host" names both, and `kernel.yama.ptrace_scope >= 1` narrows the second.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -36,6 +45,9 @@ pub enum PeerError {
     /// The process exited or was replaced.
     #[error("caller pid {0} exited or was replaced before the response")]
     Changed(i32),
+    /// The process runs another executable than when it connected.
+    #[error("caller pid {0} executed another binary after it connected")]
+    Exec(i32),
 }
 
 /// The pinned peer of one connection.
@@ -43,6 +55,8 @@ pub enum PeerError {
 pub struct Peer {
     process: ProcessRef,
     pidfd: OwnedFd,
+    /// `(dev, ino)` of the executable at accept.
+    image: Option<(u64, u64)>,
     memo: crate::attest::Memo,
 }
 
@@ -70,6 +84,7 @@ impl Peer {
                 gid: cred.gid(),
             },
             pidfd,
+            image: image_of(pid),
             memo: crate::attest::Memo::default(),
         };
         // With pidfd_open the pid could have been reused between connect and open;
@@ -101,6 +116,9 @@ impl Peer {
         if !uid_is(pid, self.process.uid) {
             return Err(changed());
         }
+        if image_of(pid) != self.image {
+            return Err(PeerError::Exec(pid));
+        }
         // /proc was read while the pidfd's process was alive: check once more that
         // it did not exit (and the pid get reused) during those reads.
         if sys::pidfd_exited(&self.pidfd) {
@@ -108,6 +126,14 @@ impl Peer {
         }
         Ok(())
     }
+}
+
+/// The device and inode of the executable `pid` runs, if it has one.
+fn image_of(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// The effective uid of this process.

@@ -44,7 +44,7 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
         }
         None => (
             Vec::new(),
-            lanyard_agent::app::attestors(lanyard_plugins::unix::DEFAULT_MAX_HASH_BYTES, None),
+            lanyard_agent::app::attestors(lanyard_plugins::unix::UnixAttestor::default(), None),
         ),
     };
     let (uid, gid) = lanyard_agent::peer::effective_ids(a.pid)
@@ -79,7 +79,7 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"pid": a.pid, "selectors": selectors, "entries": report, "identities": identities})
+                &serde_json::json!({"pid": a.pid, "selectors": selectors, "entries": report, "identities": identities, "ptrace_scope": ptrace_scope()})
             )?
         );
     } else {
@@ -123,5 +123,28 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
             println!("  {i}");
         }
     }
+    if !a.json {
+        println!("host:");
+        match ptrace_scope() {
+            Some(n) if n >= 1 => println!("  kernel.yama.ptrace_scope = {n}"),
+            Some(n) => println!(
+                "  kernel.yama.ptrace_scope = {n}: any process can ptrace others of its uid and run code as an attested binary; set it to 1 or more"
+            ),
+            None => println!(
+                "  kernel.yama.ptrace_scope: absent (no Yama): any process can ptrace others of its uid and run code as an attested binary"
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kernel.yama.ptrace_scope`, or `None` without Yama. Below 1, a process may
+/// ptrace any other process of its uid: attestation by binary cannot tell the
+/// binary's own code from code injected into it (README "On the host").
+fn ptrace_scope() -> Option<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -30,9 +30,10 @@ pub struct FetchArgs {
     /// Keep the files fresh: rewrite them whenever the agent rotates.
     #[arg(long)]
     pub watch: bool,
-    /// Send this signal to the process in --pid-file after each update (e.g. HUP).
-    #[arg(long, requires = "pid_file")]
-    pub signal: Option<String>,
+    /// Send this signal to the process in --pid-file after each update (HUP,
+    /// SIGHUP, TERM, INT, QUIT, USR1, USR2, WINCH, CONT).
+    #[arg(long, requires = "pid_file", value_parser = parse_signal)]
+    pub signal: Option<rustix::process::Signal>,
     /// The process to signal.
     #[arg(long)]
     pub pid_file: Option<PathBuf>,
@@ -123,15 +124,69 @@ fn write_all(dir: &Path, files: &Files) -> Result<()> {
     Ok(())
 }
 
+/// The signals a sidecar may send to tell a server to reload. `KILL` and `STOP`
+/// are not among them: they reload nothing.
+const SIGNALS: &[(&str, rustix::process::Signal)] = &[
+    ("HUP", rustix::process::Signal::HUP),
+    ("TERM", rustix::process::Signal::TERM),
+    ("INT", rustix::process::Signal::INT),
+    ("QUIT", rustix::process::Signal::QUIT),
+    ("USR1", rustix::process::Signal::USR1),
+    ("USR2", rustix::process::Signal::USR2),
+    ("WINCH", rustix::process::Signal::WINCH),
+    ("CONT", rustix::process::Signal::CONT),
+];
+
+fn parse_signal(text: &str) -> Result<rustix::process::Signal, String> {
+    let name = text.trim().to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = SIGNALS.iter().map(|(n, _)| *n).collect();
+            format!("unknown signal {text:?}; use one of {}", names.join(", "))
+        })
+}
+
+/// The process id in a pid file: one positive decimal number greater than 1.
+///
+/// The file is often writable by the workload, and the sidecar often runs as
+/// root, so its content is untrusted: `-1` would signal every process the
+/// sidecar may signal (`kill(-1, SIG)`), `0` its own process group, a negative
+/// number a process group, and `1` the init process.
+fn read_pid_file(path: &Path) -> Result<rustix::process::Pid> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--pid-file {}: cannot read it", path.display()))?;
+    let trimmed = text.trim();
+    let pid: i32 = trimmed
+        .parse()
+        .ok()
+        .filter(|_| trimmed.bytes().all(|b| b.is_ascii_digit()))
+        .with_context(|| {
+            format!(
+                "--pid-file {}: {trimmed:?} is not a process id",
+                path.display()
+            )
+        })?;
+    if pid <= 1 {
+        bail!(
+            "--pid-file {}: pid {pid} is not allowed (it must be greater than 1)",
+            path.display()
+        );
+    }
+    rustix::process::Pid::from_raw(pid)
+        .with_context(|| format!("--pid-file {}: {pid} is not a process id", path.display()))
+}
+
 fn notify(a: &FetchArgs, child: &mut Option<std::process::Child>) -> Result<()> {
-    if let (Some(sig), Some(pid_file)) = (&a.signal, &a.pid_file) {
-        let pid = std::fs::read_to_string(pid_file)?.trim().to_owned();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &pid])
-            .status()?;
-        if !status.success() {
-            bail!("could not signal pid {pid} with {sig}");
-        }
+    if let (Some(sig), Some(pid_file)) = (a.signal, &a.pid_file) {
+        // Read again each time: the server may have restarted with a new pid.
+        let pid = read_pid_file(pid_file)?;
+        rustix::process::kill_process(pid, sig).with_context(|| {
+            format!("could not signal pid {} with {sig:?}", pid.as_raw_nonzero())
+        })?;
     }
     if let Some((cmd, args)) = a.exec.split_first() {
         if let Some(mut c) = child.take() {
@@ -152,6 +207,10 @@ pub fn run(a: &FetchArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // A bad pid file is an error now, not after the first fetch.
+    if let (Some(_), Some(pid_file)) = (a.signal, &a.pid_file) {
+        read_pid_file(pid_file)?;
+    }
     rt.block_on(async {
         let channel = connect(&a.socket)
             .await
@@ -172,4 +231,49 @@ pub fn run(a: &FetchArgs) -> Result<ExitCode> {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_files_name_one_process_greater_than_1() {
+        let dir = std::env::temp_dir().join(format!("lanyard-pidfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pid");
+        for (text, ok) in [
+            ("4242\n", true),
+            (" 77 ", true),
+            ("-1", false),
+            ("-999999", false),
+            ("0", false),
+            ("1", false),
+            ("+5", false),
+            ("12 13", false),
+            ("abc", false),
+            ("", false),
+            ("99999999999", false),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            assert_eq!(read_pid_file(&f).is_ok(), ok, "{text:?}");
+        }
+        let err = read_pid_file(&dir.join("missing")).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot read"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn signals_by_name() {
+        assert_eq!(parse_signal("HUP"), Ok(rustix::process::Signal::HUP));
+        assert_eq!(parse_signal("sighup"), Ok(rustix::process::Signal::HUP));
+        assert_eq!(parse_signal("USR1"), Ok(rustix::process::Signal::USR1));
+        let err = parse_signal("BOGUS").unwrap_err();
+        assert!(
+            err.contains("unknown signal") && err.contains("HUP"),
+            "{err}"
+        );
+        assert!(parse_signal("KILL").is_err());
+        assert!(parse_signal("-1").is_err());
+    }
 }

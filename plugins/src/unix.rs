@@ -42,6 +42,11 @@ pub struct UnixAttestor {
     hash_reads: std::sync::atomic::AtomicU64,
     // Parsed /etc/passwd and /etc/group, re-read only when the file changes.
     names: Mutex<HashMap<&'static str, NameFile>>,
+    /// Whether a process in another mount or user namespace than the agent's
+    /// still gets `unix:path` and `unix:sha256`.
+    foreign_namespaces: bool,
+    /// The agent's own mount and user namespaces (inode numbers).
+    own_namespaces: Option<(u64, u64)>,
 }
 
 fn poisoned() -> AttestError {
@@ -106,7 +111,29 @@ impl UnixAttestor {
             hashed: Condvar::new(),
             hash_reads: std::sync::atomic::AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
+            foreign_namespaces: false,
+            own_namespaces: namespaces(Path::new("/proc/self")),
         }
+    }
+
+    /// Gives `unix:path` and `unix:sha256` to processes in other mount or user
+    /// namespaces too (`[plugins.unix] foreign_namespace_paths = true`).
+    ///
+    /// Off by default. A path is a name in the caller's mount namespace, and a
+    /// process with a user and mount namespace of its own can bind-mount any
+    /// binary over any path there (`/usr/bin/payments`), so that `readlink
+    /// /proc/PID/exe` shows the entitled path while its own code runs. Turn this
+    /// on only where every such namespace is made by something trusted (a
+    /// container runtime) and entries pin the container too.
+    pub fn with_foreign_namespaces(mut self, allow: bool) -> Self {
+        self.foreign_namespaces = allow;
+        self
+    }
+
+    /// Whether `pid` shares the agent's mount and user namespaces.
+    fn in_own_namespaces(&self, pid: i32) -> bool {
+        let theirs = namespaces(&self.proc_path(pid, ""));
+        theirs.is_some() && theirs == self.own_namespaces
     }
 
     /// Reads `/proc` and `/etc` under other roots (tests, or an agent whose host
@@ -256,6 +283,16 @@ impl UnixAttestor {
     }
 }
 
+/// The mount and user namespace inodes of the process at `/proc/PID` (`dir`).
+fn namespaces(dir: &Path) -> Option<(u64, u64)> {
+    let ino = |ns: &str| {
+        std::fs::metadata(dir.join("ns").join(ns))
+            .ok()
+            .map(|m| m.ino())
+    };
+    Some((ino("mnt")?, ino("user")?))
+}
+
 impl WorkloadAttestor for UnixAttestor {
     fn name(&self) -> &'static str {
         "unix"
@@ -285,6 +322,13 @@ impl WorkloadAttestor for UnixAttestor {
         }
         for g in self.groups(p.pid)? {
             out.push(Selector::new("unix", "supplementary_gid", g));
+        }
+        if !self.foreign_namespaces && !self.in_own_namespaces(p.pid) {
+            // No binary selectors for a process whose paths the agent cannot
+            // read the way the process sees them (see `with_foreign_namespaces`).
+            out.sort();
+            out.dedup();
+            return Ok(out);
         }
         let exe = self.proc_path(p.pid, "exe");
         let path = std::fs::read_link(&exe).map_err(|e| self.io(p.pid, &exe, e))?;
@@ -420,5 +464,110 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, AttestError::ProcessGone(_)), "{err}");
+    }
+
+    fn sha256_wanted() -> Wanted {
+        let mut w = Wanted::default();
+        w.add_selector(&Selector::parse("unix:sha256:0123").unwrap());
+        w
+    }
+
+    fn selectors_of(a: &UnixAttestor, pid: u32) -> Vec<String> {
+        let p = ProcessRef {
+            pid: pid as i32,
+            uid: 0,
+            gid: 0,
+        };
+        a.attest_wanted(&p, &sha256_wanted())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The review's attack on the hash cache: hash a file once, rewrite it with
+    /// other bytes of the same size, set its mtime back. The old hash must not
+    /// be served.
+    #[test]
+    fn a_rewritten_binary_with_its_mtime_reset_is_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("tool");
+        let original = std::fs::read("/bin/sleep").unwrap();
+        std::fs::write(&bin, &original).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mtime = std::fs::metadata(&bin).unwrap().modified().unwrap();
+        let a = UnixAttestor::default();
+        let run = |a: &UnixAttestor| {
+            let mut c = std::process::Command::new(&bin).arg("30").spawn().unwrap();
+            let sel = selectors_of(a, c.id());
+            c.kill().unwrap();
+            c.wait().unwrap();
+            sel
+        };
+        let hash = |bytes: &[u8]| {
+            format!(
+                "unix:sha256:{}",
+                lanyard_token::hex::encode(&Sha256::digest(bytes))
+            )
+        };
+        assert!(run(&a).contains(&hash(&original)));
+        // Same size, other bytes (a letter of the usage text), same mtime.
+        let mut changed = original.clone();
+        let at = changed.windows(5).position(|w| w == b"Usage").unwrap();
+        changed[at] = b'u';
+        std::fs::write(&bin, &changed).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&bin)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&bin).unwrap().modified().unwrap(), mtime);
+        let sel = run(&a);
+        assert!(sel.contains(&hash(&changed)), "{sel:?}");
+        assert!(!sel.contains(&hash(&original)), "{sel:?}");
+    }
+
+    /// The review's bind-mount attack: in a user and mount namespace of its
+    /// own, a process can make any path name its binary. Such a process gets
+    /// no path or hash, unless the config allows it.
+    #[test]
+    fn a_process_in_its_own_mount_namespace_gets_no_path_or_hash() {
+        let Ok(mut c) = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--mount", "sleep", "30"])
+            .spawn()
+        else {
+            panic!("unshare(1) is needed (util-linux)");
+        };
+        // Wait until unshare has exec'd sleep in its new namespaces.
+        let own = namespaces(Path::new("/proc/self"));
+        let dir = PathBuf::from(format!("/proc/{}", c.id()));
+        for _ in 0..200 {
+            if namespaces(&dir) != own
+                && std::fs::read_link(dir.join("exe")).is_ok_and(|p| p.ends_with("sleep"))
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let sel = selectors_of(&UnixAttestor::default(), c.id());
+        assert!(sel.iter().any(|s| s.starts_with("unix:uid:")), "{sel:?}");
+        assert!(
+            !sel.iter()
+                .any(|s| s.starts_with("unix:path:") || s.starts_with("unix:sha256:")),
+            "{sel:?}"
+        );
+        let sel = selectors_of(
+            &UnixAttestor::default().with_foreign_namespaces(true),
+            c.id(),
+        );
+        assert!(sel.iter().any(|s| s.starts_with("unix:path:")), "{sel:?}");
+        assert!(sel.iter().any(|s| s.starts_with("unix:sha256:")), "{sel:?}");
+        c.kill().unwrap();
+        c.wait().unwrap();
+        // This process shares the agent's (the test's) namespaces: it does.
+        let sel = selectors_of(&UnixAttestor::default(), std::process::id());
+        assert!(sel.iter().any(|s| s.starts_with("unix:path:")), "{sel:?}");
     }
 }
