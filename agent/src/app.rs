@@ -43,6 +43,14 @@ pub enum BuildError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `data_dir` or the socket's directory is not the agent's alone.
+    #[error("{key}: {source} (set allow_insecure_dirs = true to start anyway)")]
+    UnsafeDir {
+        /// The config key.
+        key: &'static str,
+        /// What is wrong with it.
+        source: crate::fsutil::UnsafeDir,
+    },
 }
 
 /// A started agent.
@@ -115,10 +123,27 @@ pub async fn build_with(
     config: Config,
     attestors: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>>,
 ) -> Result<Bound, BuildError> {
-    // The cache holds private keys: a data_dir the agent creates is 0700.
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+    // The cache holds private keys: a data_dir the agent creates is 0700 (its
+    // parents, which others may need to traverse, get the usual mode).
+    if let Some(parent) = config.data_dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(bind_err(format!("data_dir {}", config.data_dir.display())))?;
+    }
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&config.data_dir)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        })
         .map_err(bind_err(format!("data_dir {}", config.data_dir.display())))?;
+    if !config.allow_insecure_dirs {
+        crate::fsutil::check_private_dir(&config.data_dir).map_err(|source| {
+            BuildError::UnsafeDir {
+                key: "data_dir",
+                source,
+            }
+        })?;
+    }
     let (authority, upstream): (Arc<dyn Authority>, Option<Arc<UpstreamAuthority>>) =
         match &config.source {
             Source::Local(files) => (
@@ -147,6 +172,7 @@ pub async fn build_with(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
+    let admission = crate::admission::Admission::new(config.connections);
     let ctx = Arc::new(Ctx {
         pipeline: pipeline.clone(),
         cache: cache.clone(),
@@ -154,8 +180,23 @@ pub async fn build_with(
         metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
         nonces: Mutex::new(HashMap::new()),
+        admission: admission.clone(),
     });
 
+    if !config.allow_insecure_dirs {
+        // Checked before binding: the socket is created only where no one else
+        // could have put their own in its place.
+        if let Some(dir) = config.socket_path.parent() {
+            std::fs::create_dir_all(dir).map_err(bind_err(format!(
+                "socket_path {}",
+                config.socket_path.display()
+            )))?;
+            crate::fsutil::check_private_dir(dir).map_err(|source| BuildError::UnsafeDir {
+                key: "socket_path",
+                source,
+            })?;
+        }
+    }
     let listener = crate::server::bind(&config.socket_path).map_err(bind_err(format!(
         "socket_path {}",
         config.socket_path.display()
@@ -175,10 +216,12 @@ pub async fn build_with(
         )));
     }
 
-    let admission = crate::server::Admission::new(config.connections);
     metrics.track_connections(admission.clone());
     let mut stop = shutdown_rx.clone();
     let server = tonic::transport::Server::builder()
+        // Advertised in SETTINGS: one connection cannot open thousands of
+        // streams (each a task and its buffers).
+        .max_concurrent_streams(Some(config.connections.max_streams_per_connection))
         .layer(tower::util::MapResponseLayer::new(
             crate::server::oversize_is_resource_exhausted,
         ))

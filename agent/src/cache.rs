@@ -481,8 +481,9 @@ impl Cache {
             .min()
     }
 
-    /// Loads the persisted cache, dropping anything expired or unreadable. A seed +
-    /// JWT credential must still verify against the org key and match its seed.
+    /// Loads the persisted cache, dropping anything expired, unreadable or that
+    /// does not verify: a seed + JWT credential against the org key and its
+    /// seed, SVIDs against the bundle ([`crate::restore`]).
     pub fn load(&self, now: u64) -> usize {
         let stale = remove_stale_temps(&self.path);
         if stale > 0 {
@@ -496,20 +497,28 @@ impl Cache {
             return 0;
         };
         let verifier = self.authority.verifier();
+        let bundle = self.authority.bundle();
         let mut n = 0;
         for (key, stored) in file.entries {
             if now >= stored.expires_at {
                 continue;
             }
-            if let Value::X509Svid { chain, key } = &stored.value {
-                let readable = !chain.is_empty()
-                    && chain
-                        .iter()
-                        .all(|c| STANDARD.decode(c).is_ok_and(|d| !d.is_empty()))
-                    && STANDARD.decode(key.as_bytes()).is_ok_and(|k| !k.is_empty());
-                if !readable {
-                    continue;
+            // Everything restored is checked as if it came over the network
+            // (crate::restore): a planted entry is dropped, never served.
+            let checked = match &stored.value {
+                Value::X509Svid { chain, key: pkcs8 } => {
+                    crate::restore::x509_svid(chain, pkcs8, &key.subject, &bundle, now)
                 }
+                Value::JwtSvid { token } => {
+                    crate::restore::jwt_svid(token, &key.subject, &key.audiences, |t, aud| {
+                        self.authority.validate_jwt_svid(t, aud, now)
+                    })
+                }
+                Value::Credential { .. } => Ok(()),
+            };
+            if let Err(e) = checked {
+                tracing::warn!(subject = %key.subject, error = %e, "dropping a cache entry that does not verify");
+                continue;
             }
             if let Value::Credential { seed, jwt } = &stored.value {
                 let ok = verifier

@@ -65,6 +65,7 @@ struct Raw {
     data_dir: Option<String>,
     health_addr: Option<String>,
     drain_timeout: Option<String>,
+    allow_insecure_dirs: Option<bool>,
     authority: Option<RawAuthority>,
     upstream: Option<RawUpstream>,
     #[serde(default)]
@@ -80,6 +81,13 @@ struct RawConnections {
     max_total: Option<usize>,
     max_per_process: Option<usize>,
     max_per_uid: Option<usize>,
+    reserve: Option<usize>,
+    reserve_per_uid: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+    max_streams_per_uid: Option<usize>,
+    idle_timeout: Option<String>,
+    /// The name `idle_timeout` had before a connection had to complete a
+    /// request, not just send a byte, to stay open.
     first_byte_timeout: Option<String>,
 }
 
@@ -304,6 +312,9 @@ pub struct Config {
     pub health_addr: Option<std::net::SocketAddr>,
     /// How long SIGTERM waits for in-flight requests.
     pub drain_timeout: std::time::Duration,
+    /// `allow_insecure_dirs`: start even when `data_dir` or the socket's
+    /// directory is owned by another user or writable by group or others.
+    pub allow_insecure_dirs: bool,
     /// Standalone authority files, or the upstream issuer.
     pub source: Source,
     /// Registration entries.
@@ -399,6 +410,7 @@ impl Config {
             data_dir: path(&data_dir),
             health_addr,
             drain_timeout,
+            allow_insecure_dirs: raw.allow_insecure_dirs.unwrap_or(false),
             source,
             entries,
             connections,
@@ -425,49 +437,87 @@ impl Config {
     }
 }
 
-/// `[connections]`: every limit must be at least 1, and the per-process and
-/// per-uid caps cannot exceed the total.
+/// `[connections]`: every limit must be at least 1, the per-process and
+/// per-uid caps cannot exceed the total, and the reserve must leave a general
+/// pool.
 fn connections(c: RawConnections) -> Result<crate::server::ConnLimits, ConfigError> {
     let mut l = crate::server::ConnLimits::default();
-    if let Some(n) = c.max_total {
-        if n == 0 {
-            return Err(err("connections.max_total", "0", "must be at least 1"));
-        }
-        l.max_total = n;
-    }
-    if let Some(n) = c.max_per_process {
-        if n == 0 || n > l.max_total {
+    let count = |key: &str, v: Option<usize>, max: usize, dflt: usize| match v {
+        Some(n) if n == 0 || n > max => Err(err(
+            key,
+            n.to_string(),
+            format!("must be between 1 and {max}"),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(dflt.min(max)),
+    };
+    l.max_total = count(
+        "connections.max_total",
+        c.max_total,
+        usize::MAX,
+        l.max_total,
+    )?;
+    l.max_per_process = count(
+        "connections.max_per_process",
+        c.max_per_process,
+        l.max_total,
+        l.max_per_process,
+    )?;
+    l.max_per_uid = count(
+        "connections.max_per_uid",
+        c.max_per_uid,
+        l.max_total,
+        l.max_per_uid,
+    )?;
+    l.reserve = match c.reserve {
+        Some(n) if n >= l.max_total => {
             return Err(err(
-                "connections.max_per_process",
+                "connections.reserve",
                 n.to_string(),
-                "must be between 1 and connections.max_total",
-            ));
+                "must be less than connections.max_total",
+            ))
         }
-        l.max_per_process = n;
+        Some(n) => n,
+        None => l.reserve.min(l.max_total / 4),
+    };
+    l.reserve_per_uid = count(
+        "connections.reserve_per_uid",
+        c.reserve_per_uid,
+        l.max_per_uid,
+        l.reserve_per_uid,
+    )?;
+    l.max_streams_per_uid = count(
+        "connections.max_streams_per_uid",
+        c.max_streams_per_uid,
+        usize::MAX,
+        l.max_streams_per_uid,
+    )?;
+    if let Some(n) = c.max_streams_per_connection {
+        l.max_streams_per_connection = u32::try_from(count(
+            "connections.max_streams_per_connection",
+            usize::try_from(n).ok(),
+            1 << 16,
+            0,
+        )?)
+        .unwrap_or(u32::MAX);
     }
-    if let Some(n) = c.max_per_uid {
-        if n == 0 || n > l.max_total {
-            return Err(err(
-                "connections.max_per_uid",
-                n.to_string(),
-                "must be between 1 and connections.max_total",
-            ));
-        }
-        l.max_per_uid = n;
-    }
-    l.max_per_process = l.max_per_process.min(l.max_total);
-    l.max_per_uid = l.max_per_uid.min(l.max_total);
-    if let Some(t) = c.first_byte_timeout {
-        let secs =
-            duration::parse_secs(&t).map_err(|e| err("connections.first_byte_timeout", &t, e))?;
-        if secs == 0 {
+    let (key, timeout) = match (c.idle_timeout, c.first_byte_timeout) {
+        (Some(_), Some(t)) => {
             return Err(err(
                 "connections.first_byte_timeout",
                 &t,
-                "must be at least 1s",
-            ));
+                "is the old name of connections.idle_timeout; set only one",
+            ))
         }
-        l.first_byte_timeout = std::time::Duration::from_secs(secs);
+        (Some(t), None) => ("connections.idle_timeout", Some(t)),
+        (None, t) => ("connections.first_byte_timeout", t),
+    };
+    if let Some(t) = timeout {
+        let secs = duration::parse_secs(&t).map_err(|e| err(key, &t, e))?;
+        if secs == 0 {
+            return Err(err(key, &t, "must be at least 1s"));
+        }
+        l.idle_timeout = std::time::Duration::from_secs(secs);
     }
     Ok(l)
 }
@@ -798,7 +848,23 @@ audiences = []
         );
         let l = parse(&text).unwrap().connections;
         assert_eq!((l.max_total, l.max_per_process), (100, 8));
-        assert_eq!(l.first_byte_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(l.reserve, 25, "the default reserve is at most a quarter");
+        let l = parse(&format!(
+            "{GOOD}[connections]\nidle_timeout = \"4s\"\nreserve = 10\nreserve_per_uid = 2\nmax_streams_per_connection = 8\nmax_streams_per_uid = 9\n"
+        ))
+        .unwrap()
+        .connections;
+        assert_eq!(
+            (
+                l.idle_timeout.as_secs(),
+                l.reserve,
+                l.reserve_per_uid,
+                l.max_streams_per_connection,
+                l.max_streams_per_uid
+            ),
+            (4, 10, 2, 8, 9)
+        );
         // A small total also caps the per-process default.
         let l = parse(&format!("{GOOD}[connections]\nmax_total = 10\n"))
             .unwrap()
@@ -819,6 +885,17 @@ audiences = []
             (
                 "first_byte_timeout = \"soon\"",
                 "connections.first_byte_timeout",
+            ),
+            ("idle_timeout = \"0s\"", "connections.idle_timeout"),
+            (
+                "idle_timeout = \"1s\"\nfirst_byte_timeout = \"1s\"",
+                "connections.first_byte_timeout",
+            ),
+            ("max_total = 8\nreserve = 8", "connections.reserve"),
+            ("max_streams_per_uid = 0", "connections.max_streams_per_uid"),
+            (
+                "max_streams_per_connection = 0",
+                "connections.max_streams_per_connection",
             ),
         ] {
             let e = parse(&format!("{GOOD}[connections]\n{bad}\n")).unwrap_err();

@@ -103,6 +103,58 @@ pub fn remove_stale_temps(path: &Path) -> usize {
     n
 }
 
+/// Why a directory the agent trusts is not safe to trust.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsafeDir {
+    /// It could not be examined.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// Another user owns it, and could replace what is in it.
+    #[error("{path} is owned by uid {owner}, not by the agent's uid {me}")]
+    Owner {
+        /// The directory.
+        path: String,
+        /// Its owner.
+        owner: u32,
+        /// The agent's effective uid.
+        me: u32,
+    },
+    /// Group or others may write it, and could replace what is in it.
+    #[error("{path} is writable by group or others (mode {mode:o})")]
+    Writable {
+        /// The directory.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// Checks that `dir` is owned by this process's effective uid and writable by
+/// no one else. A directory others can write lets them swap the agent's socket
+/// for their own (and collect every workload's requests) or plant a cache file.
+pub fn check_private_dir(dir: &Path) -> Result<(), UnsafeDir> {
+    use std::os::unix::fs::MetadataExt as _;
+    let shown = || dir.display().to_string();
+    let meta = fs::metadata(dir).map_err(|e| UnsafeDir::Io(shown(), e))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(UnsafeDir::Owner {
+            path: shown(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(UnsafeDir::Writable {
+            path: shown(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -73,19 +73,52 @@ pub async fn serve(
     serve_with(listener, agent_handler(ctx, ready), shutdown).await;
 }
 
+/// Health connections served at once; more are closed at accept. Probes and a
+/// Prometheus scraper need a handful.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request headers.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest a health connection stays open, whatever it does.
+pub const CONNECTION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves `handler` over HTTP/1 until `shutdown` turns true.
+///
+/// The endpoint is usually reachable by every local user, so it is bounded like
+/// the Workload API: at most [`MAX_CONNECTIONS`] at once (the rest are closed at
+/// accept), request headers within [`HEADER_TIMEOUT`], every connection closed
+/// after [`CONNECTION_DEADLINE`], and accept errors (`EMFILE` when the process
+/// is out of descriptors) back off up to a second instead of spinning.
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     handler: Handler,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = std::time::Duration::from_millis(10);
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = shutdown.changed() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = std::time::Duration::from_millis(10);
+                stream
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "health endpoint: accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it: a flood gets nothing to hold.
+            continue;
         };
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (code, body) = handler(req.uri().path());
                 let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -93,9 +126,11 @@ pub async fn serve_with(
                 std::future::ready(Ok::<_, std::convert::Infallible>(resp))
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, svc);
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
         });
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Start with [`app::build`], then [`app::Bound::wait_termination`].
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod attest;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod metrics;
 pub mod peer;
 pub mod pem;
+pub mod restore;
 pub mod server;
 pub mod svid;
 #[cfg(feature = "testing")]

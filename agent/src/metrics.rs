@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::server::Admission;
+use crate::admission::Admission;
 
 const BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
 
@@ -122,6 +122,11 @@ impl Metrics {
                 out,
                 "# TYPE lanyard_connections_idle_closed_total counter\nlanyard_connections_idle_closed_total {}",
                 a.idle_closed()
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE lanyard_streams_refused_total counter\nlanyard_streams_refused_total {}",
+                a.streams_refused()
             );
         }
         if let Some(s) = secs_to_expiry {

@@ -54,6 +54,11 @@ pub enum PeerError {
 #[derive(Debug)]
 pub struct Peer {
     process: ProcessRef,
+    /// Whom the caller's connections and streams are counted against
+    /// ([`principal`]).
+    principal: u32,
+    /// Set once a response has been sent on this connection.
+    served: std::sync::atomic::AtomicBool,
     pidfd: OwnedFd,
     /// `(dev, ino)` of the executable at accept.
     image: Option<(u64, u64)>,
@@ -61,8 +66,8 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Pins the peer of `stream`.
-    pub fn of(stream: &tokio::net::UnixStream) -> Result<Arc<Self>, PeerError> {
+    /// Pins the peer of `stream`, counted against `principal`.
+    pub fn of(stream: &tokio::net::UnixStream, principal: u32) -> Result<Arc<Self>, PeerError> {
         let cred = stream.peer_cred().map_err(PeerError::Credentials)?;
         let pid = cred.pid().filter(|&p| p > 0).ok_or(PeerError::NoPid)?;
         let (pidfd, exact) = match sys::peer_pidfd(stream.as_fd()) {
@@ -83,6 +88,8 @@ impl Peer {
                 uid: cred.uid(),
                 gid: cred.gid(),
             },
+            principal,
+            served: std::sync::atomic::AtomicBool::new(false),
             pidfd,
             image: image_of(pid),
             memo: crate::attest::Memo::default(),
@@ -99,6 +106,23 @@ impl Peer {
     /// This connection's last attestation.
     pub fn memo(&self) -> &crate::attest::Memo {
         &self.memo
+    }
+
+    /// Whom this connection's budgets are counted against.
+    pub fn principal(&self) -> u32 {
+        self.principal
+    }
+
+    /// Notes that a response passed the last check and is being sent: the
+    /// connection is no longer subject to the idle timeout.
+    pub fn mark_served(&self) {
+        self.served
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a response was sent on this connection.
+    pub fn served(&self) -> bool {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The process as attestors see it.
@@ -126,6 +150,38 @@ impl Peer {
         }
         Ok(())
     }
+}
+
+/// Whom a caller's budgets are counted against: its `uid` when it is in the
+/// agent's user namespace; otherwise the uid that created the outermost user
+/// namespace between it and the agent. All of a user's subordinate uids
+/// (`unshare --map-auto`) thus count as that user. A namespace that cannot be
+/// read is counted against the (unprivileged) uid `u32::MAX - 1`, never root.
+pub fn principal(pid: i32, uid: u32) -> u32 {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    const UNKNOWN: u32 = u32::MAX - 1;
+    let own = std::fs::metadata("/proc/self/ns/user").map(|m| (m.dev(), m.ino()));
+    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/ns/user")) else {
+        return UNKNOWN;
+    };
+    let id = |f: &std::fs::File| f.metadata().map(|m| (m.dev(), m.ino())).ok();
+    if id(&file).is_some() && id(&file) == own.as_ref().ok().copied() {
+        return uid;
+    }
+    // Walk up to the child of the agent's namespace (or as far as we may see).
+    let mut ns: OwnedFd = file.into();
+    for _ in 0..32 {
+        let Some(parent) = sys::userns_parent(ns.as_fd()) else {
+            break;
+        };
+        let pf = std::fs::File::from(parent);
+        if id(&pf) == own.as_ref().ok().copied() {
+            break;
+        }
+        ns = pf.into();
+    }
+    sys::userns_owner(ns.as_fd()).unwrap_or(UNKNOWN)
 }
 
 /// The device and inode of the executable `pid` runs, if it has one.
@@ -176,7 +232,7 @@ mod tests {
     #[tokio::test]
     async fn pins_and_detects_exit() {
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
-        let me = Peer::of(&a).unwrap();
+        let me = Peer::of(&a, 0).unwrap();
         assert_eq!(me.process().pid, std::process::id() as i32);
         me.still_same().unwrap();
 
@@ -192,13 +248,40 @@ mod tests {
             .spawn()
             .unwrap();
         let (conn, _) = listener.accept().await.unwrap();
-        let peer = Peer::of(&conn).unwrap();
+        let peer = Peer::of(&conn, 0).unwrap();
         assert_eq!(peer.process().pid, child.id() as i32);
         peer.still_same().unwrap();
         drop(child.stdin.take());
         child.wait().unwrap();
         assert!(matches!(peer.still_same(), Err(PeerError::Changed(_))));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn subordinate_uids_count_as_their_owner() {
+        let me = std::process::id() as i32;
+        assert_eq!(
+            principal(me, 4242),
+            4242,
+            "the agent's own namespace: the uid"
+        );
+        // A process in a user namespace this process made: counted as its
+        // creator (this test's uid), whatever uid it claims.
+        let mut c = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+        for _ in 0..200 {
+            if std::fs::read_link(format!("/proc/{}/ns/user", c.id())).is_ok_and(|l| l != own) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(principal(c.id() as i32, 123_456), current_uid());
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert_eq!(principal(i32::MAX, 5), u32::MAX - 1, "unreadable: not root");
     }
 
     #[test]

@@ -222,7 +222,12 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
         .serve_with_incoming_shutdown(
             lanyard_agent::server::incoming(
                 admin,
-                lanyard_agent::server::Admission::new(Default::default()),
+                // The admin socket is for operators (mode 0660), and its calls
+                // mark no response as served: no idle cut-off worth having.
+                lanyard_agent::admission::Admission::new(lanyard_agent::admission::ConnLimits {
+                    idle_timeout: std::time::Duration::from_secs(3600),
+                    ..Default::default()
+                }),
             ),
             async move {
                 let _ = stop.wait_for(|s| *s).await;

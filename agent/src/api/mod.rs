@@ -36,6 +36,8 @@ pub struct Ctx {
     pub shutdown: watch::Receiver<bool>,
     /// Outstanding SignPublicKey nonces: nonce → (pid, expiry).
     pub nonces: Mutex<HashMap<String, (i32, u64)>>,
+    /// Connection and stream budgets (watch streams are counted here).
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// Unix seconds now.
@@ -113,7 +115,9 @@ impl Ctx {
     /// that connected. Otherwise nothing is sent.
     pub fn recheck(&self, rpc: &'static str, peer: &Peer) -> Result<(), Status> {
         peer.still_same()
-            .map_err(|e| self.deny(rpc, peer, Status::unauthenticated(e.to_string())))
+            .map_err(|e| self.deny(rpc, peer, Status::unauthenticated(e.to_string())))?;
+        peer.mark_served();
+        Ok(())
     }
 
     /// A cached credential for an entry.
@@ -155,7 +159,18 @@ impl Ctx {
     {
         let (tx, rx) = mpsc::channel(2);
         let ctx = self.clone();
+        // Each watch stream is a task woken on every cache change: a principal
+        // gets a bounded number of them over all its connections.
+        let Some(slot) = self.admission.take_stream(peer.principal()) else {
+            let status = self.deny(
+                rpc,
+                &peer,
+                Status::resource_exhausted("too many open streams for this uid"),
+            );
+            return Box::pin(futures_util::stream::once(async move { Err(status) }));
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             let mut changes = ctx.cache.subscribe();
             let mut shutdown = ctx.shutdown.clone();
             // A digest of the last message sent, not a copy: a stream may carry

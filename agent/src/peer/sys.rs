@@ -48,3 +48,26 @@ pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
         Ok(_) | Err(_) => true,
     }
 }
+
+/// `NS_GET_PARENT` (`_IO(0xb7, 0x2)`): the parent of a user namespace.
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+/// `NS_GET_OWNER_UID` (`_IO(0xb7, 0x4)`): the uid that created a user namespace.
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// The parent of the user namespace `ns`, or `None` at the top of what this
+/// process may see (the kernel answers `EPERM` for a parent outside our own
+/// user namespace).
+pub fn userns_parent(ns: BorrowedFd<'_>) -> Option<OwnedFd> {
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
+    // SAFETY: on success the kernel returned a new file descriptor that we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The uid (as this process sees it) that created the user namespace `ns`.
+pub fn userns_owner(ns: BorrowedFd<'_>) -> Option<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer given.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &raw mut uid) };
+    (rc == 0).then_some(uid)
+}
