@@ -1,0 +1,751 @@
+//! The host security suite (issue 13): an unprivileged local user (uid 1001)
+//! attacking the agent and other workloads, against real cgroups, namespaces
+//! and processes. Each test is written from the attacker's side and names the
+//! review finding it closes.
+//!
+//! The tests run as root, because only root can set up what a real host has:
+//! a cgroup subtree delegated to a user (what systemd's `Delegate=yes` does for
+//! `user@UID.service`), uids to switch to, and user namespaces mapped the way
+//! `newuidmap` maps subordinate uids. The attacks themselves run as uid 1001
+//! through `setpriv`.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lanyard_agent::client::{connect, with_header};
+use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use lanyard_proto::spiffe::{JwtsvidRequest, X509svidRequest};
+use lanyard_tests::{lanyard_bin, rt, Deployment};
+
+/// The attacker's uid.
+const ATTACKER: u32 = 1001;
+
+fn entry(subject: &str, selectors: &[&str]) -> String {
+    let sel: Vec<String> = selectors.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[[entries]]\nsubject = \"spiffe://example.org/{subject}\"\nselectors = [{}]\n",
+        sel.join(", ")
+    )
+}
+
+fn script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `setpriv` running the rest as `uid` (and gid), with no supplementary groups.
+fn as_user(uid: u32) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
+        "--clear-groups".into(),
+    ]);
+    c
+}
+
+/// A directory the attacker owns.
+fn attacker_dir(d: &Deployment, name: &str) -> PathBuf {
+    let p = d.dir.join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    std::os::unix::fs::chown(&p, Some(ATTACKER), Some(ATTACKER)).unwrap();
+    p
+}
+
+/// `lanyard fetch` into `out`: (success, stderr).
+fn fetch_cmd(mut c: Command, socket: &Path, out: &Path) -> (bool, String) {
+    let o = c
+        .arg(lanyard_bin())
+        .args(["fetch", "--socket", socket.to_str().unwrap()])
+        .args(["--out-dir", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A JWT-SVID for this process (root) over `socket`, or the gRPC status.
+fn jwt_svid(socket: &Path) -> Result<String, tonic::Status> {
+    rt().block_on(async {
+        let ch = connect(socket).await.unwrap();
+        let r = SpiffeWorkloadApiClient::new(ch)
+            .fetch_jwtsvid(with_header(JwtsvidRequest {
+                audience: vec!["security".into()],
+                spiffe_id: String::new(),
+            }))
+            .await?;
+        Ok(r.into_inner().svids.remove(0).svid)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Finding 1: container and pod names in a cgroup the user made.
+
+/// The unified (v2) cgroup hierarchy's mount point.
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| PathBuf::from(f[1]))
+        .expect("a cgroup2 mount")
+}
+
+/// A cgroup subtree removed (deepest first) on drop, once its processes are gone.
+struct CgroupTree(PathBuf);
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        fn rm(p: &Path) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        rm(&e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(p);
+        }
+        rm(&self.0);
+    }
+}
+
+/// What systemd does for a delegated unit: the directory and its control
+/// files belong to the user.
+fn delegate_to(dir: &Path, uid: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+        std::os::unix::fs::chown(dir.join(f), Some(uid), Some(uid)).unwrap();
+    }
+}
+
+/// Runs `sh -c script` as `uid` (root when `None`), first placed by root into
+/// the cgroup `dir` (as systemd places a user's manager): its output.
+fn run_in_cgroup(uid: Option<u32>, dir: &Path, script: &str) -> Output {
+    let mut c = match uid {
+        Some(u) => as_user(u),
+        None => Command::new("env"),
+    };
+    let mut child = c
+        .args(["sh", "-c", &format!("read _ && {script}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn attacker_names_its_own_cgroup_like_a_pod_and_gets_nothing() {
+    let pod = "8b9dd266-60dd-4433-8e5e-3bdcc7697bee";
+    let id = "c72b44f312b344d22b2be689192bc97c7a1c7b7e0dec34aa172140e89d47980b";
+    let pod_path = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope",
+        pod.replace('-', "_")
+    );
+    let d = Deployment::new(
+        "sec-cgroup",
+        &format!(
+            "{}{}",
+            entry("ns/prod/sa/payments", &[&format!("container:pod-uid:{pod}")]),
+            entry("docker-app", &[&format!("container:id:{id}")])
+        ),
+    );
+    let _agent = d.start();
+    let base = cgroup2_root().join(format!("lanyard-sec-{}", std::process::id()));
+    let _tree = CgroupTree(base.clone());
+    let lanyard = lanyard_bin().display().to_string();
+    let sock = d.socket().display().to_string();
+
+    // The control: a root process in a root-made cgroup of that name is that
+    // pod, so the names alone would be worth stealing.
+    let real = base.join(&pod_path);
+    std::fs::create_dir_all(&real).unwrap();
+    let out = d.dir.join("root-out");
+    let o = run_in_cgroup(
+        None,
+        &real,
+        &format!("exec {lanyard} fetch --socket {sock} --out-dir {}", out.display()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svid = std::fs::read(out.join("svid.pem")).unwrap();
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin_bytes(&svid);
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("spiffe://example.org/ns/prod/sa/payments"), "{text}");
+
+    // The attacks: the same names below the user's systemd manager, and below
+    // another unit delegated to the user (where only ownership tells).
+    for delegated in [
+        base.join(format!(
+            "user.slice/user-{ATTACKER}.slice/user@{ATTACKER}.service"
+        )),
+        base.join("system.slice/build-runner.service"),
+    ] {
+        delegate_to(&delegated, ATTACKER);
+        let out = attacker_dir(&d, "stolen");
+        let forged = delegated.join(&pod_path);
+        let o = run_in_cgroup(
+            Some(ATTACKER),
+            &delegated,
+            &format!(
+                "mkdir -p {f} && echo $$ > {f}/cgroup.procs && cat /proc/self/cgroup >&2 && exec {lanyard} fetch --socket {sock} --out-dir {out}",
+                f = forged.display(),
+                out = out.display()
+            ),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        let rel = forged.strip_prefix(cgroup2_root()).unwrap().display().to_string();
+        assert!(
+            err.contains(&format!("0::/{rel}\n")),
+            "the attacker must really be in its forged cgroup {rel}: {err}"
+        );
+        assert!(!o.status.success(), "uid {ATTACKER} got the pod's identity: {err}");
+        assert!(err.contains("PermissionDenied"), "{err}");
+        assert!(!out.join("svid.pem").exists());
+    }
+}
+
+/// `Command` output with bytes on stdin.
+trait StdinBytes {
+    fn stdin_bytes(&mut self, input: &[u8]) -> Vec<u8>;
+}
+
+impl StdinBytes for Command {
+    fn stdin_bytes(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut c = self
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input).unwrap();
+        c.wait_with_output().unwrap().stdout
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Finding 3: connect, then exec an entitled binary.
+
+#[test]
+fn attacker_connects_then_execs_an_entitled_binary_and_gets_nothing() {
+    let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+    let d = Deployment::new(
+        "sec-exec",
+        &entry(
+            "entitled",
+            &[&format!("unix:uid:{ATTACKER}"), &format!("unix:path:{}", sleep.display())],
+        ),
+    );
+    let _agent = d.start();
+    let relay = attacker_dir(&d, "relay").join("relay.sock");
+    let mut attacker = as_user(ATTACKER)
+        .args(["/usr/bin/python3", &script("connect_exec.py")])
+        .arg(d.socket())
+        .arg(&relay)
+        .arg(&sleep)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(attacker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line.trim().parse().unwrap();
+    // Wait until the connecting process runs the entitled binary.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() != Some(sleep.as_path()) {
+        assert!(Instant::now() < deadline, "the attacker never exec'd");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The agent would give that process the identity, were it to ask itself.
+    let o = lanyard_tests::lanyard(&[
+        "attest",
+        "--pid",
+        &pid.to_string(),
+        "--config",
+        d.dir.join("agent.toml").to_str().unwrap(),
+        "--json",
+    ]);
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert!(v.contains("spiffe://example.org/entitled"), "{v}");
+    // The relay asks over the connection the attacker's own binary opened.
+    let status = jwt_svid(&relay).unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("executed another binary"), "{status:?}");
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+}
+
+// ---------------------------------------------------------------------------
+// Finding 4: rewrite a hashed binary and set its mtime back.
+
+#[test]
+fn attacker_rewrites_a_hashed_binary_resets_mtime_and_gets_nothing() {
+    let d0 = lanyard_tests::TempDir::new("sec-hash-src");
+    // The attacker's own copy of a client binary, which an entry entitles by
+    // hash (say it was vetted).
+    let tool = d0.join("tool");
+    std::fs::copy(lanyard_bin(), &tool).unwrap();
+    let sum = Command::new("sha256sum").arg(&tool).output().unwrap();
+    let hash = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let d = Deployment::new(
+        "sec-hash",
+        &entry(
+            "vetted",
+            &[&format!("unix:uid:{ATTACKER}"), &format!("unix:sha256:{hash}")],
+        ),
+    );
+    let _agent = d.start();
+    std::os::unix::fs::chown(&tool, Some(ATTACKER), Some(ATTACKER)).unwrap();
+    let run = |out: &str| {
+        let out = attacker_dir(&d, out);
+        let o = as_user(ATTACKER)
+            .arg(&tool)
+            .args(["fetch", "--socket", d.socket().to_str().unwrap()])
+            .args(["--out-dir", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // The vetted bytes get the identity (and the agent caches their hash).
+    let (ok, err) = run("first");
+    assert!(ok, "{err}");
+    // As the file's owner: one byte of a help text changed in place (same
+    // inode, same size), then mtime set back to what it was.
+    let patch = "import os,sys\n\
+        p=sys.argv[1]; st=os.stat(p); b=open(p,'rb').read(); i=b.index(b'Usage')\n\
+        f=open(p,'r+b'); f.seek(i); f.write(b'u'); f.close()\n\
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))\n\
+        assert os.stat(p).st_mtime_ns == st.st_mtime_ns and os.stat(p).st_ino == st.st_ino\n";
+    let o = as_user(ATTACKER)
+        .args(["/usr/bin/python3", "-c", patch])
+        .arg(&tool)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ok, err) = run("second");
+    assert!(!ok, "the rewritten binary got the vetted identity");
+    assert!(err.contains("PermissionDenied"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Finding 5: bind-mount one's own binary over an entitled path.
+
+#[test]
+fn attacker_bind_mounts_its_binary_over_an_entitled_path_and_gets_nothing() {
+    let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+    let d = Deployment::new(
+        "sec-bind",
+        &entry(
+            "entitled",
+            &[&format!("unix:uid:{ATTACKER}"), &format!("unix:path:{}", sleep.display())],
+        ),
+    );
+    let _agent = d.start();
+    let out = attacker_dir(&d, "out");
+    // In a user and mount namespace of its own, uid 1001 may bind-mount
+    // anything over anything: its fetch runs "as" /usr/bin/sleep.
+    let o = as_user(ATTACKER)
+        .args(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {lanyard} {sleep} && exec {sleep} fetch --socket {sock} --out-dir {out}",
+            lanyard = lanyard_bin().display(),
+            sleep = sleep.display(),
+            sock = d.socket().display(),
+            out = out.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the bind-mounted binary got the identity: {err}");
+    assert!(err.contains("PermissionDenied"), "{err}");
+    assert!(!out.join("svid.pem").exists());
+}
+
+// ---------------------------------------------------------------------------
+// Finding 6: `lanyard fetch --signal` and a pid file the workload writes.
+
+#[test]
+fn attacker_writes_minus_one_into_the_pid_file_and_nothing_is_signalled() {
+    let d = Deployment::new("sec-signal", &entry("root", &["unix:uid:0"]));
+    let _agent = d.start();
+    let dir = attacker_dir(&d, "run");
+    for bad in ["-1", "-999999", "0", "1", "nonsense"] {
+        let pid_file = dir.join("server.pid");
+        // The workload writes the pid file (it is its own server's).
+        let o = as_user(ATTACKER)
+            .args(["sh", "-c", &format!("printf -- '{bad}' > {}", pid_file.display())])
+            .status()
+            .unwrap();
+        assert!(o.success());
+        // In a private pid namespace, so that a kill(-1) could only hit the
+        // processes of this test: two of the attacker's servers and the
+        // sidecar's own shell.
+        let o = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+            .arg(format!(
+                "setpriv --reuid={ATTACKER} --regid={ATTACKER} --clear-groups sleep 60 & a=$!; \
+                 setpriv --reuid={ATTACKER} --regid={ATTACKER} --clear-groups sleep 60 & b=$!; \
+                 sleep 0.2; \
+                 {lanyard} fetch --socket {sock} --out-dir {out} --signal TERM --pid-file {pid_file}; \
+                 echo \"rc=$?\"; sleep 0.5; \
+                 kill -0 $a && kill -0 $b && echo alive; kill $a $b",
+                lanyard = lanyard_bin().display(),
+                sock = d.socket().display(),
+                out = d.dir.join("sidecar").display(),
+                pid_file = pid_file.display()
+            ))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stdout.contains("alive"), "{bad:?}: processes were signalled: {stdout} {stderr}");
+        assert!(!stdout.contains("rc=0"), "{bad:?}: fetch accepted the pid file: {stdout}");
+        assert!(stderr.contains("--pid-file"), "{bad:?}: {stderr}");
+        assert_eq!(stderr.lines().filter(|l| l.contains("pid")).count(), 1, "one clear line: {stderr}");
+        assert!(!d.dir.join("sidecar").exists(), "{bad:?}: the error comes before any fetch");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Finding 7: connection slots, from several uids at once.
+
+/// Runs `hold_slots.py` inside a user namespace that `ATTACKER` made, with the
+/// attacker as root in it and uids 1..3 mapped to subordinate host uids
+/// 200000..200002 by a privileged helper (what `newuidmap` does for
+/// `unshare --map-auto`): four host uids, one user.
+fn hold_slots(socket: &Path, per_uid: usize) -> (Child, usize) {
+    let mut c = as_user(ATTACKER)
+        .args(["unshare", "--user", "sh", "-c"])
+        .arg(format!(
+            "read _ && exec /usr/bin/python3 {} {} {per_uid} 0 1 2 3",
+            script("hold_slots.py"),
+            socket.display()
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // setpriv execs unshare, which unshares and execs sh: wait for the new
+    // namespace, then map it.
+    let pid = c.id();
+    let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/user")).ok().as_ref() == Some(&own)
+        || std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| !e.ends_with("sh") && !e.ends_with("dash") && !e.ends_with("bash"))
+    {
+        assert!(Instant::now() < deadline, "no user namespace");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let map = format!("0 {ATTACKER} 1\n1 200000 3\n");
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map).unwrap();
+    std::fs::write(format!("/proc/{pid}/gid_map"), &map).unwrap();
+    c.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let held = line.trim().strip_prefix("held ").unwrap().parse().unwrap();
+    (c, held)
+}
+
+#[test]
+fn attacker_with_subordinate_uids_cannot_take_every_connection() {
+    let d = Deployment::new(
+        "sec-slots",
+        &format!(
+            "{}{}[connections]\nmax_total = 64\nmax_per_uid = 16\nfirst_byte_timeout = \"60s\"\n",
+            entry("root", &["unix:uid:0"]),
+            entry("other", &["unix:uid:1002"])
+        ),
+    );
+    let _agent = d.start();
+    // (`first_byte_timeout`: `idle_timeout`'s old name, which every version
+    // reads, so that this test also runs against the code before the fix.)
+    // Four uids, 32 connections each: counted by uid they would fill all 64.
+    let (mut attacker, held) = hold_slots(&d.socket(), 32);
+    assert_eq!(held, 16, "all of a user's uids count as that user");
+    // Root and another user are still served while the attacker holds its share.
+    jwt_svid(&d.socket()).unwrap();
+    let other = d.dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::os::unix::fs::chown(&other, Some(1002), Some(1002)).unwrap();
+    let (ok, err) = fetch_cmd(as_user(1002), &d.socket(), &other.join("out"));
+    assert!(ok, "{err}");
+    drop(attacker.stdin.take());
+    attacker.wait().unwrap();
+}
+
+#[test]
+fn attacker_connections_that_never_complete_a_request_are_closed() {
+    let d = Deployment::new(
+        "sec-idle",
+        &format!(
+            "{}[connections]\nfirst_byte_timeout = \"2s\"\n",
+            entry("root", &["unix:uid:0"])
+        ),
+    );
+    let _agent = d.start();
+    // Each connection sends the HTTP/2 preface, which once reset the timer.
+    let (mut attacker, held) = hold_slots(&d.socket(), 8);
+    assert!(held > 0);
+    std::thread::sleep(Duration::from_secs(4));
+    drop(attacker.stdin.take());
+    let out = attacker.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("closed {held}")), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// Finding 8: the health endpoint.
+
+#[test]
+fn attacker_floods_the_health_endpoint_and_fetches_still_work() {
+    let d = Deployment::new("sec-health", &entry("root", &["unix:uid:0"]));
+    let addr = d.enable_health();
+    let cfg = d.dir.join("agent.toml");
+    // The agent with systemd's default soft limit of 1,024 descriptors.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=1024:1024", "--"])
+        .arg(lanyard_bin())
+        .args(["agent", "--config", cfg.to_str().unwrap()]);
+    let sock = d.socket();
+    let agent = lanyard_tests::spawn_command(cmd, d.dir.join("agent.log"), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    // 1,100 idle TCP connections from uid 1001, held open.
+    let flood = "import socket,sys\n\
+        host,port=sys.argv[1].rsplit(':',1); conns=[]\n\
+        for _ in range(1100):\n\
+        \x20   try:\n\
+        \x20       conns.append(socket.create_connection((host,int(port)),timeout=2))\n\
+        \x20   except OSError: pass\n\
+        print(len(conns),flush=True); sys.stdin.read()\n";
+    let mut attacker = as_user(ATTACKER)
+        .args(["/usr/bin/python3", "-c", flood, &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(attacker.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    // The agent holds at most its cap of them, and keeps descriptors to spare.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid())).unwrap().count();
+    assert!(fds < 200, "the agent holds {fds} descriptors during the flood");
+    jwt_svid(&d.socket()).unwrap();
+    let (ok, err) = fetch_cmd(Command::new("env"), &d.socket(), &d.dir.join("out"));
+    assert!(ok, "{err}");
+    // The health endpoint answers again once the idle connections time out
+    // (HEADER_TIMEOUT); while the attacker holds its cap, probes are refused,
+    // which the README says.
+    let deadline = Instant::now() + lanyard_agent::health::HEADER_TIMEOUT * 3;
+    loop {
+        let probe = || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(&addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
+            let mut resp = String::new();
+            std::io::Read::read_to_string(&mut s, &mut resp)?;
+            Ok(resp)
+        };
+        match probe() {
+            Ok(r) if r.contains(" 200 ") => break,
+            other => assert!(Instant::now() < deadline, "/healthz never answered: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(attacker.stdin.take());
+    attacker.wait().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Finding 9: HTTP/2 streams.
+
+#[test]
+fn attacker_cannot_open_thousands_of_watch_streams() {
+    let d = Deployment::new(
+        "sec-streams",
+        &format!(
+            "{}[connections]\nmax_streams_per_uid = 8\n",
+            entry("root", &["unix:uid:0"])
+        ),
+    );
+    let _agent = d.start();
+    // MAX_CONCURRENT_STREAMS is advertised before any request.
+    let o = Command::new("/usr/bin/python3")
+        .arg(script("h2_settings.py"))
+        .arg(d.socket())
+        .output()
+        .unwrap();
+    let settings = String::from_utf8_lossy(&o.stdout);
+    assert!(settings.lines().any(|l| l == "3=32"), "SETTINGS: {settings}");
+    // One identity, many watch streams over two connections: 8 are served,
+    // the rest refused.
+    let (ok, exhausted) = rt().block_on(async {
+        let mut ok = 0;
+        let mut exhausted = 0;
+        let mut keep = Vec::new();
+        for _ in 0..2 {
+            let ch = connect(&d.socket()).await.unwrap();
+            for _ in 0..6 {
+                let mut c = SpiffeWorkloadApiClient::new(ch.clone());
+                match c.fetch_x509svid(with_header(X509svidRequest {})).await {
+                    Ok(r) => {
+                        let mut s = r.into_inner();
+                        match s.message().await {
+                            Ok(Some(_)) => {
+                                ok += 1;
+                                keep.push(s);
+                            }
+                            Err(st) if st.code() == tonic::Code::ResourceExhausted => exhausted += 1,
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                    Err(st) if st.code() == tonic::Code::ResourceExhausted => exhausted += 1,
+                    Err(st) => panic!("unexpected {st:?}"),
+                }
+            }
+        }
+        (ok, exhausted)
+    });
+    assert_eq!((ok, exhausted), (8, 4));
+}
+
+// ---------------------------------------------------------------------------
+// Finding 10: files the agent trusts.
+
+#[test]
+fn the_agent_refuses_a_data_dir_or_socket_dir_others_control() {
+    let d = Deployment::new("sec-dirs", &entry("root", &["unix:uid:0"]));
+    let cfg = d.dir.join("agent.toml");
+    let run = |mutate: &dyn Fn()| {
+        let _ = std::fs::remove_dir_all(d.dir.join("data"));
+        let _ = std::fs::remove_dir_all(d.dir.join("run"));
+        mutate();
+        let mut c = Command::new(lanyard_bin())
+            .args(["agent", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
+                return (Some(status), err);
+            }
+            if std::os::unix::net::UnixStream::connect(d.socket()).is_ok() || Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return (None, String::new());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let data = d.dir.join("data");
+    let run_dir = d.dir.join("run");
+    for (what, mutate, key) in [
+        ("data_dir owned by the attacker", Box::new(|| { std::fs::create_dir_all(&data).unwrap(); std::os::unix::fs::chown(&data, Some(ATTACKER), Some(ATTACKER)).unwrap(); }) as Box<dyn Fn()>, "data_dir"),
+        ("data_dir writable by all", Box::new(|| { std::fs::create_dir_all(&data).unwrap(); std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap(); }), "data_dir"),
+        ("socket directory owned by the attacker", Box::new(|| { std::fs::create_dir_all(&run_dir).unwrap(); std::os::unix::fs::chown(&run_dir, Some(ATTACKER), Some(ATTACKER)).unwrap(); }), "socket_path"),
+        ("socket directory writable by group", Box::new(|| { std::fs::create_dir_all(&run_dir).unwrap(); std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o775)).unwrap(); }), "socket_path"),
+    ] {
+        let (status, err) = run(&*mutate);
+        let status = status.unwrap_or_else(|| panic!("{what}: the agent started"));
+        assert!(!status.success(), "{what}");
+        assert!(err.contains(key) && err.contains("allow_insecure_dirs"), "{what}: {err}");
+    }
+    // The operator's explicit override.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("allow_insecure_dirs = true\n{text}")).unwrap();
+    let (status, _) = run(&|| {
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    });
+    assert!(status.is_none(), "allow_insecure_dirs = true starts the agent");
+}
+
+#[test]
+fn a_planted_x509_svid_in_the_cache_file_is_never_served() {
+    let d = Deployment::new("sec-plant", &entry("me", &["unix:uid:0"]));
+    let agent = d.start();
+    // A real SVID gets cached and persisted.
+    let first = x509_leaf(&d.socket());
+    assert!(agent.terminate().success());
+    let cache = d.dir.join("data/cache.json");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(text.contains("\"x509_svid\""), "{text}");
+    // The attacker's own key and a self-signed certificate for the same name.
+    let tmp = d.dir.join("forge");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args(["-subj", "/CN=forged", "-days", "1", "-addext", "subjectAltName=URI:spiffe://example.org/me"])
+        .args(["-keyout", tmp.join("key.pem").to_str().unwrap(), "-out", tmp.join("cert.pem").to_str().unwrap()])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let der = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).output().unwrap();
+        assert!(o.status.success());
+        base64_std(&o.stdout)
+    };
+    let cert = der(&["x509", "-in", tmp.join("cert.pem").to_str().unwrap(), "-outform", "DER"]);
+    let key = der(&["pkcs8", "-topk8", "-nocrypt", "-in", tmp.join("key.pem").to_str().unwrap(), "-outform", "DER"]);
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut planted = 0;
+    for e in v["entries"].as_array_mut().unwrap() {
+        let value = &mut e[1]["value"];
+        if value["type"] == "x509_svid" {
+            value["chain"] = serde_json::json!([cert.clone()]);
+            value["key"] = serde_json::json!(key.clone());
+            planted += 1;
+        }
+    }
+    assert_eq!(planted, 1, "{text}");
+    std::fs::write(&cache, serde_json::to_string(&v).unwrap()).unwrap();
+    let agent = d.start();
+    let served = x509_leaf(&d.socket());
+    assert_ne!(base64_std(&served), cert, "the planted certificate was served");
+    assert_ne!(served, first, "a fresh SVID is minted");
+    assert!(agent.log().contains("does not verify"), "{}", agent.log());
+}
+
+fn base64_std(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The DER of the X.509-SVID leaf the agent serves this process.
+fn x509_leaf(socket: &Path) -> Vec<u8> {
+    rt().block_on(async {
+        let ch = connect(socket).await.unwrap();
+        let mut s = SpiffeWorkloadApiClient::new(ch)
+            .fetch_x509svid(with_header(X509svidRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let m = s.message().await.unwrap().unwrap();
+        let chain = &m.svids[0].x509_svid;
+        // The first certificate of the concatenated DER chain: a SEQUENCE with
+        // a two-byte long-form length.
+        assert_eq!(&chain[..2], &[0x30, 0x82]);
+        let len = 4 + usize::from(u16::from_be_bytes([chain[2], chain[3]]));
+        chain[..len].to_vec()
+    })
+}
