@@ -76,17 +76,17 @@ fn bind_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildErro
 pub fn default_attestors(
     config: &Config,
 ) -> Result<Vec<Box<dyn lanyard_plugins::WorkloadAttestor>>, BuildError> {
+    let container = lanyard_plugins::container::ContainerAttestor::new()
+        .trusting_unverifiable(config.trust_unverifiable_cgroups);
     let mut v = attestors(
         lanyard_plugins::unix::UnixAttestor::new(config.unix_max_hash_bytes)
             .with_foreign_namespaces(config.unix_foreign_namespace_paths),
+        container.clone(),
         config.docker_socket.as_deref(),
     );
     if let Some(c) = &config.k8s {
-        let a = lanyard_plugins::k8s::K8sAttestor::new(
-            c.clone(),
-            lanyard_plugins::container::ContainerAttestor::new(),
-        )
-        .map_err(|e| BuildError::Attestor(format!("k8s: {e}")))?;
+        let a = lanyard_plugins::k8s::K8sAttestor::new(c.clone(), container)
+            .map_err(|e| BuildError::Attestor(format!("k8s: {e}")))?;
         v.push(Box::new(a));
     }
     Ok(v)
@@ -95,17 +95,18 @@ pub fn default_attestors(
 /// unix, container and systemd; docker when an Engine API socket is given.
 pub fn attestors(
     unix: lanyard_plugins::unix::UnixAttestor,
+    container: lanyard_plugins::container::ContainerAttestor,
     docker_socket: Option<&std::path::Path>,
 ) -> Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> {
-    use lanyard_plugins::{container::ContainerAttestor, docker, systemd};
+    use lanyard_plugins::{docker, systemd};
     let mut v: Vec<Box<dyn lanyard_plugins::WorkloadAttestor>> = vec![
         Box::new(unix),
-        Box::new(ContainerAttestor::new()),
+        Box::new(container.clone()),
         Box::new(systemd::SystemdAttestor::new()),
     ];
     if let Some(sock) = docker_socket {
         v.push(Box::new(docker::DockerAttestor::new(
-            ContainerAttestor::new(),
+            container,
             docker::DockerClient::new(sock),
         )));
     }

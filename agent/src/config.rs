@@ -260,6 +260,7 @@ struct RawK8s {
 #[serde(deny_unknown_fields)]
 struct RawContainer {
     docker_socket: Option<String>,
+    unverifiable_cgroups: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,6 +329,10 @@ pub struct Config {
     /// `[plugins.container] docker_socket`: a Docker-compatible Engine API
     /// (dockerd, `podman system service`) for labels and images.
     pub docker_socket: Option<PathBuf>,
+    /// `[plugins.container] unverifiable_cgroups = "trust_names"`: believe
+    /// container names in cgroups outside the agent's cgroup namespace, whose
+    /// owner it cannot check (default `"refuse"`).
+    pub trust_unverifiable_cgroups: bool,
     /// `[plugins.k8s]`, if the k8s attestor is enabled.
     pub k8s: Option<lanyard_plugins::k8s::K8sConfig>,
     /// `[connections]`: how many Workload API connections, and how long silent.
@@ -421,6 +426,22 @@ impl Config {
                 .as_ref()
                 .and_then(|c| c.docker_socket.as_deref())
                 .map(|p| resolve_path(base, p)),
+            trust_unverifiable_cgroups: match raw
+                .plugins
+                .container
+                .as_ref()
+                .and_then(|c| c.unverifiable_cgroups.as_deref())
+            {
+                None | Some("refuse") => false,
+                Some("trust_names") => true,
+                Some(other) => {
+                    return Err(err(
+                        "plugins.container.unverifiable_cgroups",
+                        other,
+                        "must be \"refuse\" or \"trust_names\"",
+                    ))
+                }
+            },
             unix_max_hash_bytes: raw
                 .plugins
                 .unix

@@ -44,7 +44,11 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
         }
         None => (
             Vec::new(),
-            lanyard_agent::app::attestors(lanyard_plugins::unix::UnixAttestor::default(), None),
+            lanyard_agent::app::attestors(
+                lanyard_plugins::unix::UnixAttestor::default(),
+                lanyard_plugins::container::ContainerAttestor::new(),
+                None,
+            ),
         ),
     };
     let (uid, gid) = lanyard_agent::peer::effective_ids(a.pid)

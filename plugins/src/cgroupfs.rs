@@ -129,10 +129,23 @@ impl CgroupFs {
     /// claim must be checked and every checked one must pass: an attacker's
     /// delegated subtree on an unmounted hierarchy names nothing that the
     /// mounted ones confirm.
-    pub fn check_all(&self, claims: &[CgroupClaim]) -> Result<(), Distrust> {
-        let mut checked = false;
+    ///
+    /// With `trust_unverifiable`, a claim the agent cannot look at (a path
+    /// outside its cgroup namespace) is let through on its name alone, which
+    /// the parser has already refused below `user@*.service`; one it can look
+    /// at must still be root's.
+    pub fn check_all(
+        &self,
+        claims: &[CgroupClaim],
+        trust_unverifiable: bool,
+    ) -> Result<(), Distrust> {
+        let mut checked = trust_unverifiable;
         for c in claims {
-            checked |= self.check(c)?;
+            match self.check(c) {
+                Ok(seen) => checked |= seen,
+                Err(Distrust::Unverifiable { .. }) if trust_unverifiable => {}
+                Err(e) => return Err(e),
+            }
         }
         match claims.first() {
             Some(first) if !checked => Err(Distrust::Unverifiable {
@@ -273,12 +286,27 @@ mod tests {
         let unmounted = claim(3, "memory", "/system.slice/docker-a.scope");
         assert!(!fs.check(&unmounted).unwrap());
         assert!(matches!(
-            fs.check_all(std::slice::from_ref(&unmounted)),
+            fs.check_all(std::slice::from_ref(&unmounted), false),
             Err(Distrust::Unverifiable { .. })
         ));
-        fs.check_all(&[unmounted, claim(0, "", "/system.slice/docker-a.scope")])
-            .unwrap();
-        fs.check_all(&[]).unwrap();
+        fs.check_all(
+            &[unmounted, claim(0, "", "/system.slice/docker-a.scope")],
+            false,
+        )
+        .unwrap();
+        fs.check_all(&[], false).unwrap();
+        // Trusting what cannot be seen: a path outside the namespace passes on
+        // its name, one on the agent's mounts is still checked.
+        let outside = claim(0, "", "/../system.slice/docker-a.scope");
+        assert!(fs.check_all(std::slice::from_ref(&outside), false).is_err());
+        fs.check_all(std::slice::from_ref(&outside), true).unwrap();
+        assert!(matches!(
+            other.check_all(
+                &[outside, claim(0, "", "/system.slice/docker-a.scope")],
+                true
+            ),
+            Err(Distrust::NotRootOwned { .. })
+        ));
         // Gone, or outside the namespace: unverifiable.
         for c in [
             claim(0, "", "/system.slice/docker-b.scope"),

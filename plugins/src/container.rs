@@ -25,6 +25,7 @@ use crate::{AttestError, ProcessRef, Selector, WorkloadAttestor};
 pub struct ContainerAttestor {
     proc_root: PathBuf,
     cgroupfs: std::sync::Arc<CgroupFs>,
+    trust_unverifiable: bool,
 }
 
 impl Default for ContainerAttestor {
@@ -39,7 +40,19 @@ impl ContainerAttestor {
         Self {
             proc_root: PathBuf::from("/proc"),
             cgroupfs: std::sync::Arc::new(CgroupFs::of_this_process()),
+            trust_unverifiable: false,
         }
+    }
+
+    /// Believes ids in cgroups the agent cannot look at (paths outside its
+    /// cgroup namespace, `/../…`) on their names alone, still never below a
+    /// `user@*.service` (`[plugins.container] unverifiable_cgroups =
+    /// "trust_names"`). For an agent that must run in a private cgroup
+    /// namespace, such as a Kubernetes DaemonSet on cgroup v2, where the k8s
+    /// attestor then confirms each pod and container with the kubelet.
+    pub fn trusting_unverifiable(mut self, trust: bool) -> Self {
+        self.trust_unverifiable = trust;
+        self
     }
 
     /// Checks cgroup ownership on `fs` instead of the agent's own mounts (tests).
@@ -67,7 +80,10 @@ impl ContainerAttestor {
         let (path, text) = read_proc(&self.proc_root, pid, "cgroup")?;
         let mut info = cgroup::parse_cgroup(&text)
             .map_err(|e| AttestError::Parse(format!("{}: {e}", path.display())))?;
-        if let Err(why) = self.cgroupfs.check_all(&info.claims) {
+        if let Err(why) = self
+            .cgroupfs
+            .check_all(&info.claims, self.trust_unverifiable)
+        {
             info.distrust(why);
         }
         if let Some(why) = &info.distrust {
@@ -214,9 +230,21 @@ mod tests {
             attest_as(&dir, my_uid().wrapping_add(1)).unwrap(),
             Vec::<String>::new()
         );
-        // Not on the agent's cgroup mounts (outside its cgroup namespace).
+        // Not on the agent's cgroup mounts (outside its cgroup namespace)...
         let dir = fake_proc(&format!("0::/../../{pod}\n"));
         assert_eq!(attest(&dir).unwrap(), Vec::<String>::new());
+        // ...unless the config trusts names there, and never below user@.
+        let trusting = |dir: &tempfile::TempDir| {
+            ContainerAttestor::new()
+                .with_proc_root(dir.path())
+                .with_cgroupfs(cgroupfs(dir, my_uid()))
+                .trusting_unverifiable(true)
+                .info(4242)
+                .unwrap()
+        };
+        assert_eq!(trusting(&dir).container_id.as_deref(), Some(ID));
+        let dir = fake_proc(&format!("0::/../../user@1001.service/{pod}\n"));
+        assert_eq!(trusting(&dir).container_id, None);
         // The same path, on the agent's mounts and owned by "root": believed.
         let dir = fake_proc(&format!("0::/{pod}\n"));
         assert_eq!(attest(&dir).unwrap().len(), 3);

@@ -93,11 +93,13 @@ fn every_cgroup_layout_on_real_hierarchies() {
             ],
         ),
         (
+            // Rootless podman: named by the user, in the user's delegated
+            // subtree, so not believed; the user's systemd manager is the unit.
             format!(
                 "lanyard-t.slice/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{}.scope/container",
                 id(6)
             ),
-            vec![format!("container:id:{}", id(6)), "container:runtime:podman".into()],
+            vec!["systemd:unit:user@1000.service".into()],
         ),
         (
             // kind: a node container holding a pod's container; the innermost wins.
@@ -146,30 +148,48 @@ fn every_cgroup_layout_on_real_hierarchies() {
         .iter()
         .map(|d| d.join("cgroup.procs").display().to_string())
         .collect();
-    let script = format!(
-        "for f in {}; do echo $$ > $f; done; exec unshare --cgroup sh -c 'cat /proc/{pid}/cgroup >&2; exec {} attest --pid {pid} --json'",
-        procs.join(" "),
-        lanyard_tests::lanyard_bin().display(),
-        pid = target.pid()
-    );
-    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // What the attest saw is relative to its own namespace root.
-    let seen = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        seen.contains(&format!("/../crio-{}.scope", id(12))),
-        "{seen}"
-    );
-    let got = selectors(&serde_json::from_slice(&out.stdout).unwrap());
-    assert!(
-        got.contains(&format!("container:id:{}", id(12)))
-            && got.contains(&"container:runtime:cri-o".to_owned()),
-        "{got:?} (host view: {seen})"
-    );
+    // By default the agent cannot check who owns a cgroup outside its
+    // namespace, so it believes no name there; with `unverifiable_cgroups =
+    // "trust_names"` it does.
+    let trusting =
+        std::env::temp_dir().join(format!("lanyard-trusting-{}.toml", std::process::id()));
+    std::fs::write(
+        &trusting,
+        "trust_domain = \"example.org\"\nsocket_path = \"s\"\ndata_dir = \"d\"\n\
+         [authority]\nchain_jwt = \"c.jwt\"\nchain_seed = \"c.seed\"\norg_public = \"o.public\"\n\
+         [plugins.container]\nunverifiable_cgroups = \"trust_names\"\n",
+    )
+    .unwrap();
+    let cfg = d_tmp(&trusting);
+    for (config, believed) in [(None, false), (Some(cfg.as_str()), true)] {
+        let script = format!(
+            "for f in {}; do echo $$ > $f; done; exec unshare --cgroup sh -c 'cat /proc/{pid}/cgroup >&2; exec {} attest --pid {pid} --json {}'",
+            procs.join(" "),
+            lanyard_tests::lanyard_bin().display(),
+            config.map(|c| format!("--config {c}")).unwrap_or_default(),
+            pid = target.pid()
+        );
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // What the attest saw is relative to its own namespace root.
+        let seen = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            seen.contains(&format!("/../crio-{}.scope", id(12))),
+            "{seen}"
+        );
+        let got = selectors(&serde_json::from_slice(&out.stdout).unwrap());
+        assert_eq!(
+            got.contains(&format!("container:id:{}", id(12)))
+                && got.contains(&"container:runtime:cri-o".to_owned()),
+            believed,
+            "{config:?}: {got:?} (host view: {seen})"
+        );
+    }
+    let _ = std::fs::remove_file(&trusting);
     drop((target, agent_side));
 
     // A CRI-O conmon process is not the container.
@@ -183,6 +203,11 @@ fn every_cgroup_layout_on_real_hierarchies() {
         !got.iter().any(|s| s.starts_with("container:id:")),
         "{got:?}"
     );
+}
+
+/// A path as text, for a shell line.
+fn d_tmp(p: &Path) -> String {
+    p.display().to_string()
 }
 
 fn k8s_config(dir: &Path, kubelet: &FakeKubelet, ca_pem: &str) -> K8sConfig {

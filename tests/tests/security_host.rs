@@ -67,7 +67,10 @@ fn fetch_cmd(mut c: Command, socket: &Path, out: &Path) -> (bool, String) {
         .args(["--out-dir", out.to_str().unwrap()])
         .output()
         .unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// A JWT-SVID for this process (root) over `socket`, or the gRPC status.
@@ -121,7 +124,12 @@ impl Drop for CgroupTree {
 /// files belong to the user.
 fn delegate_to(dir: &Path, uid: u32) {
     std::fs::create_dir_all(dir).unwrap();
-    for f in ["", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.subtree_control",
+    ] {
         std::os::unix::fs::chown(dir.join(f), Some(uid), Some(uid)).unwrap();
     }
 }
@@ -157,7 +165,10 @@ fn attacker_names_its_own_cgroup_like_a_pod_and_gets_nothing() {
         "sec-cgroup",
         &format!(
             "{}{}",
-            entry("ns/prod/sa/payments", &[&format!("container:pod-uid:{pod}")]),
+            entry(
+                "ns/prod/sa/payments",
+                &[&format!("container:pod-uid:{pod}")]
+            ),
             entry("docker-app", &[&format!("container:id:{id}")])
         ),
     );
@@ -175,7 +186,10 @@ fn attacker_names_its_own_cgroup_like_a_pod_and_gets_nothing() {
     let o = run_in_cgroup(
         None,
         &real,
-        &format!("exec {lanyard} fetch --socket {sock} --out-dir {}", out.display()),
+        &format!(
+            "exec {lanyard} fetch --socket {sock} --out-dir {}",
+            out.display()
+        ),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let svid = std::fs::read(out.join("svid.pem")).unwrap();
@@ -183,7 +197,10 @@ fn attacker_names_its_own_cgroup_like_a_pod_and_gets_nothing() {
         .args(["x509", "-noout", "-ext", "subjectAltName"])
         .stdin_bytes(&svid);
     let text = String::from_utf8_lossy(&text);
-    assert!(text.contains("spiffe://example.org/ns/prod/sa/payments"), "{text}");
+    assert!(
+        text.contains("spiffe://example.org/ns/prod/sa/payments"),
+        "{text}"
+    );
 
     // The attacks: the same names below the user's systemd manager, and below
     // another unit delegated to the user (where only ownership tells).
@@ -206,12 +223,19 @@ fn attacker_names_its_own_cgroup_like_a_pod_and_gets_nothing() {
             ),
         );
         let err = String::from_utf8_lossy(&o.stderr);
-        let rel = forged.strip_prefix(cgroup2_root()).unwrap().display().to_string();
+        let rel = forged
+            .strip_prefix(cgroup2_root())
+            .unwrap()
+            .display()
+            .to_string();
         assert!(
             err.contains(&format!("0::/{rel}\n")),
             "the attacker must really be in its forged cgroup {rel}: {err}"
         );
-        assert!(!o.status.success(), "uid {ATTACKER} got the pod's identity: {err}");
+        assert!(
+            !o.status.success(),
+            "uid {ATTACKER} got the pod's identity: {err}"
+        );
         assert!(err.contains("PermissionDenied"), "{err}");
         assert!(!out.join("svid.pem").exists());
     }
@@ -244,7 +268,10 @@ fn attacker_connects_then_execs_an_entitled_binary_and_gets_nothing() {
         "sec-exec",
         &entry(
             "entitled",
-            &[&format!("unix:uid:{ATTACKER}"), &format!("unix:path:{}", sleep.display())],
+            &[
+                &format!("unix:uid:{ATTACKER}"),
+                &format!("unix:path:{}", sleep.display()),
+            ],
         ),
     );
     let _agent = d.start();
@@ -264,7 +291,11 @@ fn attacker_connects_then_execs_an_entitled_binary_and_gets_nothing() {
     let pid: u32 = line.trim().parse().unwrap();
     // Wait until the connecting process runs the entitled binary.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() != Some(sleep.as_path()) {
+    while std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .as_deref()
+        != Some(sleep.as_path())
+    {
         assert!(Instant::now() < deadline, "the attacker never exec'd");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -282,7 +313,10 @@ fn attacker_connects_then_execs_an_entitled_binary_and_gets_nothing() {
     // The relay asks over the connection the attacker's own binary opened.
     let status = jwt_svid(&relay).unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("executed another binary"), "{status:?}");
+    assert!(
+        status.message().contains("executed another binary"),
+        "{status:?}"
+    );
     let _ = attacker.kill();
     let _ = attacker.wait();
     let _ = Command::new("kill").arg(pid.to_string()).status();
@@ -308,7 +342,10 @@ fn attacker_rewrites_a_hashed_binary_resets_mtime_and_gets_nothing() {
         "sec-hash",
         &entry(
             "vetted",
-            &[&format!("unix:uid:{ATTACKER}"), &format!("unix:sha256:{hash}")],
+            &[
+                &format!("unix:uid:{ATTACKER}"),
+                &format!("unix:sha256:{hash}"),
+            ],
         ),
     );
     let _agent = d.start();
@@ -321,7 +358,10 @@ fn attacker_rewrites_a_hashed_binary_resets_mtime_and_gets_nothing() {
             .args(["--out-dir", out.to_str().unwrap()])
             .output()
             .unwrap();
-        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     // The vetted bytes get the identity (and the agent caches their hash).
     let (ok, err) = run("first");
@@ -354,7 +394,10 @@ fn attacker_bind_mounts_its_binary_over_an_entitled_path_and_gets_nothing() {
         "sec-bind",
         &entry(
             "entitled",
-            &[&format!("unix:uid:{ATTACKER}"), &format!("unix:path:{}", sleep.display())],
+            &[
+                &format!("unix:uid:{ATTACKER}"),
+                &format!("unix:path:{}", sleep.display()),
+            ],
         ),
     );
     let _agent = d.start();
@@ -362,7 +405,14 @@ fn attacker_bind_mounts_its_binary_over_an_entitled_path_and_gets_nothing() {
     // In a user and mount namespace of its own, uid 1001 may bind-mount
     // anything over anything: its fetch runs "as" /usr/bin/sleep.
     let o = as_user(ATTACKER)
-        .args(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c"])
+        .args([
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+        ])
         .arg(format!(
             "mount --bind {lanyard} {sleep} && exec {sleep} fetch --socket {sock} --out-dir {out}",
             lanyard = lanyard_bin().display(),
@@ -373,7 +423,10 @@ fn attacker_bind_mounts_its_binary_over_an_entitled_path_and_gets_nothing() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the bind-mounted binary got the identity: {err}");
+    assert!(
+        !o.status.success(),
+        "the bind-mounted binary got the identity: {err}"
+    );
     assert!(err.contains("PermissionDenied"), "{err}");
     assert!(!out.join("svid.pem").exists());
 }
@@ -390,7 +443,11 @@ fn attacker_writes_minus_one_into_the_pid_file_and_nothing_is_signalled() {
         let pid_file = dir.join("server.pid");
         // The workload writes the pid file (it is its own server's).
         let o = as_user(ATTACKER)
-            .args(["sh", "-c", &format!("printf -- '{bad}' > {}", pid_file.display())])
+            .args([
+                "sh",
+                "-c",
+                &format!("printf -- '{bad}' > {}", pid_file.display()),
+            ])
             .status()
             .unwrap();
         assert!(o.success());
@@ -415,11 +472,24 @@ fn attacker_writes_minus_one_into_the_pid_file_and_nothing_is_signalled() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&o.stdout);
         let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(stdout.contains("alive"), "{bad:?}: processes were signalled: {stdout} {stderr}");
-        assert!(!stdout.contains("rc=0"), "{bad:?}: fetch accepted the pid file: {stdout}");
+        assert!(
+            stdout.contains("alive"),
+            "{bad:?}: processes were signalled: {stdout} {stderr}"
+        );
+        assert!(
+            !stdout.contains("rc=0"),
+            "{bad:?}: fetch accepted the pid file: {stdout}"
+        );
         assert!(stderr.contains("--pid-file"), "{bad:?}: {stderr}");
-        assert_eq!(stderr.lines().filter(|l| l.contains("pid")).count(), 1, "one clear line: {stderr}");
-        assert!(!d.dir.join("sidecar").exists(), "{bad:?}: the error comes before any fetch");
+        assert_eq!(
+            stderr.lines().filter(|l| l.contains("pid")).count(),
+            1,
+            "one clear line: {stderr}"
+        );
+        assert!(
+            !d.dir.join("sidecar").exists(),
+            "{bad:?}: the error comes before any fetch"
+        );
     }
 }
 
@@ -447,8 +517,12 @@ fn hold_slots(socket: &Path, per_uid: usize) -> (Child, usize) {
     let pid = c.id();
     let own = std::fs::read_link("/proc/self/ns/user").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_link(format!("/proc/{pid}/ns/user")).ok().as_ref() == Some(&own)
-        || std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| !e.ends_with("sh") && !e.ends_with("dash") && !e.ends_with("bash"))
+    while std::fs::read_link(format!("/proc/{pid}/ns/user"))
+        .ok()
+        .as_ref()
+        == Some(&own)
+        || std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|e| !e.ends_with("sh") && !e.ends_with("dash") && !e.ends_with("bash"))
     {
         assert!(Instant::now() < deadline, "no user namespace");
         std::thread::sleep(Duration::from_millis(10));
@@ -458,7 +532,9 @@ fn hold_slots(socket: &Path, per_uid: usize) -> (Child, usize) {
     std::fs::write(format!("/proc/{pid}/gid_map"), &map).unwrap();
     c.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let mut line = String::new();
-    BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(c.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let held = line.trim().strip_prefix("held ").unwrap().parse().unwrap();
     (c, held)
 }
@@ -542,10 +618,17 @@ fn attacker_floods_the_health_endpoint_and_fetches_still_work() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(attacker.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(attacker.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     // The agent holds at most its cap of them, and keeps descriptors to spare.
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid())).unwrap().count();
-    assert!(fds < 200, "the agent holds {fds} descriptors during the flood");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+        .unwrap()
+        .count();
+    assert!(
+        fds < 200,
+        "the agent holds {fds} descriptors during the flood"
+    );
     jwt_svid(&d.socket()).unwrap();
     let (ok, err) = fetch_cmd(Command::new("env"), &d.socket(), &d.dir.join("out"));
     assert!(ok, "{err}");
@@ -564,7 +647,10 @@ fn attacker_floods_the_health_endpoint_and_fetches_still_work() {
         };
         match probe() {
             Ok(r) if r.contains(" 200 ") => break,
-            other => assert!(Instant::now() < deadline, "/healthz never answered: {other:?}"),
+            other => assert!(
+                Instant::now() < deadline,
+                "/healthz never answered: {other:?}"
+            ),
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -592,7 +678,10 @@ fn attacker_cannot_open_thousands_of_watch_streams() {
         .output()
         .unwrap();
     let settings = String::from_utf8_lossy(&o.stdout);
-    assert!(settings.lines().any(|l| l == "3=32"), "SETTINGS: {settings}");
+    assert!(
+        settings.lines().any(|l| l == "3=32"),
+        "SETTINGS: {settings}"
+    );
     // One identity, many watch streams over two connections: 8 are served,
     // the rest refused.
     let (ok, exhausted) = rt().block_on(async {
@@ -611,7 +700,9 @@ fn attacker_cannot_open_thousands_of_watch_streams() {
                                 ok += 1;
                                 keep.push(s);
                             }
-                            Err(st) if st.code() == tonic::Code::ResourceExhausted => exhausted += 1,
+                            Err(st) if st.code() == tonic::Code::ResourceExhausted => {
+                                exhausted += 1
+                            }
                             other => panic!("unexpected {other:?}"),
                         }
                     }
@@ -648,7 +739,9 @@ fn the_agent_refuses_a_data_dir_or_socket_dir_others_control() {
                 std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
                 return (Some(status), err);
             }
-            if std::os::unix::net::UnixStream::connect(d.socket()).is_ok() || Instant::now() > deadline {
+            if std::os::unix::net::UnixStream::connect(d.socket()).is_ok()
+                || Instant::now() > deadline
+            {
                 let _ = c.kill();
                 let _ = c.wait();
                 return (None, String::new());
@@ -659,15 +752,46 @@ fn the_agent_refuses_a_data_dir_or_socket_dir_others_control() {
     let data = d.dir.join("data");
     let run_dir = d.dir.join("run");
     for (what, mutate, key) in [
-        ("data_dir owned by the attacker", Box::new(|| { std::fs::create_dir_all(&data).unwrap(); std::os::unix::fs::chown(&data, Some(ATTACKER), Some(ATTACKER)).unwrap(); }) as Box<dyn Fn()>, "data_dir"),
-        ("data_dir writable by all", Box::new(|| { std::fs::create_dir_all(&data).unwrap(); std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap(); }), "data_dir"),
-        ("socket directory owned by the attacker", Box::new(|| { std::fs::create_dir_all(&run_dir).unwrap(); std::os::unix::fs::chown(&run_dir, Some(ATTACKER), Some(ATTACKER)).unwrap(); }), "socket_path"),
-        ("socket directory writable by group", Box::new(|| { std::fs::create_dir_all(&run_dir).unwrap(); std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o775)).unwrap(); }), "socket_path"),
+        (
+            "data_dir owned by the attacker",
+            Box::new(|| {
+                std::fs::create_dir_all(&data).unwrap();
+                std::os::unix::fs::chown(&data, Some(ATTACKER), Some(ATTACKER)).unwrap();
+            }) as Box<dyn Fn()>,
+            "data_dir",
+        ),
+        (
+            "data_dir writable by all",
+            Box::new(|| {
+                std::fs::create_dir_all(&data).unwrap();
+                std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }),
+            "data_dir",
+        ),
+        (
+            "socket directory owned by the attacker",
+            Box::new(|| {
+                std::fs::create_dir_all(&run_dir).unwrap();
+                std::os::unix::fs::chown(&run_dir, Some(ATTACKER), Some(ATTACKER)).unwrap();
+            }),
+            "socket_path",
+        ),
+        (
+            "socket directory writable by group",
+            Box::new(|| {
+                std::fs::create_dir_all(&run_dir).unwrap();
+                std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+            }),
+            "socket_path",
+        ),
     ] {
         let (status, err) = run(&*mutate);
         let status = status.unwrap_or_else(|| panic!("{what}: the agent started"));
         assert!(!status.success(), "{what}");
-        assert!(err.contains(key) && err.contains("allow_insecure_dirs"), "{what}: {err}");
+        assert!(
+            err.contains(key) && err.contains("allow_insecure_dirs"),
+            "{what}: {err}"
+        );
     }
     // The operator's explicit override.
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -676,7 +800,10 @@ fn the_agent_refuses_a_data_dir_or_socket_dir_others_control() {
         std::fs::create_dir_all(&data).unwrap();
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
     });
-    assert!(status.is_none(), "allow_insecure_dirs = true starts the agent");
+    assert!(
+        status.is_none(),
+        "allow_insecure_dirs = true starts the agent"
+    );
 }
 
 #[test]
@@ -693,9 +820,29 @@ fn a_planted_x509_svid_in_the_cache_file_is_never_served() {
     let tmp = d.dir.join("forge");
     std::fs::create_dir_all(&tmp).unwrap();
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
-        .args(["-subj", "/CN=forged", "-days", "1", "-addext", "subjectAltName=URI:spiffe://example.org/me"])
-        .args(["-keyout", tmp.join("key.pem").to_str().unwrap(), "-out", tmp.join("cert.pem").to_str().unwrap()])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/CN=forged",
+            "-days",
+            "1",
+            "-addext",
+            "subjectAltName=URI:spiffe://example.org/me",
+        ])
+        .args([
+            "-keyout",
+            tmp.join("key.pem").to_str().unwrap(),
+            "-out",
+            tmp.join("cert.pem").to_str().unwrap(),
+        ])
         .stderr(Stdio::null())
         .status()
         .unwrap();
@@ -705,8 +852,22 @@ fn a_planted_x509_svid_in_the_cache_file_is_never_served() {
         assert!(o.status.success());
         base64_std(&o.stdout)
     };
-    let cert = der(&["x509", "-in", tmp.join("cert.pem").to_str().unwrap(), "-outform", "DER"]);
-    let key = der(&["pkcs8", "-topk8", "-nocrypt", "-in", tmp.join("key.pem").to_str().unwrap(), "-outform", "DER"]);
+    let cert = der(&[
+        "x509",
+        "-in",
+        tmp.join("cert.pem").to_str().unwrap(),
+        "-outform",
+        "DER",
+    ]);
+    let key = der(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        tmp.join("key.pem").to_str().unwrap(),
+        "-outform",
+        "DER",
+    ]);
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut planted = 0;
     for e in v["entries"].as_array_mut().unwrap() {
@@ -721,7 +882,11 @@ fn a_planted_x509_svid_in_the_cache_file_is_never_served() {
     std::fs::write(&cache, serde_json::to_string(&v).unwrap()).unwrap();
     let agent = d.start();
     let served = x509_leaf(&d.socket());
-    assert_ne!(base64_std(&served), cert, "the planted certificate was served");
+    assert_ne!(
+        base64_std(&served),
+        cert,
+        "the planted certificate was served"
+    );
     assert_ne!(served, first, "a fresh SVID is minted");
     assert!(agent.log().contains("does not verify"), "{}", agent.log());
 }
