@@ -663,6 +663,18 @@ fn attacker_floods_the_health_endpoint_and_fetches_still_work() {
 
 #[test]
 fn attacker_cannot_open_thousands_of_watch_streams() {
+    // MAX_CONCURRENT_STREAMS is advertised before any request, with the
+    // default config.
+    let d = Deployment::new("sec-settings", &entry("root", &["unix:uid:0"]));
+    let agent = d.start();
+    let o = Command::new("/usr/bin/python3")
+        .arg(script("h2_settings.py"))
+        .arg(d.socket())
+        .output()
+        .unwrap();
+    let settings = String::from_utf8_lossy(&o.stdout);
+    assert!(settings.lines().any(|l| l == "3=32"), "SETTINGS: {settings}");
+    drop(agent);
     let d = Deployment::new(
         "sec-streams",
         &format!(
@@ -671,17 +683,6 @@ fn attacker_cannot_open_thousands_of_watch_streams() {
         ),
     );
     let _agent = d.start();
-    // MAX_CONCURRENT_STREAMS is advertised before any request.
-    let o = Command::new("/usr/bin/python3")
-        .arg(script("h2_settings.py"))
-        .arg(d.socket())
-        .output()
-        .unwrap();
-    let settings = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        settings.lines().any(|l| l == "3=32"),
-        "SETTINGS: {settings}"
-    );
     // One identity, many watch streams over two connections: 8 are served,
     // the rest refused.
     let (ok, exhausted) = rt().block_on(async {
