@@ -32,8 +32,8 @@ pub struct ConnLimits {
     pub reserve: usize,
     /// How many connections a principal may hold and still use the reserve.
     pub reserve_per_uid: usize,
-    /// A connection that has completed no request this long after accept is
-    /// closed: one byte, or an HTTP/2 preface alone, does not keep it.
+    /// A connection on which no whole request has arrived this long after
+    /// accept is closed: one byte, or an HTTP/2 preface alone, does not keep it.
     pub idle_timeout: Duration,
     /// HTTP/2 streams open at once on one connection (`MAX_CONCURRENT_STREAMS`).
     pub max_streams_per_connection: u32,

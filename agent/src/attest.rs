@@ -42,6 +42,9 @@ pub enum PipelineError {
     /// The blocking pool refused the job (shutting down).
     #[error("attestation could not run: {0}")]
     Join(String),
+    /// The caller runs another executable than the one that connected.
+    #[error(transparent)]
+    Changed(#[from] crate::peer::PeerError),
 }
 
 /// Attestors plus entries (fixed in standalone mode, synced from the issuer upstream).
@@ -166,7 +169,13 @@ impl Pipeline {
         };
         if let Some(fp) = &fingerprint {
             if let Some(hit) = peer.memo().reuse(fp, start) {
-                return (Ok(hit), start.elapsed().as_secs_f64());
+                // The fingerprint was just taken: no second stat needed.
+                let res = if peer.same_image(Some((fp.exe.0, fp.exe.1))) {
+                    Ok(hit)
+                } else {
+                    Err(crate::peer::PeerError::Exec(peer.process().pid).into())
+                };
+                return (res, start.elapsed().as_secs_f64());
             }
         }
         let (entries, process) = (self.snapshot(), *peer.process());
@@ -178,6 +187,8 @@ impl Pipeline {
                 .await
                 .unwrap_or_else(|e| Err(PipelineError::Join(e.to_string())))
         };
+        // After every /proc read: an exec that any of them saw shows here.
+        let res = res.and_then(|w| peer.check_image().map(|()| w).map_err(Into::into));
         if let (Ok(w), Some(fp)) = (&res, fingerprint) {
             peer.memo().store(fp, start, w.clone());
         }

@@ -498,6 +498,7 @@ impl Cache {
         };
         let verifier = self.authority.verifier();
         let bundle = self.authority.bundle();
+        let org = *verifier.org();
         let mut n = 0;
         for (key, stored) in file.entries {
             if now >= stored.expires_at {
@@ -507,7 +508,7 @@ impl Cache {
             // (crate::restore): a planted entry is dropped, never served.
             let checked = match &stored.value {
                 Value::X509Svid { chain, key: pkcs8 } => {
-                    crate::restore::x509_svid(chain, pkcs8, &key.subject, &bundle, now)
+                    crate::restore::x509_svid(chain, pkcs8, &key.subject, &org, &bundle, now)
                 }
                 Value::JwtSvid { token } => {
                     crate::restore::jwt_svid(token, &key.subject, &key.audiences, |t, aud| {

@@ -136,7 +136,14 @@ pub enum UnsafeDir {
 pub fn check_private_dir(dir: &Path) -> Result<(), UnsafeDir> {
     use std::os::unix::fs::MetadataExt as _;
     let shown = || dir.display().to_string();
-    let meta = fs::metadata(dir).map_err(|e| UnsafeDir::Io(shown(), e))?;
+    // Not followed: a symlink's target can be swapped after this check.
+    let meta = fs::symlink_metadata(dir).map_err(|e| UnsafeDir::Io(shown(), e))?;
+    if !meta.is_dir() {
+        return Err(UnsafeDir::Io(
+            shown(),
+            std::io::Error::other("not a directory (a symlink is not accepted)"),
+        ));
+    }
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(UnsafeDir::Owner {

@@ -9,8 +9,8 @@
 //! which the kernel formats in full, is not read on every call).
 //!
 //! The pin also covers the process *image*: the executable (device and inode of
-//! `/proc/PID/exe`) is noted at accept and must be the same before every
-//! response. A process that connects and then execs an entitled binary, while a
+//! `/proc/PID/exe`) is noted at accept, and every attestation is checked
+//! against it ([`Peer::check_image`]). A process that connects and then execs an entitled binary, while a
 //! child relays requests over the inherited connection, would otherwise be
 //! attested as that binary. What is left is an exec that completes between
 //! `connect` and the agent's `accept` (microseconds, but an attacker can try),
@@ -57,8 +57,8 @@ pub struct Peer {
     /// Whom the caller's connections and streams are counted against
     /// ([`principal`]).
     principal: u32,
-    /// Set once a response has been sent on this connection.
-    served: std::sync::atomic::AtomicBool,
+    /// Set once a whole request (with the security header) has arrived.
+    active: std::sync::atomic::AtomicBool,
     pidfd: OwnedFd,
     /// `(dev, ino)` of the executable at accept.
     image: Option<(u64, u64)>,
@@ -89,7 +89,7 @@ impl Peer {
                 gid: cred.gid(),
             },
             principal,
-            served: std::sync::atomic::AtomicBool::new(false),
+            active: std::sync::atomic::AtomicBool::new(false),
             pidfd,
             image: image_of(pid),
             memo: crate::attest::Memo::default(),
@@ -108,21 +108,41 @@ impl Peer {
         &self.memo
     }
 
+    /// Whether `exe` (the `(dev, ino)` of the executable now, `None` for none)
+    /// is the executable the caller had at accept.
+    pub fn same_image(&self, exe: Option<(u64, u64)>) -> bool {
+        exe == self.image
+    }
+
+    /// Fails unless the caller still runs the executable it had at accept.
+    ///
+    /// The pipeline calls this *after* its attestors read `/proc`: if any read
+    /// saw an executable exec'd since the connect, the exec came before this
+    /// check, which then fails. An exec after it changes nothing already
+    /// derived, which describes the binary that connected.
+    pub fn check_image(&self) -> Result<(), PeerError> {
+        if self.same_image(image_of(self.process.pid)) {
+            Ok(())
+        } else {
+            Err(PeerError::Exec(self.process.pid))
+        }
+    }
+
     /// Whom this connection's budgets are counted against.
     pub fn principal(&self) -> u32 {
         self.principal
     }
 
-    /// Notes that a response passed the last check and is being sent: the
-    /// connection is no longer subject to the idle timeout.
-    pub fn mark_served(&self) {
-        self.served
+    /// Notes that a whole request arrived on this connection: it is no longer
+    /// subject to the idle timeout.
+    pub fn mark_active(&self) {
+        self.active
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether a response was sent on this connection.
-    pub fn served(&self) -> bool {
-        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    /// Whether a whole request arrived on this connection.
+    pub fn active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The process as attestors see it.
@@ -139,9 +159,6 @@ impl Peer {
         }
         if !uid_is(pid, self.process.uid) {
             return Err(changed());
-        }
-        if image_of(pid) != self.image {
-            return Err(PeerError::Exec(pid));
         }
         // /proc was read while the pidfd's process was alive: check once more that
         // it did not exit (and the pid get reused) during those reads.
@@ -161,14 +178,23 @@ pub fn principal(pid: i32, uid: u32) -> u32 {
     use std::os::fd::AsFd as _;
     use std::os::unix::fs::MetadataExt as _;
     const UNKNOWN: u32 = u32::MAX - 1;
-    let own = std::fs::metadata("/proc/self/ns/user").map(|m| (m.dev(), m.ino()));
-    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/ns/user")) else {
-        return UNKNOWN;
-    };
-    let id = |f: &std::fs::File| f.metadata().map(|m| (m.dev(), m.ino())).ok();
-    if id(&file).is_some() && id(&file) == own.as_ref().ok().copied() {
+    // The agent's own user namespace never changes: read it once.
+    static OWN: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    let own = *OWN.get_or_init(|| {
+        std::fs::metadata("/proc/self/ns/user")
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    });
+    let path = format!("/proc/{pid}/ns/user");
+    // The common case, one stat: the caller is in the agent's namespace.
+    let theirs = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+    if theirs.is_some() && theirs == own {
         return uid;
     }
+    let Ok(file) = std::fs::File::open(&path) else {
+        return UNKNOWN;
+    };
+    let id = |f: &std::fs::File| f.metadata().ok().map(|m| (m.dev(), m.ino()));
     // Walk up to the child of the agent's namespace (or as far as we may see).
     let mut ns: OwnedFd = file.into();
     for _ in 0..32 {
@@ -176,7 +202,7 @@ pub fn principal(pid: i32, uid: u32) -> u32 {
             break;
         };
         let pf = std::fs::File::from(parent);
-        if id(&pf) == own.as_ref().ok().copied() {
+        if id(&pf) == own {
             break;
         }
         ns = pf.into();

@@ -6,8 +6,9 @@
 //! So everything restored is checked as if it came over the network:
 //!
 //! - an X.509-SVID's leaf must be signed (ed25519) by the CA certificate stored
-//!   with it, that CA must be a root of the current bundle or a certificate the
-//!   org signed for the chain key (with the org's root in the bundle), the leaf
+//!   with it, the org (whose key comes from the config) must have signed that
+//!   CA for its key, the bundle must trust it (as a root, or through the org's
+//!   root), the leaf
 //!   must name exactly the cached subject and be valid now, and the stored
 //!   private key must be the leaf's key;
 //! - a JWT-SVID must validate against the bundle for its audience and name the
@@ -32,8 +33,8 @@ pub enum RestoreError {
     /// The leaf's signature does not verify with the CA stored with it.
     #[error("the leaf is not signed by the CA stored with it")]
     NotSignedByCa,
-    /// The CA is not one the current bundle trusts.
-    #[error("the CA is not in the trust bundle")]
+    /// The org did not certify the CA, or the current bundle does not trust it.
+    #[error("the CA is not certified by the org or not trusted by the bundle")]
     UntrustedCa,
     /// The leaf names another subject, or is outside its validity.
     #[error("the certificate does not name {0} or is not valid now")]
@@ -54,6 +55,7 @@ pub fn x509_svid(
     chain: &[String],
     key_b64: &str,
     subject: &str,
+    org: &PublicKey,
     bundle: &Bundle,
     now: u64,
 ) -> Result<(), RestoreError> {
@@ -73,19 +75,16 @@ pub fn x509_svid(
     {
         return Err(RestoreError::NotSignedByCa);
     }
-    // The bundle trusts the CA.
-    let org = PublicKey::from_hex(&bundle.org_public, false).ok();
-    let org_root_in_bundle = org.as_ref().is_some_and(|org| {
-        bundle
-            .x509_roots
-            .iter()
-            .filter_map(|r| parse(r).ok())
-            .any(|r| ed25519_key(&r).as_ref() == Some(org))
-    });
-    let certified = org
-        .as_ref()
-        .is_some_and(|org| crate::tls_identity::org_certifies(ca_der, org, &ca_key));
-    if !bundle.x509_roots.iter().any(|r| r == ca_der) && !(certified && org_root_in_bundle) {
+    // The org signed the CA for its key (the org key comes from the agent's
+    // config, not from anything in data_dir), and the bundle trusts it: as a
+    // root itself, or through the org's root.
+    let certified = crate::tls_identity::org_certifies(ca_der, org, &ca_key);
+    let org_root_in_bundle = bundle
+        .x509_roots
+        .iter()
+        .filter_map(|r| parse(r).ok())
+        .any(|r| ed25519_key(&r).as_ref() == Some(org));
+    if !certified || !(org_root_in_bundle || bundle.x509_roots.iter().any(|r| r == ca_der)) {
         return Err(RestoreError::UntrustedCa);
     }
     // It names exactly this subject, now.

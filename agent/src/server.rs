@@ -27,9 +27,9 @@ pub struct PeerStream {
     peer: Arc<Peer>,
     fix: Rewriter,
     eof: bool,
-    /// Until the first response: a connection that completes no request in
-    /// time is closed when this fires, so connections that send one byte, or
-    /// an HTTP/2 preface and nothing more, cannot hold slots.
+    /// Until the first whole request: a connection that completes no request
+    /// in time is closed when this fires, so connections that send one byte,
+    /// or an HTTP/2 preface and nothing more, cannot hold slots.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Held for the connection's life; dropping it frees the slot.
     slot: Slot,
@@ -63,7 +63,7 @@ impl AsyncRead for PeerStream {
             let mut rb = ReadBuf::new(&mut tmp);
             match Pin::new(&mut me.io).poll_read(cx, &mut rb) {
                 Poll::Pending => {
-                    if me.peer.served() {
+                    if me.peer.active() {
                         me.idle = None;
                     }
                     if let Some(t) = me.idle.as_mut() {

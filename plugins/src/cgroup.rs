@@ -148,8 +148,15 @@ pub enum Distrust {
         /// Its owner.
         uid: u32,
     },
-    /// The directory could not be found on the agent's cgroup filesystems (the
-    /// path leaves the agent's cgroup namespace, or the hierarchy is not
+    /// The path leaves the agent's cgroup namespace (`/../…`), so the agent
+    /// cannot find the directory to check its owner.
+    #[error("cgroup {dir} is outside the agent's cgroup namespace; its owner cannot be checked")]
+    OutsideNamespace {
+        /// The path as `/proc/PID/cgroup` shows it.
+        dir: String,
+    },
+    /// The directory could not be examined on the agent's cgroup filesystems
+    /// (gone, unreadable, not a directory, or no hierarchy that names it is
     /// mounted), so its owner cannot be checked.
     #[error("cannot check who owns cgroup {dir}: {reason}")]
     Unverifiable {

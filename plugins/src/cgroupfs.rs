@@ -96,9 +96,9 @@ impl CgroupFs {
         };
         let segments: Vec<&str> = claim.dir.split('/').filter(|s| !s.is_empty()).collect();
         if segments.contains(&"..") || segments.contains(&".") {
-            return Err(unverifiable(
-                "the path leaves the agent's cgroup namespace; run the agent in the host's cgroup namespace".into(),
-            ));
+            return Err(Distrust::OutsideNamespace {
+                dir: claim.dir.clone(),
+            });
         }
         let Some(mount) = self.mount_of(claim) else {
             return Ok(false);
@@ -130,10 +130,10 @@ impl CgroupFs {
     /// delegated subtree on an unmounted hierarchy names nothing that the
     /// mounted ones confirm.
     ///
-    /// With `trust_unverifiable`, a claim the agent cannot look at (a path
-    /// outside its cgroup namespace) is let through on its name alone, which
-    /// the parser has already refused below `user@*.service`; one it can look
-    /// at must still be root's.
+    /// With `trust_unverifiable`, a claim outside the agent's cgroup namespace
+    /// (`/../…`) is let through on its name alone, which the parser has already
+    /// refused below `user@*.service`. Nothing else is: a directory that is
+    /// gone or unreadable still fails, and one the agent can see must be root's.
     pub fn check_all(
         &self,
         claims: &[CgroupClaim],
@@ -143,7 +143,7 @@ impl CgroupFs {
         for c in claims {
             match self.check(c) {
                 Ok(seen) => checked |= seen,
-                Err(Distrust::Unverifiable { .. }) if trust_unverifiable => {}
+                Err(Distrust::OutsideNamespace { .. }) if trust_unverifiable => {}
                 Err(e) => return Err(e),
             }
         }
@@ -307,16 +307,18 @@ mod tests {
             ),
             Err(Distrust::NotRootOwned { .. })
         ));
-        // Gone, or outside the namespace: unverifiable.
-        for c in [
-            claim(0, "", "/system.slice/docker-b.scope"),
-            claim(0, "", "/../system.slice/docker-a.scope"),
-        ] {
-            assert!(
-                matches!(fs.check(&c), Err(Distrust::Unverifiable { .. })),
-                "{c:?}"
-            );
-        }
+        // Gone: unverifiable, even when trusting names. Outside the namespace:
+        // a reason of its own.
+        let gone = claim(0, "", "/system.slice/docker-b.scope");
+        assert!(matches!(
+            fs.check(&gone),
+            Err(Distrust::Unverifiable { .. })
+        ));
+        assert!(fs.check_all(std::slice::from_ref(&gone), true).is_err());
+        assert!(matches!(
+            fs.check(&claim(0, "", "/../system.slice/docker-a.scope")),
+            Err(Distrust::OutsideNamespace { .. })
+        ));
         // A symlink in the way is not followed.
         std::os::unix::fs::symlink(root.path().join("system.slice"), root.path().join("link"))
             .unwrap();

@@ -230,6 +230,25 @@ impl UnixAttestor {
         Ok(Some(lanyard_token::hex::encode(&hasher.finalize())))
     }
 
+    /// The executable's path, if that path, looked up in the agent's own mount
+    /// namespace, is the very file the process runs (same device and inode).
+    ///
+    /// `readlink /proc/PID/exe` is only a name: a process can exec a binary
+    /// through another process's root (`/proc/<helper>/root/usr/bin/payments`)
+    /// or through a file descriptor a helper opened in a mount namespace where
+    /// its own binary is bind-mounted over an entitled path, and the link then
+    /// shows the entitled path. The path is a selector only when it names what
+    /// runs.
+    fn exe_path(&self, pid: i32) -> Result<Option<PathBuf>, AttestError> {
+        let exe = self.proc_path(pid, "exe");
+        let path = std::fs::read_link(&exe).map_err(|e| self.io(pid, &exe, e))?;
+        let running = std::fs::metadata(&exe).map_err(|e| self.io(pid, &exe, e))?;
+        let named = std::fs::metadata(&path).ok();
+        Ok(named
+            .filter(|n| (n.dev(), n.ino()) == (running.dev(), running.ino()))
+            .map(|_| path))
+    }
+
     /// Supplementary groups from `/proc/PID/status`.
     fn groups(&self, pid: i32) -> Result<Vec<u32>, AttestError> {
         let path = self.proc_path(pid, "status");
@@ -308,7 +327,9 @@ impl WorkloadAttestor for UnixAttestor {
     }
 
     /// Hashes the binary only when some entry names `unix:sha256`: on a cold
-    /// start that read is most of the time to a first credential.
+    /// start that read is most of the time to a first credential. The path is
+    /// derived only when some entry names `unix:path`, too: its check costs
+    /// three system calls that most deployments do not need.
     fn attest_wanted(&self, p: &ProcessRef, wanted: &Wanted) -> Result<Vec<Selector>, AttestError> {
         let mut out = vec![
             Selector::new("unix", "uid", p.uid),
@@ -323,6 +344,13 @@ impl WorkloadAttestor for UnixAttestor {
         for g in self.groups(p.pid)? {
             out.push(Selector::new("unix", "supplementary_gid", g));
         }
+        let (want_path, want_hash) = (wanted.wants("unix", "path"), wanted.wants("unix", "sha256"));
+        if !(want_path || want_hash) {
+            // Nothing names the binary: no readlink, no namespace check.
+            out.sort();
+            out.dedup();
+            return Ok(out);
+        }
         if !self.foreign_namespaces && !self.in_own_namespaces(p.pid) {
             // No binary selectors for a process whose paths the agent cannot
             // read the way the process sees them (see `with_foreign_namespaces`).
@@ -330,10 +358,12 @@ impl WorkloadAttestor for UnixAttestor {
             out.dedup();
             return Ok(out);
         }
-        let exe = self.proc_path(p.pid, "exe");
-        let path = std::fs::read_link(&exe).map_err(|e| self.io(p.pid, &exe, e))?;
-        out.push(Selector::new("unix", "path", path.display()));
-        if wanted.wants("unix", "sha256") {
+        if want_path {
+            if let Some(path) = self.exe_path(p.pid)? {
+                out.push(Selector::new("unix", "path", path.display()));
+            }
+        }
+        if want_hash {
             if let Some(hash) = self.exe_sha256(p.pid)? {
                 out.push(Selector::new("unix", "sha256", hash));
             }
@@ -404,7 +434,7 @@ mod tests {
         let a = UnixAttestor::default();
         let sel = a.attest_wanted(&me(), &Wanted::default()).unwrap();
         assert!(sel.iter().all(|s| !s.as_str().starts_with("unix:sha256:")));
-        assert!(sel.iter().any(|s| s.as_str().starts_with("unix:path:")));
+        assert!(sel.iter().all(|s| !s.as_str().starts_with("unix:path:")));
         assert_eq!(a.hash_reads.load(std::sync::atomic::Ordering::Relaxed), 0);
         let mut w = Wanted::default();
         w.add_selector(&Selector::parse("unix:sha256:0123").unwrap());
@@ -466,9 +496,11 @@ mod tests {
         assert!(matches!(err, AttestError::ProcessGone(_)), "{err}");
     }
 
+    /// What an entry naming the binary by path and by hash wants.
     fn sha256_wanted() -> Wanted {
         let mut w = Wanted::default();
         w.add_selector(&Selector::parse("unix:sha256:0123").unwrap());
+        w.add_selector(&Selector::parse("unix:path:/x").unwrap());
         w
     }
 
@@ -569,5 +601,37 @@ mod tests {
         // This process shares the agent's (the test's) namespaces: it does.
         let sel = selectors_of(&UnixAttestor::default(), std::process::id());
         assert!(sel.iter().any(|s| s.starts_with("unix:path:")), "{sel:?}");
+    }
+
+    /// A path is a selector only when it names the file that runs: here the
+    /// file at the path is replaced while the process runs the old one.
+    #[test]
+    fn a_path_that_names_another_file_than_the_one_running_is_no_selector() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("tool");
+        std::fs::copy("/bin/sleep", &bin).unwrap();
+        let mut c = std::process::Command::new(&bin).arg("30").spawn().unwrap();
+        let a = UnixAttestor::default();
+        let mut w = Wanted::default();
+        w.add_selector(&Selector::parse("unix:path:/x").unwrap());
+        let p = ProcessRef {
+            pid: c.id() as i32,
+            uid: 0,
+            gid: 0,
+        };
+        let has_path = |a: &UnixAttestor| {
+            a.attest_wanted(&p, &w)
+                .unwrap()
+                .iter()
+                .any(|s| s.as_str() == format!("unix:path:{}", bin.display()))
+        };
+        assert!(has_path(&a));
+        // Another file renamed over the path: the name now means other bytes.
+        let other = dir.path().join("other");
+        std::fs::copy("/bin/sleep", &other).unwrap();
+        std::fs::rename(&other, &bin).unwrap();
+        assert!(!has_path(&a));
+        c.kill().unwrap();
+        c.wait().unwrap();
     }
 }

@@ -9,8 +9,9 @@ whose peer pid now runs the entitled binary."""
 import os
 import socket
 import sys
-import threading
 import time
+
+import relay
 
 agent_path, proxy_path, entitled = sys.argv[1], sys.argv[2], sys.argv[3]
 upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -23,24 +24,7 @@ listener.listen(1)
 time.sleep(0.5)
 
 if os.fork() == 0:
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    client, _ = listener.accept()
-
-    def pump(src, dst):
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-    pump(upstream, client)
+    relay.serve(listener, upstream)
     os._exit(0)
 
 print(os.getpid(), flush=True)

@@ -9,7 +9,8 @@ the privileged process."""
 import os
 import socket
 import sys
-import threading
+
+import relay
 
 agent_path, proxy_path = sys.argv[1], sys.argv[2]
 upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -20,25 +21,7 @@ os.chmod(proxy_path, 0o777)
 listener.listen(1)
 
 if os.fork() == 0:
-    # Let go of the test's stdout pipe, so it sees EOF when the parent exits.
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    client, _ = listener.accept()
-
-    def pump(src, dst):
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-    pump(upstream, client)
+    relay.serve(listener, upstream)
     os._exit(0)
 
 print(os.getpid(), flush=True)

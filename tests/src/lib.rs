@@ -33,6 +33,25 @@ pub fn lanyard(args: &[&str]) -> Output {
     Command::new(lanyard_bin()).args(args).output().unwrap()
 }
 
+/// An agent config `[[entries]]` block: `spiffe://example.org/<subject>` for
+/// callers with every one of `selectors`.
+pub fn entry(subject: &str, selectors: &[&str]) -> String {
+    let sel: Vec<String> = selectors.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[[entries]]\nsubject = \"spiffe://example.org/{subject}\"\nselectors = [{}]\n",
+        sel.join(", ")
+    )
+}
+
+/// The path of a helper script in `tests/python/`.
+pub fn script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+        .display()
+        .to_string()
+}
+
 /// A current-thread runtime for a test's async parts.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -22,30 +22,14 @@ use lanyard_proto::issuer::node_client::NodeClient;
 use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::spiffe::{JwtsvidRequest, ValidateJwtsvidRequest};
 use lanyard_tests::cgroups::{hierarchies, InCgroup};
-use lanyard_tests::{lanyard, lanyard_bin, my_uid, rt, Deployment, Fleet};
+use lanyard_tests::{entry, lanyard, lanyard_bin, my_uid, rt, script, Deployment, Fleet};
 use lanyard_token::pop::{issuer_proof_message, IssuerProof};
 use lanyard_token::{KeyPair, PublicKey};
-
-fn entry(subject: &str, selectors: &[&str]) -> String {
-    let sel: Vec<String> = selectors.iter().map(|s| format!("\"{s}\"")).collect();
-    format!(
-        "[[entries]]\nsubject = \"spiffe://example.org/{subject}\"\nselectors = [{}]\n",
-        sel.join(", ")
-    )
-}
 
 fn python() -> std::path::PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-venv/bin/python");
     assert!(p.exists(), "scripts/test-all.sh creates the Python venv");
     p
-}
-
-fn script(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(name)
-        .display()
-        .to_string()
 }
 
 /// A JWT-SVID for this process, or the gRPC status.

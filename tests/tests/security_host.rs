@@ -19,26 +19,10 @@ use std::time::{Duration, Instant};
 use lanyard_agent::client::{connect, with_header};
 use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::spiffe::{JwtsvidRequest, X509svidRequest};
-use lanyard_tests::{lanyard_bin, rt, Deployment};
+use lanyard_tests::{entry, lanyard_bin, rt, script, Deployment};
 
 /// The attacker's uid.
 const ATTACKER: u32 = 1001;
-
-fn entry(subject: &str, selectors: &[&str]) -> String {
-    let sel: Vec<String> = selectors.iter().map(|s| format!("\"{s}\"")).collect();
-    format!(
-        "[[entries]]\nsubject = \"spiffe://example.org/{subject}\"\nselectors = [{}]\n",
-        sel.join(", ")
-    )
-}
-
-fn script(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 /// `setpriv` running the rest as `uid` (and gid), with no supplementary groups.
 fn as_user(uid: u32) -> Command {
@@ -673,7 +657,10 @@ fn attacker_cannot_open_thousands_of_watch_streams() {
         .output()
         .unwrap();
     let settings = String::from_utf8_lossy(&o.stdout);
-    assert!(settings.lines().any(|l| l == "3=32"), "SETTINGS: {settings}");
+    assert!(
+        settings.lines().any(|l| l == "3=32"),
+        "SETTINGS: {settings}"
+    );
     drop(agent);
     let d = Deployment::new(
         "sec-streams",
@@ -807,6 +794,17 @@ fn the_agent_refuses_a_data_dir_or_socket_dir_others_control() {
     );
 }
 
+/// Runs `openssl args…`, failing the test if it fails.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let o = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
 #[test]
 fn a_planted_x509_svid_in_the_cache_file_is_never_served() {
     let d = Deployment::new("sec-plant", &entry("me", &["unix:uid:0"]));
@@ -817,79 +815,142 @@ fn a_planted_x509_svid_in_the_cache_file_is_never_served() {
     let cache = d.dir.join("data/cache.json");
     let text = std::fs::read_to_string(&cache).unwrap();
     assert!(text.contains("\"x509_svid\""), "{text}");
-    // The attacker's own key and a self-signed certificate for the same name.
-    let tmp = d.dir.join("forge");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/CN=forged",
-            "-days",
-            "1",
-            "-addext",
-            "subjectAltName=URI:spiffe://example.org/me",
-        ])
-        .args([
-            "-keyout",
-            tmp.join("key.pem").to_str().unwrap(),
-            "-out",
-            tmp.join("cert.pem").to_str().unwrap(),
-        ])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let der = |args: &[&str]| {
-        let o = Command::new("openssl").args(args).output().unwrap();
-        assert!(o.status.success());
-        base64_std(&o.stdout)
-    };
-    let cert = der(&[
-        "x509",
-        "-in",
-        tmp.join("cert.pem").to_str().unwrap(),
-        "-outform",
-        "DER",
+    let real: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let real_entry = real["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e[1]["value"]["type"] == "x509_svid")
+        .unwrap()[1]["value"]
+        .clone();
+    let real_chain: Vec<String> = serde_json::from_value(real_entry["chain"].clone()).unwrap();
+
+    // The attacker's material: an ed25519 CA of its own, a P-256 key, and
+    // leaves for the same name.
+    let f = |n: &str| d.dir.join(n).display().to_string();
+    std::fs::write(
+        d.dir.join("ext"),
+        "subjectAltName=URI:spiffe://example.org/me\n",
+    )
+    .unwrap();
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", &f("ca.key")]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        &f("ca.key"),
+        "-subj",
+        "/CN=attacker-ca",
+        "-days",
+        "1",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-out",
+        &f("ca.pem"),
     ]);
-    let key = der(&[
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &f("leaf.key"),
+        "-subj",
+        "/CN=me",
+        "-out",
+        &f("leaf.csr"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &f("leaf.csr"),
+        "-CA",
+        &f("ca.pem"),
+        "-CAkey",
+        &f("ca.key"),
+        "-days",
+        "1",
+        "-extfile",
+        &f("ext"),
+        "-out",
+        &f("leaf.pem"),
+    ]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        &f("leaf.key"),
+        "-subj",
+        "/CN=me",
+        "-days",
+        "1",
+        "-addext",
+        "subjectAltName=URI:spiffe://example.org/me",
+        "-out",
+        &f("self.pem"),
+    ]);
+    let der = |pem: &str| base64_std(&openssl(&["x509", "-in", &f(pem), "-outform", "DER"]));
+    let key = base64_std(&openssl(&[
         "pkcs8",
         "-topk8",
         "-nocrypt",
         "-in",
-        tmp.join("key.pem").to_str().unwrap(),
+        &f("leaf.key"),
         "-outform",
         "DER",
-    ]);
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut planted = 0;
-    for e in v["entries"].as_array_mut().unwrap() {
-        let value = &mut e[1]["value"];
-        if value["type"] == "x509_svid" {
-            value["chain"] = serde_json::json!([cert.clone()]);
-            value["key"] = serde_json::json!(key.clone());
-            planted += 1;
+    ]));
+
+    // Each forgery, and the check that stops it.
+    let forgeries = [
+        (
+            "its own CA",
+            vec![der("leaf.pem"), der("ca.pem")],
+            "not certified by the org",
+        ),
+        (
+            "the real CA, a self-signed leaf",
+            vec![der("self.pem"), real_chain[1].clone()],
+            "not signed by the CA",
+        ),
+        (
+            "the real chain, the attacker's key",
+            real_chain.clone(),
+            "private key does not match",
+        ),
+        (
+            "a lone self-signed leaf",
+            vec![der("self.pem")],
+            "leaf + CA",
+        ),
+    ];
+    for (what, chain, reason) in forgeries {
+        let mut v = real.clone();
+        for e in v["entries"].as_array_mut().unwrap() {
+            if e[1]["value"]["type"] == "x509_svid" {
+                e[1]["value"]["chain"] = serde_json::json!(chain.clone());
+                e[1]["value"]["key"] = serde_json::json!(key.clone());
+            }
         }
+        std::fs::write(&cache, serde_json::to_string(&v).unwrap()).unwrap();
+        let agent = d.start();
+        let served = x509_leaf(&d.socket());
+        assert_ne!(
+            base64_std(&served),
+            chain[0],
+            "{what}: the planted certificate was served"
+        );
+        assert_ne!(served, first, "{what}: a fresh SVID is minted");
+        let log = agent.log();
+        assert!(
+            log.contains("does not verify") && log.contains(reason),
+            "{what}: {log}"
+        );
+        assert!(agent.terminate().success());
     }
-    assert_eq!(planted, 1, "{text}");
-    std::fs::write(&cache, serde_json::to_string(&v).unwrap()).unwrap();
-    let agent = d.start();
-    let served = x509_leaf(&d.socket());
-    assert_ne!(
-        base64_std(&served),
-        cert,
-        "the planted certificate was served"
-    );
-    assert_ne!(served, first, "a fresh SVID is minted");
-    assert!(agent.log().contains("does not verify"), "{}", agent.log());
 }
 
 fn base64_std(bytes: &[u8]) -> String {

@@ -292,6 +292,11 @@ impl Verifier {
         }
     }
 
+    /// The org key everything is verified against.
+    pub fn org(&self) -> &PublicKey {
+        &self.org
+    }
+
     /// Require `aud` to contain `audience`.
     pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = Some(audience.into());

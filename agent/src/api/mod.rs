@@ -65,7 +65,8 @@ impl Ctx {
                 PipelineError::Attestor {
                     source: lanyard_plugins::AttestError::ProcessGone(_),
                     ..
-                } => Status::unauthenticated(e.to_string()),
+                }
+                | PipelineError::Changed(_) => Status::unauthenticated(e.to_string()),
                 _ => Status::permission_denied(format!("attestation failed: {e}")),
             };
             self.deny(rpc, &peer, status)
@@ -99,10 +100,19 @@ impl Ctx {
                 "security header missing from request",
             ));
         }
-        req.extensions().get::<Arc<Peer>>().cloned().ok_or_else(|| {
-            self.metrics.request(rpc, tonic::Code::Unauthenticated);
-            Status::unauthenticated("caller could not be identified")
-        })
+        let peer = req
+            .extensions()
+            .get::<Arc<Peer>>()
+            .cloned()
+            .ok_or_else(|| {
+                self.metrics.request(rpc, tonic::Code::Unauthenticated);
+                Status::unauthenticated("caller could not be identified")
+            })?;
+        // A whole request with the security header arrived: the connection is
+        // in use, and a slow answer (a kubelet wait, docker retries) must not
+        // be cut off by the idle timeout.
+        peer.mark_active();
+        Ok(peer)
     }
 
     fn deny(&self, rpc: &'static str, peer: &Peer, status: Status) -> Status {
@@ -115,9 +125,7 @@ impl Ctx {
     /// that connected. Otherwise nothing is sent.
     pub fn recheck(&self, rpc: &'static str, peer: &Peer) -> Result<(), Status> {
         peer.still_same()
-            .map_err(|e| self.deny(rpc, peer, Status::unauthenticated(e.to_string())))?;
-        peer.mark_served();
-        Ok(())
+            .map_err(|e| self.deny(rpc, peer, Status::unauthenticated(e.to_string())))
     }
 
     /// A cached credential for an entry.
