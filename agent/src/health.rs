@@ -1,5 +1,6 @@
 //! `/healthz`, `/readyz` and `/metrics` over plain HTTP/1 on a localhost address.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -83,17 +84,20 @@ pub const CONNECTION_DEADLINE: std::time::Duration = std::time::Duration::from_s
 
 /// Serves `handler` over HTTP/1 until `shutdown` turns true.
 ///
-/// The endpoint is usually reachable by every local user, so it is bounded like
-/// the Workload API: at most [`MAX_CONNECTIONS`] at once (the rest are closed at
-/// accept), request headers within [`HEADER_TIMEOUT`], every connection closed
-/// after [`CONNECTION_DEADLINE`], and accept errors (`EMFILE` when the process
-/// is out of descriptors) back off up to a second instead of spinning.
+/// The endpoint is often reachable by every local user, so it is bounded like
+/// the Workload API: at most [`MAX_CONNECTIONS`] at once, request headers
+/// within [`HEADER_TIMEOUT`], every connection closed after
+/// [`CONNECTION_DEADLINE`], and accept errors (`EMFILE` when the process is out
+/// of descriptors) back off up to a second instead of spinning. When every slot
+/// is taken, the oldest connection that has not sent a request yet is closed to
+/// make room: idle connections cannot lock a prober out.
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     handler: Handler,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut live: std::collections::VecDeque<(Arc<AtomicBool>, tokio::task::AbortHandle)> =
+        std::collections::VecDeque::new();
     let mut backoff = std::time::Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -112,14 +116,27 @@ pub async fn serve_with(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Dropping the stream closes it: a flood gets nothing to hold.
-            continue;
-        };
+        live.retain(|(_, task)| !task.is_finished());
+        if live.len() >= MAX_CONNECTIONS {
+            match live
+                .iter()
+                .position(|(asked, _)| !asked.load(Ordering::Relaxed))
+            {
+                Some(i) => {
+                    if let Some((_, task)) = live.remove(i) {
+                        task.abort();
+                    }
+                }
+                // Every slot is answering a request: the newcomer waits for none.
+                None => continue,
+            }
+        }
+        let asked = Arc::new(AtomicBool::new(false));
         let handler = handler.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        let flag = asked.clone();
+        let task = tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                flag.store(true, Ordering::Relaxed);
                 let (code, body) = handler(req.uri().path());
                 let mut resp = Response::new(Full::new(Bytes::from(body)));
                 *resp.status_mut() = code;
@@ -132,5 +149,6 @@ pub async fn serve_with(
                 .serve_connection(io, svc);
             let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
         });
+        live.push_back((asked, task.abort_handle()));
     }
 }

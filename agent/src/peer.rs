@@ -13,7 +13,8 @@
 //! against it ([`Peer::check_image`]). A process that connects and then execs an entitled binary, while a
 //! child relays requests over the inherited connection, would otherwise be
 //! attested as that binary. What is left is an exec that completes between
-//! `connect` and the agent's `accept` (microseconds, but an attacker can try),
+//! `connect` and the agent's `accept` (short, but longer while connections
+//! queue; the executable is read first thing after accept),
 //! and a process of the same uid that ptraces an entitled one: the README's "On
 //! the host" names both, and `kernel.yama.ptrace_scope >= 1` narrows the second.
 
@@ -66,8 +67,13 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Pins the peer of `stream`, counted against `principal`.
-    pub fn of(stream: &tokio::net::UnixStream, principal: u32) -> Result<Arc<Self>, PeerError> {
+    /// Pins the peer of `stream`, counted against `principal`, whose
+    /// executable was `image` ([`image_of`], read as soon as it was accepted).
+    pub fn of(
+        stream: &tokio::net::UnixStream,
+        principal: u32,
+        image: Option<(u64, u64)>,
+    ) -> Result<Arc<Self>, PeerError> {
         let cred = stream.peer_cred().map_err(PeerError::Credentials)?;
         let pid = cred.pid().filter(|&p| p > 0).ok_or(PeerError::NoPid)?;
         let (pidfd, exact) = match sys::peer_pidfd(stream.as_fd()) {
@@ -91,7 +97,7 @@ impl Peer {
             principal,
             active: std::sync::atomic::AtomicBool::new(false),
             pidfd,
-            image: image_of(pid),
+            image,
             memo: crate::attest::Memo::default(),
         };
         // With pidfd_open the pid could have been reused between connect and open;
@@ -211,7 +217,7 @@ pub fn principal(pid: i32, uid: u32) -> u32 {
 }
 
 /// The device and inode of the executable `pid` runs, if it has one.
-fn image_of(pid: i32) -> Option<(u64, u64)> {
+pub fn image_of(pid: i32) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(format!("/proc/{pid}/exe"))
         .ok()
@@ -258,7 +264,7 @@ mod tests {
     #[tokio::test]
     async fn pins_and_detects_exit() {
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
-        let me = Peer::of(&a, 0).unwrap();
+        let me = Peer::of(&a, 0, image_of(std::process::id() as i32)).unwrap();
         assert_eq!(me.process().pid, std::process::id() as i32);
         me.still_same().unwrap();
 
@@ -274,7 +280,7 @@ mod tests {
             .spawn()
             .unwrap();
         let (conn, _) = listener.accept().await.unwrap();
-        let peer = Peer::of(&conn, 0).unwrap();
+        let peer = Peer::of(&conn, 0, None).unwrap();
         assert_eq!(peer.process().pid, child.id() as i32);
         peer.still_same().unwrap();
         drop(child.stdin.take());

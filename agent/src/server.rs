@@ -155,6 +155,9 @@ pub fn incoming(
                         tracing::debug!("closing a connection without a visible peer pid");
                         continue;
                     };
+                    // First thing: which executable connected. Every moment
+                    // until this read is room for the connect-then-exec race.
+                    let image = crate::peer::image_of(pid);
                     let principal = crate::peer::principal(pid, uid);
                     let Some(slot) = adm.admit(pid, principal) else {
                         tracing::debug!(
@@ -164,7 +167,7 @@ pub fn incoming(
                         );
                         continue;
                     };
-                    match Peer::of(&io, principal) {
+                    match Peer::of(&io, principal, image) {
                         Ok(peer) => {
                             let idle = Some(Box::pin(tokio::time::sleep(adm.limits.idle_timeout)));
                             return Some((

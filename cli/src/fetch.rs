@@ -159,6 +159,10 @@ fn parse_signal(text: &str) -> Result<rustix::process::Signal, String> {
 fn read_pid_file(path: &Path) -> Result<rustix::process::Pid> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--pid-file {}: cannot read it", path.display()))?;
+    parse_pid(path, &text)
+}
+
+fn parse_pid(path: &Path, text: &str) -> Result<rustix::process::Pid> {
     let trimmed = text.trim();
     let pid: i32 = trimmed
         .parse()
@@ -180,13 +184,41 @@ fn read_pid_file(path: &Path) -> Result<rustix::process::Pid> {
         .with_context(|| format!("--pid-file {}: {pid} is not a process id", path.display()))
 }
 
+/// Signals the process the pid file names, if whoever owns the pid file may
+/// name it.
+///
+/// A pid file owned by another user than root is that user's word, so it may
+/// only name that user's processes: a workload that can write its server's pid
+/// file cannot make a root sidecar kill the kubelet. The signal goes through a
+/// pidfd taken before the check, so a pid reused in between gets nothing.
+fn signal_pid_file(pid_file: &Path, sig: rustix::process::Signal) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let text = std::fs::read_to_string(pid_file)
+        .with_context(|| format!("--pid-file {}: cannot read it", pid_file.display()))?;
+    let file_owner = std::fs::metadata(pid_file)
+        .with_context(|| format!("--pid-file {}: cannot read it", pid_file.display()))?
+        .uid();
+    let pid = parse_pid(pid_file, &text)?;
+    let raw = pid.as_raw_nonzero();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .with_context(|| format!("--pid-file {}: no process {raw}", pid_file.display()))?;
+    let target = std::fs::metadata(format!("/proc/{raw}"))
+        .with_context(|| format!("--pid-file {}: no process {raw}", pid_file.display()))?
+        .uid();
+    if file_owner != 0 && target != file_owner {
+        bail!(
+            "--pid-file {}: the file belongs to uid {file_owner}, but process {raw} runs as uid {target}; not signalling it",
+            pid_file.display()
+        );
+    }
+    rustix::process::pidfd_send_signal(&pidfd, sig)
+        .with_context(|| format!("could not signal pid {raw} with {sig:?}"))
+}
+
 fn notify(a: &FetchArgs, child: &mut Option<std::process::Child>) -> Result<()> {
     if let (Some(sig), Some(pid_file)) = (a.signal, &a.pid_file) {
         // Read again each time: the server may have restarted with a new pid.
-        let pid = read_pid_file(pid_file)?;
-        rustix::process::kill_process(pid, sig).with_context(|| {
-            format!("could not signal pid {} with {sig:?}", pid.as_raw_nonzero())
-        })?;
+        signal_pid_file(pid_file, sig)?;
     }
     if let Some((cmd, args)) = a.exec.split_first() {
         if let Some(mut c) = child.take() {

@@ -48,8 +48,12 @@ impl ContainerAttestor {
     /// cgroup namespace, `/../…`) on their names alone, still never below a
     /// `user@*.service` (`[plugins.container] unverifiable_cgroups =
     /// "trust_names"`). For an agent that must run in a private cgroup
-    /// namespace, such as a Kubernetes DaemonSet on cgroup v2, where the k8s
-    /// attestor then confirms each pod and container with the kubelet.
+    /// namespace, such as a Kubernetes DaemonSet on cgroup v2. This is weaker:
+    /// a user with a delegated cgroup subtree not named `user@*.service` (a
+    /// `Delegate=yes` unit with `User=`), or root in a container with a writable
+    /// cgroupfs, can name a cgroup after another pod. The kubelet confirms that
+    /// such a pod and container exist on the node, not that the caller is in
+    /// them.
     pub fn trusting_unverifiable(mut self, trust: bool) -> Self {
         self.trust_unverifiable = trust;
         self
