@@ -76,8 +76,13 @@ fn bind_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildErro
 pub fn default_attestors(
     config: &Config,
 ) -> Result<Vec<Box<dyn lanyard_plugins::WorkloadAttestor>>, BuildError> {
-    let container = lanyard_plugins::container::ContainerAttestor::new()
+    let mut container = lanyard_plugins::container::ContainerAttestor::new()
         .trusting_unverifiable(config.trust_unverifiable_cgroups);
+    if let Some(root) = &config.host_cgroup_root {
+        container = container.with_host_cgroup_root(root).map_err(|e| {
+            BuildError::Attestor(format!("plugins.container.host_cgroup_root: {e}"))
+        })?;
+    }
     let mut v = attestors(
         lanyard_plugins::unix::UnixAttestor::new(config.unix_max_hash_bytes)
             .with_foreign_namespaces(config.unix_foreign_namespace_paths),

@@ -261,6 +261,7 @@ struct RawK8s {
 struct RawContainer {
     docker_socket: Option<String>,
     unverifiable_cgroups: Option<String>,
+    host_cgroup_root: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +334,9 @@ pub struct Config {
     /// container names in cgroups outside the agent's cgroup namespace, whose
     /// owner it cannot check (default `"refuse"`).
     pub trust_unverifiable_cgroups: bool,
+    /// `[plugins.container] host_cgroup_root`: the host's cgroup v2 tree, for
+    /// checking the owners of cgroups outside the agent's cgroup namespace.
+    pub host_cgroup_root: Option<PathBuf>,
     /// `[plugins.k8s]`, if the k8s attestor is enabled.
     pub k8s: Option<lanyard_plugins::k8s::K8sConfig>,
     /// `[connections]`: how many Workload API connections, and how long silent.
@@ -425,6 +429,12 @@ impl Config {
                 .container
                 .as_ref()
                 .and_then(|c| c.docker_socket.as_deref())
+                .map(|p| resolve_path(base, p)),
+            host_cgroup_root: raw
+                .plugins
+                .container
+                .as_ref()
+                .and_then(|c| c.host_cgroup_root.as_deref())
                 .map(|p| resolve_path(base, p)),
             trust_unverifiable_cgroups: match raw
                 .plugins

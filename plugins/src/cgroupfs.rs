@@ -24,6 +24,8 @@ pub struct CgroupFs {
     v1: Vec<(Vec<String>, PathBuf)>,
     /// The uid every directory must belong to: root, except in tests.
     owner: u32,
+    /// The host's cgroup v2 tree, for paths outside the agent's namespace.
+    host: Option<crate::hostcgroup::HostView>,
 }
 
 impl CgroupFs {
@@ -66,6 +68,14 @@ impl CgroupFs {
         fs
     }
 
+    /// Resolves paths outside the agent's cgroup namespace (`/../…`, on the
+    /// unified hierarchy) through the host's tree, so that their owners are
+    /// checked too.
+    pub fn with_host_view(mut self, host: crate::hostcgroup::HostView) -> Self {
+        self.host = Some(host);
+        self
+    }
+
     /// Requires directories to belong to `uid` instead of root (tests that do
     /// not run as root).
     pub fn with_owner(mut self, uid: u32) -> Self {
@@ -96,13 +106,42 @@ impl CgroupFs {
         };
         let segments: Vec<&str> = claim.dir.split('/').filter(|s| !s.is_empty()).collect();
         if segments.contains(&"..") || segments.contains(&".") {
-            return Err(Distrust::OutsideNamespace {
-                dir: claim.dir.clone(),
-            });
+            let unified = claim.hierarchy == 0 && claim.controllers.is_empty();
+            if !unified && self.host.is_some() {
+                // The host view covers the unified tree only. A v1 line is then
+                // like an unmounted hierarchy: skipped, so that the unified
+                // line decides (and check_all still needs one checked claim).
+                return Ok(false);
+            }
+            let resolved = self
+                .host
+                .as_ref()
+                .filter(|_| unified)
+                .and_then(|h| Some((h.root(), h.resolve(&claim.dir)?)));
+            let Some((root, host_segments)) = resolved else {
+                return Err(Distrust::OutsideNamespace {
+                    dir: claim.dir.clone(),
+                });
+            };
+            let host_segments: Vec<&str> = host_segments.iter().map(String::as_str).collect();
+            return self
+                .walk(root, &host_segments, &unverifiable)
+                .map(|()| true);
         }
         let Some(mount) = self.mount_of(claim) else {
             return Ok(false);
         };
+        self.walk(mount, &segments, &unverifiable).map(|()| true)
+    }
+
+    /// Every directory from `mount` down through `segments` must exist, be a
+    /// directory (not a symlink) and belong to the owner.
+    fn walk(
+        &self,
+        mount: &Path,
+        segments: &[&str],
+        unverifiable: &dyn Fn(String) -> Distrust,
+    ) -> Result<(), Distrust> {
         let mut dir = mount.to_path_buf();
         for seg in segments {
             dir.push(seg);
@@ -121,7 +160,7 @@ impl CgroupFs {
                 });
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Checks every claim. A hierarchy the agent does not mount (a v1 controller

@@ -59,6 +59,19 @@ impl ContainerAttestor {
         self
     }
 
+    /// Checks the owners of cgroups outside the agent's cgroup namespace on the
+    /// host's cgroup v2 tree mounted at `root` (`[plugins.container]
+    /// host_cgroup_root`, a read-only `hostPath` of `/sys/fs/cgroup` in a
+    /// DaemonSet). Fails if the agent cannot find itself there.
+    pub fn with_host_cgroup_root(
+        mut self,
+        root: &std::path::Path,
+    ) -> Result<Self, crate::hostcgroup::HostViewError> {
+        let view = crate::hostcgroup::HostView::locate(root)?;
+        self.cgroupfs = std::sync::Arc::new((*self.cgroupfs).clone().with_host_view(view));
+        Ok(self)
+    }
+
     /// Checks cgroup ownership on `fs` instead of the agent's own mounts (tests).
     pub fn with_cgroupfs(mut self, fs: CgroupFs) -> Self {
         self.cgroupfs = std::sync::Arc::new(fs);

@@ -17,6 +17,7 @@ pub mod cgroupfs;
 pub mod container;
 pub mod docker;
 pub mod fuzzing;
+pub mod hostcgroup;
 pub mod k8s;
 #[cfg(feature = "testing")]
 pub mod k8s_testing;

@@ -161,7 +161,26 @@ fn every_cgroup_layout_on_real_hierarchies() {
     )
     .unwrap();
     let cfg = d_tmp(&trusting);
-    for (config, believed) in [(None, false), (Some(cfg.as_str()), true)] {
+    // Or, better, given the host's cgroup v2 tree it finds its own place there
+    // and checks the owners of `/../…` paths like any other.
+    let host_view =
+        std::env::temp_dir().join(format!("lanyard-hostview-{}.toml", std::process::id()));
+    std::fs::write(
+        &host_view,
+        format!(
+            "trust_domain = \"example.org\"\nsocket_path = \"s\"\ndata_dir = \"d\"\n\
+             [authority]\nchain_jwt = \"c.jwt\"\nchain_seed = \"c.seed\"\norg_public = \"o.public\"\n\
+             [plugins.container]\nhost_cgroup_root = \"{}\"\n",
+            hierarchies()[0].display()
+        ),
+    )
+    .unwrap();
+    let hv = d_tmp(&host_view);
+    for (config, believed) in [
+        (None, false),
+        (Some(cfg.as_str()), true),
+        (Some(hv.as_str()), true),
+    ] {
         let script = format!(
             "for f in {}; do echo $$ > $f; done; exec unshare --cgroup sh -c 'cat /proc/{pid}/cgroup >&2; exec {} attest --pid {pid} --json {}'",
             procs.join(" "),
@@ -190,6 +209,7 @@ fn every_cgroup_layout_on_real_hierarchies() {
         );
     }
     let _ = std::fs::remove_file(&trusting);
+    let _ = std::fs::remove_file(&host_view);
     drop((target, agent_side));
 
     // A CRI-O conmon process is not the container.

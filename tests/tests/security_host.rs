@@ -225,6 +225,110 @@ fn attacker_names_its_own_cgroup_like_a_pod_and_gets_nothing() {
     }
 }
 
+/// The selectors `lanyard attest` gives `pid`, run the way a DaemonSet agent
+/// on cgroup v2 runs: in a cgroup namespace of its own (rooted at `agent_cg`),
+/// with `config`.
+fn attest_from_cgroupns(agent_cg: &Path, pid: u32, config: &Path) -> Vec<String> {
+    std::fs::create_dir_all(agent_cg).unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {procs} && exec unshare --cgroup {lanyard} attest --pid {pid} --json --config {config}",
+            procs = agent_cg.join("cgroup.procs").display(),
+            lanyard = lanyard_bin().display(),
+            config = config.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    serde_json::from_value(v["selectors"].clone()).unwrap()
+}
+
+/// A process (`sleep`) of `uid` that has moved itself into `target`, having
+/// been placed by root into `start` (as systemd places a unit's processes).
+fn sleeper_in(uid: Option<u32>, start: &Path, target: &Path) -> Child {
+    let mut c = match uid {
+        Some(u) => as_user(u),
+        None => Command::new("env"),
+    };
+    let mut child = c
+        .args(["sh", "-c"])
+        .arg(format!(
+            "read _ && mkdir -p {t} && echo $$ > {t}/cgroup.procs && exec sleep 60",
+            t = target.display()
+        ))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(start.join("cgroup.procs"), child.id().to_string()).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let rel = target
+        .strip_prefix(cgroup2_root())
+        .unwrap()
+        .display()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{}/cgroup", child.id()))
+        .is_ok_and(|t| t.contains(&format!("0::/{rel}\n")))
+        || std::fs::read_link(format!("/proc/{}/exe", child.id()))
+            .is_ok_and(|e| !e.ends_with("sleep"))
+    {
+        assert!(Instant::now() < deadline, "the process never reached {rel}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+/// The same attack seen by an agent in a cgroup namespace of its own, where
+/// the path reads `/../…`: given the host's cgroup tree, it checks the owner
+/// there too.
+#[test]
+fn attacker_forged_pod_cgroup_is_refused_by_an_agent_in_its_own_cgroup_namespace() {
+    let pod = "8b9dd266-60dd-4433-8e5e-3bdcc7697bee";
+    let id = "c72b44f312b344d22b2be689192bc97c7a1c7b7e0dec34aa172140e89d47980b";
+    let pod_path = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope",
+        pod.replace('-', "_")
+    );
+    let base = cgroup2_root().join(format!("lanyard-sec-ns-{}", std::process::id()));
+    let _tree = CgroupTree(base.clone());
+    let dir = lanyard_tests::TempDir::new("sec-cgns");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"example.org\"\nsocket_path = \"s\"\ndata_dir = \"d\"\n\
+             [authority]\nchain_jwt = \"c.jwt\"\nchain_seed = \"c.seed\"\norg_public = \"o.public\"\n\
+             [plugins.container]\nhost_cgroup_root = \"{}\"\n",
+            cgroup2_root().display()
+        ),
+    )
+    .unwrap();
+    let agent_cg = base.join("kubepods.slice/kubepods-burstable.slice/agent.scope");
+    // The control: root's process in a root-made cgroup of that name.
+    let real = base
+        .join("kubepods.slice")
+        .join(pod_path.strip_prefix("kubepods.slice/").unwrap());
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    let mut root_proc = sleeper_in(None, &base, &real);
+    let got = attest_from_cgroupns(&agent_cg, root_proc.id(), &config);
+    assert!(got.contains(&format!("container:pod-uid:{pod}")), "{got:?}");
+    let _ = root_proc.kill();
+    let _ = root_proc.wait();
+    // The attack, below a unit delegated to uid 1001 that is not user@.
+    let delegated = base.join("system.slice/build-runner.service");
+    delegate_to(&delegated, ATTACKER);
+    let mut attacker = sleeper_in(Some(ATTACKER), &delegated, &delegated.join(&pod_path));
+    let got = attest_from_cgroupns(&agent_cg, attacker.id(), &config);
+    assert!(
+        !got.iter().any(|s| s.starts_with("container:")),
+        "uid {ATTACKER} got container selectors: {got:?}"
+    );
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+}
+
 /// `Command` output with bytes on stdin.
 trait StdinBytes {
     fn stdin_bytes(&mut self, input: &[u8]) -> Vec<u8>;
