@@ -120,14 +120,18 @@ impl Pipeline {
         wanted: &Wanted,
     ) -> Result<AttestedWorkload, PipelineError> {
         let mut selectors = Vec::new();
-        for a in &self.attestors {
-            selectors.extend(a.attest_wanted(process, wanted).map_err(|source| {
-                PipelineError::Attestor {
-                    plugin: a.name(),
-                    source,
-                }
-            })?);
-        }
+        // One read of /proc/PID/cgroup for every attestor that needs it.
+        lanyard_plugins::reads::shared(|| {
+            for a in &self.attestors {
+                selectors.extend(a.attest_wanted(process, wanted).map_err(|source| {
+                    PipelineError::Attestor {
+                        plugin: a.name(),
+                        source,
+                    }
+                })?);
+            }
+            Ok::<(), PipelineError>(())
+        })?;
         selectors.sort();
         selectors.dedup();
         let entries = entries

@@ -154,7 +154,7 @@ pub(crate) fn read_proc(
     rel: &str,
 ) -> Result<(PathBuf, String), AttestError> {
     let path = proc_root.join(pid.to_string()).join(rel);
-    match std::fs::read_to_string(&path) {
+    match crate::reads::read_to_string(&path) {
         Ok(text) => Ok((path, text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => {
             Err(AttestError::ProcessGone(pid))

@@ -22,6 +22,7 @@ pub mod k8s;
 #[cfg(feature = "testing")]
 pub mod k8s_testing;
 pub mod node;
+pub mod reads;
 pub mod selector;
 pub mod systemd;
 pub mod template;
