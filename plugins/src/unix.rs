@@ -60,8 +60,13 @@ fn poisoned() -> AttestError {
 /// one binary share one read of it (single flight).
 #[derive(Debug, Default)]
 struct Hashes {
-    done: HashMap<FileId, String>,
+    /// Hashes, each with `None` when kept for good, or `Some(n)` when it is
+    /// only for the callers that were waiting for hash number `n` (a file
+    /// changed within the last second; see `exe_sha256`).
+    done: HashMap<FileId, (String, Option<u64>)>,
     in_flight: std::collections::HashSet<FileId>,
+    /// Hashes finished so far.
+    finished: u64,
 }
 
 /// A parsed `/etc/passwd` or `/etc/group`, the stamp of the file it came from,
@@ -179,9 +184,13 @@ impl UnixAttestor {
         // parallel-hash slots are taken; then either use the result or take the job.
         {
             let mut h = self.hashes.lock().map_err(|_| poisoned())?;
+            let arrived = h.finished;
             loop {
-                if let Some(hex) = h.done.get(&id) {
-                    return Ok(Some(hex.clone()));
+                match h.done.get(&id) {
+                    Some((hex, None)) => return Ok(Some(hex.clone())),
+                    // Finished while this caller waited for it.
+                    Some((hex, Some(n))) if *n > arrived => return Ok(Some(hex.clone())),
+                    _ => {}
                 }
                 if !h.in_flight.contains(&id) && h.in_flight.len() < MAX_PARALLEL_HASHES {
                     h.in_flight.insert(id);
@@ -193,13 +202,29 @@ impl UnixAttestor {
         self.hash_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.hash_file(pid, &path, &mut file);
+        // Used at all only if the file did not change while it was read. Kept
+        // for later callers only if it was not changed within the last second
+        // either: ctime has the resolution of the kernel's coarse clock, so a
+        // rewrite in the same tick as the `stat` above would leave the same
+        // key over other bytes.
+        let unchanged = file.metadata().is_ok_and(|m| FileId::of(&m) == id);
+        let old = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|now| {
+                now.as_secs()
+                    > u64::try_from(id.ctime.0)
+                        .unwrap_or(u64::MAX)
+                        .saturating_add(1)
+            });
         if let Ok(mut h) = self.hashes.lock() {
             h.in_flight.remove(&id);
-            if let Ok(Some(hex)) = &result {
+            h.finished += 1;
+            let n = h.finished;
+            if let (true, Ok(Some(hex))) = (unchanged, &result) {
                 if h.done.len() >= HASH_CACHE_ENTRIES {
                     h.done.clear();
                 }
-                h.done.insert(id, hex.clone());
+                h.done.insert(id, (hex.clone(), (!old).then_some(n)));
             }
         }
         self.hashed.notify_all();
@@ -529,6 +554,9 @@ mod tests {
         std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let mtime = std::fs::metadata(&bin).unwrap().modified().unwrap();
+        // Older than a second: its hash is kept (see exe_sha256), which is
+        // what the attack needs.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
         let a = UnixAttestor::default();
         let run = |a: &UnixAttestor| {
             let mut c = std::process::Command::new(&bin).arg("30").spawn().unwrap();
@@ -544,6 +572,12 @@ mod tests {
             )
         };
         assert!(run(&a).contains(&hash(&original)));
+        assert!(run(&a).contains(&hash(&original)));
+        assert_eq!(
+            a.hash_reads.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the hash was kept"
+        );
         // Same size, other bytes (a letter of the usage text), same mtime.
         let mut changed = original.clone();
         let at = changed.windows(5).position(|w| w == b"Usage").unwrap();

@@ -438,6 +438,8 @@ fn attacker_rewrites_a_hashed_binary_resets_mtime_and_gets_nothing() {
     );
     let _agent = d.start();
     std::os::unix::fs::chown(&tool, Some(ATTACKER), Some(ATTACKER)).unwrap();
+    // The agent keeps the hash only of a file unchanged for over a second.
+    std::thread::sleep(Duration::from_millis(2100));
     let run = |out: &str| {
         let out = attacker_dir(&d, out);
         let o = as_user(ATTACKER)
