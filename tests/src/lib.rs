@@ -43,6 +43,20 @@ pub fn entry(subject: &str, selectors: &[&str]) -> String {
     )
 }
 
+/// Writes an agent config for `lanyard attest --config` alone: no files it
+/// names are read, only its `[plugins.container]` table (`container`).
+pub fn write_attest_config(path: &Path, container: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "trust_domain = \"example.org\"\nsocket_path = \"s\"\ndata_dir = \"d\"\n\
+             [authority]\nchain_jwt = \"c.jwt\"\nchain_seed = \"c.seed\"\norg_public = \"o.public\"\n\
+             [plugins.container]\n{container}\n"
+        ),
+    )
+    .unwrap();
+}
+
 /// The path of a helper script in `tests/python/`.
 pub fn script(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -153,28 +153,16 @@ fn every_cgroup_layout_on_real_hierarchies() {
     // "trust_names"` it does.
     let trusting =
         std::env::temp_dir().join(format!("lanyard-trusting-{}.toml", std::process::id()));
-    std::fs::write(
-        &trusting,
-        "trust_domain = \"example.org\"\nsocket_path = \"s\"\ndata_dir = \"d\"\n\
-         [authority]\nchain_jwt = \"c.jwt\"\nchain_seed = \"c.seed\"\norg_public = \"o.public\"\n\
-         [plugins.container]\nunverifiable_cgroups = \"trust_names\"\n",
-    )
-    .unwrap();
+    lanyard_tests::write_attest_config(&trusting, "unverifiable_cgroups = \"trust_names\"");
     let cfg = d_tmp(&trusting);
     // Or, better, given the host's cgroup v2 tree it finds its own place there
     // and checks the owners of `/../…` paths like any other.
     let host_view =
         std::env::temp_dir().join(format!("lanyard-hostview-{}.toml", std::process::id()));
-    std::fs::write(
+    lanyard_tests::write_attest_config(
         &host_view,
-        format!(
-            "trust_domain = \"example.org\"\nsocket_path = \"s\"\ndata_dir = \"d\"\n\
-             [authority]\nchain_jwt = \"c.jwt\"\nchain_seed = \"c.seed\"\norg_public = \"o.public\"\n\
-             [plugins.container]\nhost_cgroup_root = \"{}\"\n",
-            hierarchies()[0].display()
-        ),
-    )
-    .unwrap();
+        &format!("host_cgroup_root = \"{}\"", hierarchies()[0].display()),
+    );
     let hv = d_tmp(&host_view);
     for (config, believed) in [
         (None, false),

@@ -295,16 +295,10 @@ fn attacker_forged_pod_cgroup_is_refused_by_an_agent_in_its_own_cgroup_namespace
     let _tree = CgroupTree(base.clone());
     let dir = lanyard_tests::TempDir::new("sec-cgns");
     let config = dir.join("agent.toml");
-    std::fs::write(
+    lanyard_tests::write_attest_config(
         &config,
-        format!(
-            "trust_domain = \"example.org\"\nsocket_path = \"s\"\ndata_dir = \"d\"\n\
-             [authority]\nchain_jwt = \"c.jwt\"\nchain_seed = \"c.seed\"\norg_public = \"o.public\"\n\
-             [plugins.container]\nhost_cgroup_root = \"{}\"\n",
-            cgroup2_root().display()
-        ),
-    )
-    .unwrap();
+        &format!("host_cgroup_root = \"{}\"", cgroup2_root().display()),
+    );
     let agent_cg = base.join("kubepods.slice/kubepods-burstable.slice/agent.scope");
     // The control: root's process in a root-made cgroup of that name.
     let real = base
@@ -349,11 +343,12 @@ impl StdinBytes for Command {
 // ---------------------------------------------------------------------------
 // Finding 3: connect, then exec an entitled binary.
 
-#[test]
-fn attacker_connects_then_execs_an_entitled_binary_and_gets_nothing() {
+/// `/bin/sleep` (its canonical path) and a deployment whose one entry,
+/// `entitled`, is for uid 1001 running exactly that binary.
+fn sleep_is_entitled(name: &str) -> (PathBuf, Deployment) {
     let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
     let d = Deployment::new(
-        "sec-exec",
+        name,
         &entry(
             "entitled",
             &[
@@ -362,6 +357,12 @@ fn attacker_connects_then_execs_an_entitled_binary_and_gets_nothing() {
             ],
         ),
     );
+    (sleep, d)
+}
+
+#[test]
+fn attacker_connects_then_execs_an_entitled_binary_and_gets_nothing() {
+    let (sleep, d) = sleep_is_entitled("sec-exec");
     let _agent = d.start();
     let relay = attacker_dir(&d, "relay").join("relay.sock");
     let mut attacker = as_user(ATTACKER)
@@ -479,17 +480,7 @@ fn attacker_rewrites_a_hashed_binary_resets_mtime_and_gets_nothing() {
 
 #[test]
 fn attacker_bind_mounts_its_binary_over_an_entitled_path_and_gets_nothing() {
-    let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
-    let d = Deployment::new(
-        "sec-bind",
-        &entry(
-            "entitled",
-            &[
-                &format!("unix:uid:{ATTACKER}"),
-                &format!("unix:path:{}", sleep.display()),
-            ],
-        ),
-    );
+    let (sleep, d) = sleep_is_entitled("sec-bind");
     let _agent = d.start();
     let out = attacker_dir(&d, "out");
     // In a user and mount namespace of its own, uid 1001 may bind-mount
