@@ -38,10 +38,10 @@ fn err(key: impl Into<String>, value: impl Into<String>, reason: impl ToString) 
 /// Parses TOML into `T`; a syntax or type error names the offending key.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        // The error's span points into the offending line: name its key.
-        let key = e
-            .span()
-            .and_then(|span| text.get(..span.start))
+        // The error's span points into the offending line: name its key, and
+        // say where (1-based line and column), as an editor would.
+        let at = e.span().and_then(|span| text.get(..span.start));
+        let key = at
             .map(|before| {
                 let line_start = before.rfind('\n').map_or(0, |i| i + 1);
                 let line = text[line_start..].lines().next().unwrap_or_default();
@@ -49,10 +49,20 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
             })
             .filter(|k| !k.is_empty())
             .unwrap_or_else(|| "(file)".to_owned());
+        let place = at
+            .map(|before| {
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" (line {line}, column {col})")
+            })
+            .unwrap_or_default();
         err(
             key,
             "",
-            e.message().lines().next().unwrap_or("invalid TOML"),
+            format!(
+                "{}{place}",
+                e.message().lines().next().unwrap_or("invalid TOML")
+            ),
         )
     })
 }
@@ -409,9 +419,27 @@ impl Config {
             .map(connections)
             .transpose()?
             .unwrap_or_default();
-        let mut entries = Vec::with_capacity(raw.entries.len());
+        let mut entries: Vec<Entry> = Vec::with_capacity(raw.entries.len());
         for (i, e) in raw.entries.into_iter().enumerate() {
-            entries.push(entry(i, e, &trust_domain)?);
+            let e = entry(i, e, &trust_domain)?;
+            // The same identity for the same selectors twice is a mistake (a
+            // pasted block), never a second grant.
+            let same = |a: &Entry| {
+                let (mut x, mut y) = (a.selectors.clone(), e.selectors.clone());
+                x.sort();
+                x.dedup();
+                y.sort();
+                y.dedup();
+                a.subject == e.subject && x == y
+            };
+            if let Some(j) = entries.iter().position(same) {
+                return Err(err(
+                    format!("entries[{i}]"),
+                    &e.subject,
+                    format!("duplicates entries[{j}] (same subject and selectors)"),
+                ));
+            }
+            entries.push(e);
         }
         Ok(Self {
             trust_domain,
@@ -679,7 +707,7 @@ fn entry(i: usize, e: RawEntry, trust_domain: &str) -> Result<Entry, ConfigError
     let selectors = e
         .selectors
         .iter()
-        .map(|s| Selector::parse(s).map_err(|x| err(key("selectors"), s, x)))
+        .map(|s| Selector::parse_workload(s).map_err(|x| err(key("selectors"), s, x)))
         .collect::<Result<Vec<_>, _>>()?;
     let ttl_secs = match &e.ttl {
         None => DEFAULT_TTL_SECS,
@@ -838,6 +866,25 @@ audiences = []
                 "entries[0].ttl",
             ),
             (GOOD.replace("unix:uid:1000", "uid"), "entries[0].selectors"),
+            // Selectors no attestor derives would never match: refused.
+            (
+                GOOD.replace("unix:uid:1000", "unixx:uid:0"),
+                "entries[0].selectors",
+            ),
+            (
+                GOOD.replace("unix:uid:1000", "unix:uid"),
+                "entries[0].selectors",
+            ),
+            // A TOML syntax error names the key, the line and the column.
+            ("socket_path = \n".to_owned(), "socket_path"),
+            // The same entry twice.
+            (
+                {
+                    let block = GOOD[GOOD.find("[[entries]]").unwrap()..].to_owned();
+                    format!("{GOOD}{block}")
+                },
+                "entries[1]",
+            ),
             (
                 GOOD.replace("spiffe://example.org/web", "spiffe://other.org/web"),
                 "entries[0].subject",
@@ -867,6 +914,9 @@ audiences = []
             let e = parse(&text).unwrap_err();
             assert_eq!(e.key, key, "{e}");
             assert!(e.to_string().contains(key), "{e}");
+            if key == "socket_path" {
+                assert!(e.to_string().contains("(line 1, column 15)"), "{e}");
+            }
         }
     }
 

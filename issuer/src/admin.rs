@@ -62,10 +62,17 @@ fn to_i64(v: u64) -> i64 {
 }
 
 fn selectors(what: &str, v: &[String]) -> Result<Vec<String>, Status> {
+    // Workload selectors must be ones an attestor derives; node selectors
+    // come from node attestors, checked by shape.
+    let parse = if what == "selector" {
+        Selector::parse_workload
+    } else {
+        Selector::parse
+    };
     let mut out = v
         .iter()
         .map(|s| {
-            Selector::parse(s)
+            parse(s)
                 .map(|s| s.to_string())
                 .map_err(|e| Status::invalid_argument(format!("{what} {s:?}: {e}")))
         })
@@ -249,6 +256,20 @@ impl Admin for AdminService {
     async fn create_entry(&self, req: Request<pb::Entry>) -> Result<Response<pb::Entry>, Status> {
         authorize(&req)?;
         let e = entry_request(req.get_ref(), &self.issuer.trust_domain)?;
+        // The same identity for the same workload on the same nodes twice is a
+        // mistake (a re-run script), not a second grant. Both selector lists
+        // are sorted and de-duplicated, by `entry_request` and in the store.
+        self.changed().await;
+        if let Some(dup) = self.issuer.view().entries.live().find(|r| {
+            r.subject == e.subject
+                && r.selectors == e.selectors
+                && r.node_selectors == e.node_selectors
+        }) {
+            return Err(Status::already_exists(format!(
+                "entry {} already gives {} to these selectors on these nodes",
+                dup.id, e.subject
+            )));
+        }
         let rec = self
             .issuer
             .store

@@ -14,7 +14,50 @@ pub enum SelectorError {
     /// Control characters have no place in a selector.
     #[error("selector {0:?} contains a control character")]
     Control(String),
+    /// No attestor derives selectors of this type, so an entry naming it could
+    /// never match.
+    #[error("selector {0:?}: unknown type; known types are {1}")]
+    UnknownType(String, String),
+    /// The attestor of this type derives no selector with this key.
+    #[error("selector {0:?}: unknown key; {1} selectors are {2}")]
+    UnknownKey(String, String, String),
+    /// `type:key` without a value after it.
+    #[error("selector {0:?} has no value after type:key (e.g. unix:uid:1000)")]
+    NoValue(String),
 }
+
+/// Every `type:key` the workload attestors derive: what an entry may name.
+pub const WORKLOAD_SELECTORS: &[(&str, &[&str])] = &[
+    (
+        "unix",
+        &[
+            "uid",
+            "gid",
+            "user",
+            "group",
+            "supplementary_gid",
+            "path",
+            "sha256",
+        ],
+    ),
+    ("container", &["id", "pod-uid", "runtime"]),
+    ("systemd", &["unit"]),
+    ("docker", &["label", "image_id", "image"]),
+    (
+        "k8s",
+        &[
+            "ns",
+            "sa",
+            "pod-name",
+            "pod-uid",
+            "pod-label",
+            "pod-owner",
+            "node-name",
+            "container-name",
+            "container-image",
+        ],
+    ),
+];
 
 /// One fact about a workload, e.g. `unix:uid:1000`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +82,32 @@ impl Selector {
             return Err(SelectorError::Control(s.to_owned()));
         }
         Ok(Self(s.to_owned()))
+    }
+
+    /// Parses a selector an entry names: [`Selector::parse`], and a
+    /// `type:key:value` whose type and key some workload attestor derives
+    /// ([`WORKLOAD_SELECTORS`]). `unixx:uid:0` or `unix:uid` would never match
+    /// anything; an operator is told so when the entry is written.
+    pub fn parse_workload(s: &str) -> Result<Self, SelectorError> {
+        let sel = Self::parse(s)?;
+        let mut parts = s.splitn(3, ':');
+        let (ty, key, value) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+        let Some((_, keys)) = WORKLOAD_SELECTORS.iter().find(|(t, _)| *t == ty) else {
+            let types: Vec<&str> = WORKLOAD_SELECTORS.iter().map(|(t, _)| *t).collect();
+            return Err(SelectorError::UnknownType(s.to_owned(), types.join(", ")));
+        };
+        let Some(key) = key.filter(|k| keys.contains(k)) else {
+            let known: Vec<String> = keys.iter().map(|k| format!("{ty}:{k}")).collect();
+            return Err(SelectorError::UnknownKey(
+                s.to_owned(),
+                ty.to_owned(),
+                known.join(", "),
+            ));
+        };
+        if value.is_none_or(str::is_empty) {
+            return Err(SelectorError::NoValue(format!("{ty}:{key}")));
+        }
+        Ok(sel)
     }
 
     /// Builds `ty:key:value` from parts the attestor trusts.
@@ -151,5 +220,32 @@ mod tests {
             Selector::parse("unix:uid:1\n"),
             Err(SelectorError::Control(_))
         ));
+    }
+
+    #[test]
+    fn entries_may_name_only_selectors_some_attestor_derives() {
+        for ok in [
+            "unix:uid:0",
+            "unix:path:/usr/bin/web",
+            "docker:label:app:web",
+            "k8s:pod-owner:ReplicaSet:web-1",
+            "container:pod-uid:8b9dd266-60dd-4433-8e5e-3bdcc7697bee",
+            "systemd:unit:nginx.service",
+        ] {
+            Selector::parse_workload(ok).unwrap();
+        }
+        let err = |s: &str| Selector::parse_workload(s).unwrap_err();
+        assert!(matches!(err("unixx:uid:0"), SelectorError::UnknownType(..)));
+        assert!(err("unixx:uid:0").to_string().contains("unix, container"));
+        assert!(matches!(err("unix:pid:4"), SelectorError::UnknownKey(..)));
+        assert!(err("unix:pid:4").to_string().contains("unix:uid"));
+        assert!(matches!(
+            err("unix:uid"),
+            SelectorError::UnknownKey(..) | SelectorError::NoValue(_)
+        ));
+        assert!(matches!(err("unix:uid:"), SelectorError::NoValue(_)));
+        assert!(matches!(err("k8s:ns"), SelectorError::NoValue(_)));
+        // What `parse` refuses, this refuses too.
+        assert!(matches!(err("unix"), SelectorError::Syntax(_)));
     }
 }

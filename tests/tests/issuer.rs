@@ -171,6 +171,31 @@ fn sqlite_fleet_join_entry_outage_restart_and_security() {
             "mqtt",
         ],
     );
+    // `entry create` refuses what could never match and what is already there.
+    let admin = f.admin("issuer1");
+    for (selector, why) in [
+        (format!("unix:uid:{uid}"), "already gives"),
+        ("unixx:uid:0".to_owned(), "unknown type"),
+        ("unix:uid".to_owned(), "unix:uid"),
+    ] {
+        let out = lanyard_tests::lanyard(&[
+            "entry",
+            "create",
+            "--subject",
+            "spiffe://example.org/e2e",
+            "--selector",
+            &selector,
+            "--node-selector",
+            "join:name:gw1",
+            "--audience",
+            "mqtt",
+            "--admin-socket",
+            &admin,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{selector}: {err}");
+        assert!(err.contains(why), "{selector}: {err}");
+    }
     f.admin_cmd(
         "issuer1",
         &[
