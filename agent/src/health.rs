@@ -144,6 +144,9 @@ pub async fn serve_with(
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let conn = hyper::server::conn::http1::Builder::new()
+                // One request per connection: an answered connection cannot
+                // sit idle in a slot the eviction above no longer frees.
+                .keep_alive(false)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(io, svc);

@@ -253,6 +253,18 @@ pub fn effective_ids(pid: i32) -> Option<(u32, u32)> {
     Some((field("Uid:")?, field("Gid:")?))
 }
 
+/// The real and effective uid from `/proc/PID/status` (the owner of
+/// `/proc/PID` is root for a process that is not dumpable).
+pub fn real_and_effective_uid(pid: i32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut ids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .map(str::parse::<u32>);
+    Some((ids.next()?.ok()?, ids.next()?.ok()?))
+}
+
 fn effective_uid(pid: i32) -> Option<u32> {
     effective_ids(pid).map(|(uid, _)| uid)
 }

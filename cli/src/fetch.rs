@@ -192,27 +192,64 @@ fn parse_pid(path: &Path, text: &str) -> Result<rustix::process::Pid> {
 /// file cannot make a root sidecar kill the kubelet. The signal goes through a
 /// pidfd taken before the check, so a pid reused in between gets nothing.
 fn signal_pid_file(pid_file: &Path, sig: rustix::process::Signal) -> Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
-    let text = std::fs::read_to_string(pid_file)
-        .with_context(|| format!("--pid-file {}: cannot read it", pid_file.display()))?;
-    let file_owner = std::fs::metadata(pid_file)
-        .with_context(|| format!("--pid-file {}: cannot read it", pid_file.display()))?
-        .uid();
+    let shown = pid_file.display();
+    let (text, owner) =
+        read_owned(pid_file).with_context(|| format!("--pid-file {shown}: cannot read it"))?;
     let pid = parse_pid(pid_file, &text)?;
     let raw = pid.as_raw_nonzero();
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-        .with_context(|| format!("--pid-file {}: no process {raw}", pid_file.display()))?;
-    let target = std::fs::metadata(format!("/proc/{raw}"))
-        .with_context(|| format!("--pid-file {}: no process {raw}", pid_file.display()))?
-        .uid();
-    if file_owner != 0 && target != file_owner {
+        .with_context(|| format!("--pid-file {shown}: no process {raw}"))?;
+    let (real, effective) = lanyard_agent::peer::real_and_effective_uid(raw.get())
+        .with_context(|| format!("--pid-file {shown}: no process {raw}"))?;
+    if owner != 0 && real != owner && effective != owner {
         bail!(
-            "--pid-file {}: the file belongs to uid {file_owner}, but process {raw} runs as uid {target}; not signalling it",
-            pid_file.display()
+            "--pid-file {shown}: the file belongs to uid {owner}, but process {raw} runs as uid {effective}; not signalling it"
         );
     }
     rustix::process::pidfd_send_signal(&pidfd, sig)
         .with_context(|| format!("could not signal pid {raw} with {sig:?}"))
+}
+
+/// The text of a regular file, read without following a symlink, and whose
+/// word it is: its owner, or, for a root-owned file in a directory another
+/// user owns (who could have put it there), that user.
+fn read_owned(path: &Path) -> std::io::Result<(String, u32)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    // Not a symlink, and the file opened is the one looked at: a swap in
+    // between shows as another device and inode.
+    let link = std::fs::symlink_metadata(path)?;
+    if !link.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a symlink is not accepted)",
+        ));
+    }
+    let mut f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
+        return Err(std::io::Error::other(
+            "the file changed while it was opened",
+        ));
+    }
+    let mut text = String::new();
+    f.by_ref().take(64).read_to_string(&mut text)?;
+    let dir_owner = path
+        .parent()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .and_then(|d| std::fs::metadata(d).ok())
+        .map_or(0, |m| m.uid());
+    let owner = if meta.uid() == 0 {
+        dir_owner
+    } else {
+        meta.uid()
+    };
+    Ok((text, owner))
 }
 
 fn notify(a: &FetchArgs, child: &mut Option<std::process::Child>) -> Result<()> {
@@ -292,6 +329,22 @@ mod tests {
         }
         let err = read_pid_file(&dir.join("missing")).unwrap_err();
         assert!(format!("{err:#}").contains("cannot read"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pid_file_is_read_only_as_a_regular_file_and_owned_by_its_directory() {
+        let dir = std::env::temp_dir().join(format!("lanyard-pidown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pid");
+        std::fs::write(&f, "4242").unwrap();
+        let (text, owner) = read_owned(&f).unwrap();
+        assert_eq!(text, "4242");
+        assert_eq!(owner, rustix::process::geteuid().as_raw());
+        // A symlink to a file someone else wrote is not read.
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(read_owned(&link).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -40,8 +40,21 @@ pub enum HostViewError {
 const MAX_DIRS: usize = 200_000;
 
 impl HostView {
-    /// Finds the agent's own place in the host tree mounted at `root`.
+    /// Finds the agent's own place in the host tree mounted at `root` (a
+    /// cgroup v2 mount; on a hybrid host, where `root` holds the v1
+    /// hierarchies, its `unified` directory is used).
     pub fn locate(root: &Path) -> Result<Self, HostViewError> {
+        let unified = root.join("unified");
+        let root = if root.join("cgroup.controllers").exists() {
+            root
+        } else if unified.join("cgroup.controllers").exists() {
+            unified.as_path()
+        } else {
+            return Err(HostViewError::Own(format!(
+                "{} is not a cgroup v2 mount (no cgroup.controllers)",
+                root.display()
+            )));
+        };
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| HostViewError::Own(e.to_string()))?;
         // The unified line: where the agent is, relative to its namespace root.
@@ -97,11 +110,14 @@ impl HostView {
 }
 
 /// The segments below `root` of the directory whose `cgroup.procs` lists
-/// `pid`, searched breadth first without following symlinks.
+/// `pid`, searched breadth first without following symlinks, and only through
+/// directories root owns: a user's delegated subtree can be made unreadable,
+/// or filled with thousands of directories, but never holds the agent.
 fn find_pid(root: &Path, pid: u32) -> Option<Vec<String>> {
+    use std::os::unix::fs::MetadataExt as _;
     let want = pid.to_string();
     let mut queue = std::collections::VecDeque::from([Vec::<String>::new()]);
-    let mut seen = 0;
+    let mut dirs = 0;
     while let Some(segs) = queue.pop_front() {
         let dir = segs.iter().fold(root.to_path_buf(), |p, s| p.join(s));
         if std::fs::read_to_string(dir.join("cgroup.procs"))
@@ -109,16 +125,21 @@ fn find_pid(root: &Path, pid: u32) -> Option<Vec<String>> {
         {
             return Some(segs);
         }
-        for e in std::fs::read_dir(&dir).ok()?.flatten() {
-            seen += 1;
-            if seen > MAX_DIRS {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if !meta.is_dir() || meta.uid() != 0 {
+                continue;
+            }
+            dirs += 1;
+            if dirs > MAX_DIRS {
                 return None;
             }
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                let mut next = segs.clone();
-                next.push(e.file_name().to_string_lossy().into_owned());
-                queue.push_back(next);
-            }
+            let mut next = segs.clone();
+            next.push(e.file_name().to_string_lossy().into_owned());
+            queue.push_back(next);
         }
     }
     None
@@ -155,10 +176,24 @@ mod tests {
     }
 
     #[test]
-    fn finds_this_process() {
-        // Wherever this test runs, its own cgroup lists it; with a root that
-        // is not a cgroup tree, nothing does.
+    fn finds_a_pid_only_through_root_owned_directories() {
+        // A stand-in tree: a/b lists the pid. The test runs as root in CI, so
+        // its directories are root's; as another user nothing is found.
         let dir = tempfile::tempdir().unwrap();
-        assert!(find_pid(dir.path(), std::process::id()).is_none());
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::create_dir_all(dir.path().join("x/y")).unwrap();
+        std::fs::write(dir.path().join("cgroup.procs"), "1\n").unwrap();
+        std::fs::write(dir.path().join("a/b/cgroup.procs"), "7\n4242\n").unwrap();
+        let root_owned =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path()).unwrap()) == 0;
+        if root_owned {
+            assert_eq!(find_pid(dir.path(), 4242).unwrap(), ["a", "b"]);
+            // The same directory owned by a user is never searched.
+            std::os::unix::fs::chown(dir.path().join("a"), Some(1001), None).unwrap();
+            assert_eq!(find_pid(dir.path(), 4242), None);
+        } else {
+            assert_eq!(find_pid(dir.path(), 4242), None);
+        }
+        assert_eq!(find_pid(dir.path(), 99), None);
     }
 }

@@ -26,6 +26,10 @@ pub fn shared<R>(f: impl FnOnce() -> R) -> R {
             KEPT.with(|k| k.borrow_mut().take());
         }
     }
+    // Nested: the outer call owns the map and forgets it.
+    if KEPT.with(|k| k.borrow().is_some()) {
+        return f();
+    }
     KEPT.with(|k| *k.borrow_mut() = Some(HashMap::new()));
     let _forget = Forget;
     f()

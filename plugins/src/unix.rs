@@ -174,6 +174,9 @@ impl UnixAttestor {
     /// narrow what the workload matches).
     fn exe_sha256(&self, pid: i32) -> Result<Option<String>, AttestError> {
         let path = self.proc_path(pid, "exe");
+        // Taken before the stat: whether the file is over a second old is
+        // judged from here, not from after the read.
+        let started = std::time::SystemTime::now();
         let mut file = File::open(&path).map_err(|e| self.io(pid, &path, e))?;
         let meta = file.metadata().map_err(|e| self.io(pid, &path, e))?;
         let id = FileId::of(&meta);
@@ -208,7 +211,7 @@ impl UnixAttestor {
         // rewrite in the same tick as the `stat` above would leave the same
         // key over other bytes.
         let unchanged = file.metadata().is_ok_and(|m| FileId::of(&m) == id);
-        let old = std::time::SystemTime::now()
+        let old = started
             .duration_since(std::time::UNIX_EPOCH)
             .is_ok_and(|now| {
                 now.as_secs()
@@ -228,7 +231,13 @@ impl UnixAttestor {
             }
         }
         self.hashed.notify_all();
-        result
+        // Bytes read from a file that changed meanwhile describe no binary:
+        // no hash selector at all (which can only narrow what matches).
+        if unchanged {
+            result
+        } else {
+            Ok(None)
+        }
     }
 
     /// Reads `file` to the end; `None` if it grows past the cap while read.

@@ -30,6 +30,16 @@ pub fn hierarchies() -> Vec<PathBuf> {
     out.into_iter().map(|(_, p)| p).collect()
 }
 
+/// The unified (cgroup v2) hierarchy's mount point, if there is one.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| PathBuf::from(f[1]))
+}
+
 /// A process moved into `rel` in every hierarchy before it runs its program;
 /// killed and its cgroups removed on drop.
 #[derive(Debug)]

@@ -161,7 +161,12 @@ fn every_cgroup_layout_on_real_hierarchies() {
         std::env::temp_dir().join(format!("lanyard-hostview-{}.toml", std::process::id()));
     lanyard_tests::write_attest_config(
         &host_view,
-        &format!("host_cgroup_root = \"{}\"", hierarchies()[0].display()),
+        &format!(
+            "host_cgroup_root = \"{}\"",
+            lanyard_tests::cgroups::cgroup2_root()
+                .expect("a cgroup2 mount")
+                .display()
+        ),
     );
     let hv = d_tmp(&host_view);
     for (config, believed) in [

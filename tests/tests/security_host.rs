@@ -76,13 +76,7 @@ fn jwt_svid(socket: &Path) -> Result<String, tonic::Status> {
 
 /// The unified (v2) cgroup hierarchy's mount point.
 fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&"cgroup2"))
-        .map(|f| PathBuf::from(f[1]))
-        .expect("a cgroup2 mount")
+    lanyard_tests::cgroups::cgroup2_root().expect("a cgroup2 mount")
 }
 
 /// A cgroup subtree removed (deepest first) on drop, once its processes are gone.
@@ -583,20 +577,22 @@ fn attacker_names_a_root_process_in_its_pid_file_and_it_is_not_signalled() {
     // In a private pid namespace: a root process (standing in for the kubelet)
     // and the attacker's own server. The attacker's pid file names first the
     // root process, then its own server: only the second is signalled.
-    let run = |target: &str| {
+    let root_pid_file = d.dir.join("root.pid");
+    let run = |write: &str| {
         let o = Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
             .arg(format!(
-                "sleep 60 & root=$!; \
+                "sleep 60 & root=$!; echo $root > {root_pid_file}; \
                  setpriv --reuid={ATTACKER} --regid={ATTACKER} --clear-groups sleep 60 & own=$!; \
-                 setpriv --reuid={ATTACKER} --regid={ATTACKER} --clear-groups sh -c \"echo ${target} > {pid_file}\"; \
+                 rm -f {pid_file}; setpriv --reuid={ATTACKER} --regid={ATTACKER} --clear-groups sh -c \"{write}\"; \
                  {lanyard} fetch --socket {sock} --out-dir {out} --signal TERM --pid-file {pid_file}; \
                  echo \"rc=$?\"; sleep 0.3; \
                  kill -0 $root && echo root-alive; kill -0 $own && echo own-alive; kill $root $own 2>/dev/null; true",
                 lanyard = lanyard_bin().display(),
                 sock = d.socket().display(),
                 out = d.dir.join("sidecar").display(),
-                pid_file = pid_file.display()
+                pid_file = pid_file.display(),
+                root_pid_file = root_pid_file.display()
             ))
             .output()
             .unwrap();
@@ -605,15 +601,24 @@ fn attacker_names_a_root_process_in_its_pid_file_and_it_is_not_signalled() {
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     };
-    let (out, err) = run("root");
+    let p = pid_file.display();
+    let (out, err) = run(&format!("echo $root > {p}"));
     assert!(
         out.contains("root-alive"),
         "the root process was signalled: {out} {err}"
     );
     assert!(!out.contains("rc=0"), "{out}");
     assert!(err.contains("belongs to uid 1001"), "{err}");
+    // A symlink to root's own pid file (root-owned, so it would look like
+    // root's word): not read at all.
+    let (out, err) = run(&format!("ln -s {} {p}", root_pid_file.display()));
+    assert!(
+        out.contains("root-alive"),
+        "the root process was signalled: {out} {err}"
+    );
+    assert!(err.contains("symlink"), "{err}");
     // The control: its own server is signalled (TERM), as the flag promises.
-    let (out, err) = run("own");
+    let (out, err) = run(&format!("echo $own > {p}"));
     assert!(out.contains("rc=0"), "{out} {err}");
     assert!(
         !out.contains("own-alive"),
