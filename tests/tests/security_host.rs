@@ -219,6 +219,74 @@ fn attacker_names_its_own_cgroup_like_a_pod_and_gets_nothing() {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Finding 2: a forged cgroup mount.
+
+#[test]
+fn attacker_bind_mounts_a_container_cgroup_over_its_own_and_gets_nothing() {
+    let id = "d0a0270154a54fe1f1afc2a5abf4d9edf124e6110dcfd7daaed725d497a76cba";
+    let d = Deployment::new(
+        "sec-mountinfo",
+        &entry("stolen", &[&format!("container:id:{id}")]),
+    );
+    let _agent = d.start();
+    // A container's cgroup (root made it, as dockerd's cgroupfs driver does).
+    let pids = lanyard_tests::cgroups::hierarchies()
+        .into_iter()
+        .find(|h| h.ends_with("pids"))
+        .expect("a pids v1 hierarchy");
+    let container = pids.join(format!("docker/{id}"));
+    std::fs::create_dir_all(&container).unwrap();
+    let _tree = CgroupTree(container.clone());
+    // The attacker, at the root of every hierarchy (a host without systemd):
+    // its cgroup file says "/" on every line. In a user and mount namespace of
+    // its own it bind-mounts the container's cgroup over its pids mount, so its
+    // mountinfo names the container.
+    let out = attacker_dir(&d, "out");
+    let mut child = as_user(ATTACKER)
+        .args(["sh", "-c"])
+        .arg(format!(
+            "read _ && cat /proc/self/cgroup >&2 && exec unshare --user --map-root-user --mount sh -c \
+             'mount --bind {container} {pids} && grep docker /proc/self/mountinfo >&2 && exec {lanyard} fetch --socket {sock} --out-dir {out}'",
+            container = container.display(),
+            pids = pids.display(),
+            lanyard = lanyard_bin().display(),
+            sock = d.socket().display(),
+            out = out.display()
+        ))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    for m in mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    {
+        if matches!(m.get(2), Some(&"cgroup") | Some(&"cgroup2")) {
+            let _ = std::fs::write(Path::new(m[1]).join("cgroup.procs"), child.id().to_string());
+        }
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.lines()
+            .take_while(|l| !l.contains("docker"))
+            .all(|l| l.ends_with(":/")),
+        "the attacker must be at the root of every hierarchy: {err}"
+    );
+    assert!(
+        err.contains(&format!("/docker/{id} {}", pids.display())),
+        "the mount must be forged: {err}"
+    );
+    assert!(
+        !o.status.success(),
+        "uid {ATTACKER} got the container's identity: {err}"
+    );
+    assert!(err.contains("PermissionDenied"), "{err}");
+}
+
 /// The selectors `lanyard attest` gives `pid`, run the way a DaemonSet agent
 /// on cgroup v2 runs: in a cgroup namespace of its own (rooted at `agent_cg`),
 /// with `config`.
