@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Tests run on 2 cores; keep the linker and test threads from oversubscribing.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# This script installs every component the tests need, so a test that finds one
+# missing must fail, not skip (only a developer's ad-hoc run may skip).
+export LANYARD_TEST_STRICT=1
 
 echo "== test components"
 # A Python venv with the PyPI spiffe package (grpc C-core) for the interop tests.

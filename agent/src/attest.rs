@@ -156,8 +156,8 @@ impl Pipeline {
     /// up to [`REUSE_FOR`] while the process's fingerprint is unchanged: the same
     /// executable inode and the same effective uid and gid. An `exec` of another
     /// binary or a `setuid` changes the fingerprint, and a different process on
-    /// the same pid is caught by the recheck before every response. A change of
-    /// supplementary groups alone (which needs privilege) shows within 1 s.
+    /// the same pid is caught by the recheck before every response. Supplementary
+    /// groups are those at connect (`SO_PEERGROUPS`), like the uid and gid.
     pub async fn attest(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
@@ -182,7 +182,7 @@ impl Pipeline {
                 return (res, start.elapsed().as_secs_f64());
             }
         }
-        let (entries, process) = (self.snapshot(), *peer.process());
+        let (entries, process) = (self.snapshot(), peer.process().clone());
         let res = if self.attestors.iter().all(|a| a.is_quick(&entries.wanted)) {
             self.attest_with(&process, &entries, &entries.wanted)
         } else {
@@ -295,6 +295,7 @@ mod tests {
             pid: std::process::id() as i32,
             uid: current_uid(),
             gid: 0,
+            groups: None,
         }
     }
 

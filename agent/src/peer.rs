@@ -66,16 +66,30 @@ pub struct Peer {
     memo: crate::attest::Memo,
 }
 
-impl Peer {
-    /// Pins the peer of `stream`, counted against `principal`, whose
-    /// executable was `image` ([`image_of`], read as soon as it was accepted).
-    pub fn of(
-        stream: &tokio::net::UnixStream,
-        principal: u32,
-        image: Option<(u64, u64)>,
-    ) -> Result<Arc<Self>, PeerError> {
+/// What the agent learns about a caller at accept, before it decides whether to
+/// serve the connection at all: cheap facts, taken in the order that matters.
+#[derive(Debug)]
+pub struct Accepted {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+    /// `(dev, ino)` of the executable, read first of all.
+    image: Option<(u64, u64)>,
+    pidfd: OwnedFd,
+    /// Whether the kernel gave the pidfd with the connection (`SO_PEERPIDFD`)
+    /// rather than `pidfd_open` on a pid that could have been reused.
+    exact: bool,
+    principal: u32,
+}
+
+impl Accepted {
+    /// Reads the caller of `stream`: its credentials, its executable (first:
+    /// every moment until this read is room for the connect-then-exec race),
+    /// a pidfd and whom its budgets count against ([`principal`]).
+    pub fn of(stream: &tokio::net::UnixStream) -> Result<Self, PeerError> {
         let cred = stream.peer_cred().map_err(PeerError::Credentials)?;
         let pid = cred.pid().filter(|&p| p > 0).ok_or(PeerError::NoPid)?;
+        let image = image_of(pid);
         let (pidfd, exact) = match sys::peer_pidfd(stream.as_fd()) {
             Ok(fd) => (fd, true),
             Err(_) => {
@@ -88,25 +102,60 @@ impl Peer {
                 (fd, false)
             }
         };
-        let peer = Self {
-            process: ProcessRef {
-                pid,
-                uid: cred.uid(),
-                gid: cred.gid(),
-            },
-            principal,
-            active: std::sync::atomic::AtomicBool::new(false),
-            pidfd,
+        let principal = principal_of(pid, Some(pidfd.as_fd()), cred.uid());
+        Ok(Self {
+            pid,
+            uid: cred.uid(),
+            gid: cred.gid(),
             image,
+            pidfd,
+            exact,
+            principal,
+        })
+    }
+
+    /// The caller's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whom the caller's connections and streams are counted against.
+    pub fn principal(&self) -> u32 {
+        self.principal
+    }
+
+    /// Pins the admitted caller of `stream` for the connection's life.
+    pub fn pin(self, stream: &tokio::net::UnixStream) -> Result<Arc<Peer>, PeerError> {
+        // Taken with the uid and gid at connect; an error leaves the attestor to
+        // read `/proc/PID/status` instead.
+        let groups = sys::peer_groups(stream.as_fd()).ok().map(Arc::from);
+        let peer = Peer {
+            process: ProcessRef {
+                pid: self.pid,
+                uid: self.uid,
+                gid: self.gid,
+                groups,
+            },
+            principal: self.principal,
+            active: std::sync::atomic::AtomicBool::new(false),
+            pidfd: self.pidfd,
+            image: self.image,
             memo: crate::attest::Memo::default(),
         };
         // With pidfd_open the pid could have been reused between connect and open;
         // the original peer must still be alive (it holds the socket), and the pidfd
         // must refer to a live process whose uid matches what SO_PEERCRED said.
-        if !exact {
+        if !self.exact {
             peer.still_same()?;
         }
         Ok(Arc::new(peer))
+    }
+}
+
+impl Peer {
+    /// Pins the peer of `stream` at once ([`Accepted::of`], then [`Accepted::pin`]).
+    pub fn of(stream: &tokio::net::UnixStream) -> Result<Arc<Self>, PeerError> {
+        Accepted::of(stream)?.pin(stream)
     }
 
     /// This connection's last attestation.
@@ -163,7 +212,12 @@ impl Peer {
         if sys::pidfd_exited(&self.pidfd) {
             return Err(changed());
         }
-        if !uid_is(pid, self.process.uid) {
+        // The pidfd answers without a path walk (Linux 6.13+); /proc otherwise.
+        let same_uid = match sys::pidfd_euid(self.pidfd.as_fd()) {
+            Some(euid) => euid == self.process.uid,
+            None => uid_is(pid, self.process.uid),
+        };
+        if !same_uid {
             return Err(changed());
         }
         // /proc was read while the pidfd's process was alive: check once more that
@@ -181,7 +235,13 @@ impl Peer {
 /// (`unshare --map-auto`) thus count as that user. A namespace that cannot be
 /// read is counted against the (unprivileged) uid `u32::MAX - 1`, never root.
 pub fn principal(pid: i32, uid: u32) -> u32 {
-    use std::os::fd::AsFd as _;
+    principal_of(pid, None, uid)
+}
+
+/// [`principal`], asking `pidfd` for the namespace where the kernel can answer
+/// (Linux 6.11+): an ioctl on the pidfd costs less than walking
+/// `/proc/PID/ns/user`, whose entries the kernel builds anew for every new pid.
+fn principal_of(pid: i32, pidfd: Option<std::os::fd::BorrowedFd<'_>>, uid: u32) -> u32 {
     use std::os::unix::fs::MetadataExt as _;
     const UNKNOWN: u32 = u32::MAX - 1;
     // The agent's own user namespace never changes: read it once.
@@ -191,18 +251,32 @@ pub fn principal(pid: i32, uid: u32) -> u32 {
             .ok()
             .map(|m| (m.dev(), m.ino()))
     });
-    let path = format!("/proc/{pid}/ns/user");
-    // The common case, one stat: the caller is in the agent's namespace.
-    let theirs = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
-    if theirs.is_some() && theirs == own {
+    let id = |f: &std::fs::File| f.metadata().ok().map(|m| (m.dev(), m.ino()));
+    let ns = match pidfd.map(sys::pidfd_user_namespace) {
+        Some(Ok(fd)) => std::fs::File::from(fd),
+        // No pidfd, or a kernel without the ioctl: the /proc path.
+        _ => {
+            let path = format!("/proc/{pid}/ns/user");
+            // The common case, one stat: the caller is in the agent's namespace.
+            let theirs = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+            if theirs.is_some() && theirs == own {
+                return uid;
+            }
+            let Ok(file) = std::fs::File::open(&path) else {
+                return UNKNOWN;
+            };
+            file
+        }
+    };
+    let first = id(&ns);
+    if first.is_none() {
+        return UNKNOWN;
+    }
+    if first == own {
         return uid;
     }
-    let Ok(file) = std::fs::File::open(&path) else {
-        return UNKNOWN;
-    };
-    let id = |f: &std::fs::File| f.metadata().ok().map(|m| (m.dev(), m.ino()));
     // Walk up to the child of the agent's namespace (or as far as we may see).
-    let mut ns: OwnedFd = file.into();
+    let mut ns: OwnedFd = ns.into();
     for _ in 0..32 {
         let Some(parent) = sys::userns_parent(ns.as_fd()) else {
             break;
@@ -240,7 +314,7 @@ fn uid_is(pid: i32, uid: u32) -> bool {
 
 /// The effective uid and gid from `/proc/PID/status` (what `SO_PEERCRED` reports).
 pub fn effective_ids(pid: i32) -> Option<(u32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = lanyard_plugins::reads::read_proc(std::path::Path::new(&format!("/proc/{pid}/status"))).ok()?;
     let field = |name: &str| -> Option<u32> {
         status
             .lines()
@@ -256,7 +330,7 @@ pub fn effective_ids(pid: i32) -> Option<(u32, u32)> {
 /// The real and effective uid from `/proc/PID/status` (the owner of
 /// `/proc/PID` is root for a process that is not dumpable).
 pub fn real_and_effective_uid(pid: i32) -> Option<(u32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = lanyard_plugins::reads::read_proc(std::path::Path::new(&format!("/proc/{pid}/status"))).ok()?;
     let mut ids = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?
@@ -276,7 +350,7 @@ mod tests {
     #[tokio::test]
     async fn pins_and_detects_exit() {
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
-        let me = Peer::of(&a, 0, image_of(std::process::id() as i32)).unwrap();
+        let me = Peer::of(&a).unwrap();
         assert_eq!(me.process().pid, std::process::id() as i32);
         me.still_same().unwrap();
 
@@ -292,7 +366,7 @@ mod tests {
             .spawn()
             .unwrap();
         let (conn, _) = listener.accept().await.unwrap();
-        let peer = Peer::of(&conn, 0, None).unwrap();
+        let peer = Peer::of(&conn).unwrap();
         assert_eq!(peer.process().pid, child.id() as i32);
         peer.still_same().unwrap();
         drop(child.stdin.take());
@@ -323,9 +397,105 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(principal(c.id() as i32, 123_456), current_uid());
+        // The same answer through the pidfd (the ioctl on 6.11+), as at accept.
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(c.id() as i32).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(
+            principal_of(c.id() as i32, Some(pidfd.as_fd()), 123_456),
+            current_uid()
+        );
+        let own = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(me).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(principal_of(me, Some(own.as_fd()), 4242), 4242);
         c.kill().unwrap();
         c.wait().unwrap();
         assert_eq!(principal(i32::MAX, 5), u32::MAX - 1, "unreadable: not root");
+    }
+
+    /// Whether this kernel has `PIDFD_GET_INFO` (6.13+).
+    fn kernel_has_pidfd_info() -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+        (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 13)
+    }
+
+    #[test]
+    fn the_pidfd_reports_the_effective_uid() {
+        let me = rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        let got = sys::pidfd_euid(me.as_fd());
+        if kernel_has_pidfd_info() {
+            assert_eq!(got, Some(current_uid()));
+        } else {
+            assert_eq!(got, None);
+        }
+    }
+
+    /// A root caller that connects and then drops to another uid is no longer
+    /// the caller that connected: no response may reach it as root.
+    #[tokio::test]
+    async fn a_caller_that_changes_uid_after_connect_is_refused() {
+        if current_uid() != 0 {
+            // The test script (and CI) run the tests as root: there, skipping
+            // would pass having checked nothing.
+            assert!(
+                std::env::var_os("CI").is_none() && std::env::var_os("LANYARD_TEST_STRICT").is_none(),
+                "needs root to setuid, and the test script runs as root"
+            );
+            eprintln!("SKIP: needs root to setuid");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("lanyard-setuid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import os,socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); sys.stdin.readline(); os.setresuid(1001,1001,1001); print('done', flush=True); sys.stdin.read()"])
+            .arg(&sock)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        let peer = Peer::of(&conn).unwrap();
+        assert_eq!(peer.process().uid, 0);
+        peer.still_same().unwrap();
+        use std::io::{BufRead as _, Write as _};
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "done");
+        assert!(matches!(peer.still_same(), Err(PeerError::Changed(_))));
+        drop(stdin);
+        child.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn groups_are_the_ones_at_connect() {
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let me = Peer::of(&a).unwrap();
+        let mut want: Vec<u32> = rustix::process::getgroups()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut got = me.process().groups.as_deref().unwrap().to_vec();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -148,17 +148,14 @@ pub fn incoming(
         loop {
             match l.accept().await {
                 Ok((io, _)) => {
-                    // The cheap pid lookup first: a refused connection never costs a pidfd.
-                    let Some((pid, uid)) =
-                        io.peer_cred().ok().and_then(|c| Some((c.pid()?, c.uid())))
-                    else {
-                        tracing::debug!("closing a connection without a visible peer pid");
-                        continue;
+                    let caller = match crate::peer::Accepted::of(&io) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "closing a connection whose peer cannot be pinned");
+                            continue;
+                        }
                     };
-                    // First thing: which executable connected. Every moment
-                    // until this read is room for the connect-then-exec race.
-                    let image = crate::peer::image_of(pid);
-                    let principal = crate::peer::principal(pid, uid);
+                    let (pid, principal) = (caller.pid(), caller.principal());
                     let Some(slot) = adm.admit(pid, principal) else {
                         tracing::debug!(
                             pid,
@@ -167,7 +164,7 @@ pub fn incoming(
                         );
                         continue;
                     };
-                    match Peer::of(&io, principal, image) {
+                    match caller.pin(&io) {
                         Ok(peer) => {
                             let idle = Some(Box::pin(tokio::time::sleep(adm.limits.idle_timeout)));
                             return Some((

@@ -58,6 +58,7 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
             pid: a.pid,
             uid,
             gid,
+            groups: None,
         })
         .context("attestation failed (the agent would refuse this process)")?;
     let selectors: Vec<String> = attested

@@ -206,6 +206,7 @@ mod tests {
             pid: 4242,
             uid: 0,
             gid: 0,
+            groups: None,
         };
         Ok(a.attest(&p)?.iter().map(ToString::to_string).collect())
     }
@@ -334,6 +335,7 @@ mod tests {
             pid,
             uid: 0,
             gid: 0,
+            groups: None,
         };
         ContainerAttestor::default().attest(&p).unwrap();
     }

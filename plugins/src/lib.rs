@@ -31,7 +31,7 @@ pub mod unix;
 pub use selector::{Selector, SelectorError, Wanted};
 
 /// The process a request came from, as the kernel reported it at accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessRef {
     /// Process id.
     pub pid: i32,
@@ -39,6 +39,23 @@ pub struct ProcessRef {
     pub uid: u32,
     /// Effective gid at connect time (`SO_PEERCRED`).
     pub gid: u32,
+    /// Supplementary groups at connect time (`SO_PEERGROUPS`), taken with the
+    /// uid and gid so that all three describe the same moment. `None` when
+    /// there is no socket (`lanyard attest PID`): the [`unix`] attestor then
+    /// reads them from `/proc/PID/status`.
+    pub groups: Option<std::sync::Arc<[u32]>>,
+}
+
+impl ProcessRef {
+    /// A process known by pid and ids only (no socket to ask for groups).
+    pub fn new(pid: i32, uid: u32, gid: u32) -> Self {
+        Self {
+            pid,
+            uid,
+            gid,
+            groups: None,
+        }
+    }
 }
 
 /// Why an attestor could not vouch for a process. Any error fails the request

@@ -80,6 +80,7 @@ mod tests {
             pid: 77,
             uid: 33,
             gid: 33,
+            groups: None,
         };
         Ok(a.attest(&p)?.iter().map(ToString::to_string).collect())
     }
@@ -124,6 +125,7 @@ mod tests {
             pid: std::process::id() as i32,
             uid: 0,
             gid: 0,
+            groups: None,
         };
         SystemdAttestor::default().attest(&p).unwrap();
     }

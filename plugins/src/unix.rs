@@ -283,10 +283,11 @@ impl UnixAttestor {
             .map(|_| path))
     }
 
-    /// Supplementary groups from `/proc/PID/status`.
+    /// Supplementary groups from `/proc/PID/status`, for a process known by pid
+    /// only (the agent takes them from the socket, `SO_PEERGROUPS`).
     fn groups(&self, pid: i32) -> Result<Vec<u32>, AttestError> {
         let path = self.proc_path(pid, "status");
-        let status = std::fs::read_to_string(&path).map_err(|e| self.io(pid, &path, e))?;
+        let status = crate::reads::read_proc(&path).map_err(|e| self.io(pid, &path, e))?;
         let line = status
             .lines()
             .find_map(|l| l.strip_prefix("Groups:"))
@@ -375,7 +376,11 @@ impl WorkloadAttestor for UnixAttestor {
         if let Some(group) = self.name_of("group", p.gid) {
             out.push(Selector::new("unix", "group", group));
         }
-        for g in self.groups(p.pid)? {
+        let groups = match &p.groups {
+            Some(g) => g.to_vec(),
+            None => self.groups(p.pid)?,
+        };
+        for g in groups {
             out.push(Selector::new("unix", "supplementary_gid", g));
         }
         let (want_path, want_hash) = (wanted.wants("unix", "path"), wanted.wants("unix", "sha256"));
@@ -417,6 +422,7 @@ mod tests {
             pid: std::process::id() as i32,
             uid: 4242,
             gid: 4343,
+            groups: None,
         }
     }
 
@@ -525,6 +531,7 @@ mod tests {
                 pid: i32::MAX,
                 uid: 0,
                 gid: 0,
+                groups: None,
             })
             .unwrap_err();
         assert!(matches!(err, AttestError::ProcessGone(_)), "{err}");
@@ -543,6 +550,7 @@ mod tests {
             pid: pid as i32,
             uid: 0,
             gid: 0,
+            groups: None,
         };
         a.attest_wanted(&p, &sha256_wanted())
             .unwrap()
@@ -661,6 +669,7 @@ mod tests {
             pid: c.id() as i32,
             uid: 0,
             gid: 0,
+            groups: None,
         };
         let has_path = |a: &UnixAttestor| {
             a.attest_wanted(&p, &w)

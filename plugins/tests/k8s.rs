@@ -132,6 +132,7 @@ fn process(pid: i32) -> ProcessRef {
         pid,
         uid: 1000,
         gid: 1000,
+        groups: None,
     }
 }
 

@@ -444,3 +444,18 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Whether a missing component must fail a test instead of skipping it: under
+/// `scripts/test-all.sh` (which installs every component, and sets
+/// `LANYARD_TEST_STRICT`) and under `CI`. Only a developer's ad-hoc run skips.
+pub fn strict() -> bool {
+    std::env::var_os("LANYARD_TEST_STRICT").is_some() || std::env::var_os("CI").is_some()
+}
+
+/// Skips the calling test with `why`, or fails it when [`strict`]: a test that
+/// passes having checked nothing is worse than a failing one.
+#[track_caller]
+pub fn skip(why: &str) {
+    assert!(!strict(), "missing component under the test script: {why}");
+    eprintln!("SKIP: {why}");
+}

@@ -55,7 +55,7 @@ fn id(n: u8) -> String {
 #[test]
 fn every_cgroup_layout_on_real_hierarchies() {
     if hierarchies().is_empty() || !nix_root() {
-        eprintln!("SKIP: needs root and a writable cgroup hierarchy");
+        lanyard_tests::skip("needs root and a writable cgroup hierarchy");
         return;
     }
     let uid = "6d6a7b2c-1e3f-4a5b-9c8d-0e1f2a3b4c5d";
@@ -122,7 +122,7 @@ fn every_cgroup_layout_on_real_hierarchies() {
     ];
     for (rel, want) in cases {
         let Some(p) = InCgroup::new(&rel) else {
-            eprintln!("SKIP: cannot create or join cgroup {rel}");
+            lanyard_tests::skip(&format!("cannot create or join cgroup {rel}"));
             return;
         };
         let got = selectors(&attest(p.pid(), None));
@@ -239,6 +239,7 @@ fn k8s_attestor_on_the_real_container(dir: &Path, pid: i32, pod: &str, container
         pid,
         uid: 0,
         gid: 0,
+        groups: None,
     };
     let id = Arc::new(Mutex::new(container.to_owned()));
 
@@ -360,7 +361,7 @@ fn docker_container_is_attested_and_served_through_the_mounted_socket() {
     let d = match DockerDaemon::start() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("SKIP: this machine cannot run containers: {}", e.0);
+            lanyard_tests::skip(&format!("this machine cannot run containers: {}", e.0));
             return;
         }
     };
