@@ -144,8 +144,9 @@ impl LocalAuthority {
         let verified = Verifier::new(org)
             .verify(jwt.trim(), now)
             .map_err(|e| bad(&files.chain_jwt, e))?;
-        let key = KeyPair::from_seed_text(&read(&files.chain_seed)?)
+        let seed = crate::fsutil::read_seed_text(&files.chain_seed)
             .map_err(|e| bad(&files.chain_seed, e))?;
+        let key = KeyPair::from_seed_text(&seed).map_err(|e| bad(&files.chain_seed, e))?;
         let chain =
             ChainIssuer::new(jwt.trim(), key.clone()).map_err(|e| bad(&files.chain_jwt, e))?;
         let roots = crate::pem::decode_certs(&read(&files.org_crt)?);

@@ -162,6 +162,46 @@ pub fn check_private_dir(dir: &Path) -> Result<(), UnsafeDir> {
     Ok(())
 }
 
+/// Reads a seed file, warning when others may read it too: a seed is the whole
+/// identity it stands for, so the warning names the file and the fix. It is a
+/// warning and not a refusal because a mounted Kubernetes secret shows mode
+/// 0644 inside a pod whose only reader is the agent.
+pub fn read_seed_text(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = fs::File::open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if let Some(warning) = seed_mode_warning(path, mode) {
+        tracing::warn!("{warning}");
+        // The CLI's one-shot commands log nothing; say it where a person sees it.
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("lanyard: warning: {warning}");
+        }
+    }
+    // A seed is a line of text; a path that names something endless
+    // (`/dev/zero`) or huge is a mistake, not a seed.
+    const LIMIT: u64 = 64 * 1024;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, LIMIT + 1), &mut text)?;
+    if text.len() as u64 > LIMIT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {LIMIT} bytes: not a seed file"),
+        ));
+    }
+    Ok(text)
+}
+
+/// The warning for a seed file with `mode`, if others than its owner may read it.
+pub fn seed_mode_warning(path: &Path, mode: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by others (mode {:04o}); a seed is a private key: chmod 600 it",
+            path.display(),
+            mode & 0o7777
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -196,5 +236,15 @@ mod tests {
         );
         assert_eq!(fs::read(&path).unwrap(), b"{}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn seeds_others_may_read_are_named_in_a_warning() {
+        let p = Path::new("/x/chain.seed");
+        assert_eq!(seed_mode_warning(p, 0o100600), None);
+        assert_eq!(seed_mode_warning(p, 0o100400), None);
+        let w = seed_mode_warning(p, 0o100640).unwrap();
+        assert!(w.contains("/x/chain.seed") && w.contains("0640"), "{w}");
+        assert!(seed_mode_warning(p, 0o100604).is_some());
     }
 }

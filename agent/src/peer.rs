@@ -314,7 +314,9 @@ fn uid_is(pid: i32, uid: u32) -> bool {
 
 /// The effective uid and gid from `/proc/PID/status` (what `SO_PEERCRED` reports).
 pub fn effective_ids(pid: i32) -> Option<(u32, u32)> {
-    let status = lanyard_plugins::reads::read_proc(std::path::Path::new(&format!("/proc/{pid}/status"))).ok()?;
+    let status =
+        lanyard_plugins::reads::read_proc(std::path::Path::new(&format!("/proc/{pid}/status")))
+            .ok()?;
     let field = |name: &str| -> Option<u32> {
         status
             .lines()
@@ -330,7 +332,9 @@ pub fn effective_ids(pid: i32) -> Option<(u32, u32)> {
 /// The real and effective uid from `/proc/PID/status` (the owner of
 /// `/proc/PID` is root for a process that is not dumpable).
 pub fn real_and_effective_uid(pid: i32) -> Option<(u32, u32)> {
-    let status = lanyard_plugins::reads::read_proc(std::path::Path::new(&format!("/proc/{pid}/status"))).ok()?;
+    let status =
+        lanyard_plugins::reads::read_proc(std::path::Path::new(&format!("/proc/{pid}/status")))
+            .ok()?;
     let mut ids = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?
@@ -421,7 +425,9 @@ mod tests {
     /// Whether this kernel has `PIDFD_GET_INFO` (6.13+).
     fn kernel_has_pidfd_info() -> bool {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        let mut v = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+        let mut v = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
         (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 13)
     }
 
@@ -448,7 +454,8 @@ mod tests {
             // The test script (and CI) run the tests as root: there, skipping
             // would pass having checked nothing.
             assert!(
-                std::env::var_os("CI").is_none() && std::env::var_os("LANYARD_TEST_STRICT").is_none(),
+                std::env::var_os("CI").is_none()
+                    && std::env::var_os("LANYARD_TEST_STRICT").is_none(),
                 "needs root to setuid, and the test script runs as root"
             );
             eprintln!("SKIP: needs root to setuid");

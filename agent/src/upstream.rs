@@ -381,7 +381,7 @@ impl UpstreamAuthority {
         let evidence = match &self.cfg.evidence {
             NodeEvidence::JoinToken(t) => Evidence::JoinToken(t.clone()),
             NodeEvidence::Device { seed, name } => {
-                let text = std::fs::read_to_string(seed)
+                let text = crate::fsutil::read_seed_text(seed)
                     .map_err(|e| UpstreamError::Local(format!("{}: {e}", seed.display())))?;
                 let device = KeyPair::from_seed_text(&text)
                     .map_err(|e| UpstreamError::Local(format!("{}: {e}", seed.display())))?;

@@ -165,6 +165,15 @@ pub fn issuer(config: &Path) -> Result<ExitCode> {
                 eprintln!("lanyard: config key `authority`: {e}");
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
+            Err(e @ lanyard_issuer::app::BuildError::NotAnIssuerChain(_)) => {
+                eprintln!("lanyard: config key `authority`: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            // As for the agent: the key, and the OS error once.
+            Err(e @ lanyard_issuer::app::BuildError::Bind { .. }) => {
+                eprintln!("lanyard: config key {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
             Err(e) => return Err(anyhow::Error::new(e)),
         };
         bound.wait_termination().await?;

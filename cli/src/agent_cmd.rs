@@ -12,13 +12,27 @@ use crate::org::{self, DelegateArgs, InitArgs};
 /// sysexits' EX_CONFIG: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 64;
 
+/// Logs to stderr for the daemons (`agent`, `issuer`, `dev`). `LANYARD_LOG`
+/// filters (`info` by default; `lanyard_agent=debug,info`), and
+/// `LANYARD_LOG_FORMAT=json` writes one JSON object per event for a log
+/// collector. Colour codes only when stderr is a terminal: a journal or a
+/// container log gets plain text.
 pub fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match std::env::var("LANYARD_LOG_FORMAT").as_deref() {
+        Ok("json") => fmt.json().try_init(),
+        Ok("text") | Err(_) => fmt.try_init(),
+        Ok(other) => {
+            eprintln!("lanyard: LANYARD_LOG_FORMAT={other:?} is neither \"text\" nor \"json\"; logging text");
+            fmt.try_init()
+        }
+    };
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -51,6 +65,14 @@ fn run(config: Config, on_ready: impl FnOnce(&app::Bound)) -> Result<ExitCode> {
             }
             Err(app::BuildError::Attestor(e)) => {
                 eprintln!("lanyard: config key `plugins`: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            // What the config names cannot be bound or is not private: the
+            // operator's to fix, like any other config error. The message
+            // names the key and carries the OS error once (anyhow's chain
+            // would print the source a second time).
+            Err(e @ (app::BuildError::Bind { .. } | app::BuildError::UnsafeDir { .. })) => {
+                eprintln!("lanyard: config key {e}");
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
             Err(e) => return Err(anyhow::Error::new(e)),
@@ -124,8 +146,14 @@ ttl = "1h"
                 "\n  export SPIFFE_ENDPOINT_SOCKET=unix://{}",
                 socket.display()
             );
+            println!("  config:   {}", config_path.display());
+            // The full path of this binary: under `cargo run` no `lanyard` is
+            // on PATH, and the line must work as printed.
+            let me = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "lanyard".into());
             println!(
-                "  lanyard fetch --socket {} --out-dir {}/creds",
+                "  {me} fetch --socket {} --out-dir {}/creds",
                 socket.display(),
                 dir.display()
             );

@@ -51,8 +51,9 @@ pub fn read_text(path: &Path) -> Result<String> {
 
 /// Reads a seed file.
 pub fn read_seed(path: &Path) -> Result<KeyPair> {
-    KeyPair::from_seed_text(&read_text(path)?)
-        .with_context(|| format!("{} is not a seed file", path.display()))
+    let text = lanyard_agent::fsutil::read_seed_text(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    KeyPair::from_seed_text(&text).with_context(|| format!("{} is not a seed file", path.display()))
 }
 
 /// Reads a public key file.

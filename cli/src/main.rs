@@ -9,6 +9,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that ends the process quietly when stdout's reader is gone
+/// (`out.rs`), instead of std's panic. Defined before the modules so that it
+/// shadows std's in all of them.
+macro_rules! println {
+    () => {
+        $crate::out::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::out::line(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod agent_cmd;
 mod attest;
@@ -17,12 +29,13 @@ mod demo;
 mod fetch;
 mod files;
 mod org;
+mod out;
 mod tokens;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "lanyard",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LANYARD_COMMIT"), ")"),
     about = "Workload identity without baked-in secrets"
 )]
 struct Cli {

@@ -18,7 +18,8 @@ pub enum OrgCommand {
     /// Revoke a chain issuer (and every leaf it minted) in a signed deny list.
     RevokeChain(RevokeChainArgs),
     /// Delegate a chain issuer: DIR/chain.seed, DIR/chain.public, DIR/chain.jwt,
-    /// plus DIR/chain.crt and DIR/org.crt (its X.509 CA and the org root).
+    /// plus DIR/chain.crt, DIR/org.crt (its X.509 CA and the org root) and
+    /// DIR/org.public.
     Delegate(DelegateArgs),
 }
 
@@ -203,13 +204,20 @@ pub fn delegate_cmd(a: &DelegateArgs) -> Result<()> {
         org_crt.as_bytes(),
         files::Kind::Public,
     )?;
+    // The org public key too, so that an issuer's or agent's config can name
+    // every anchor file beside the chain files (`org_public = "org.public"`).
+    files::write(
+        &a.out.join("org.public"),
+        org.public().to_hex().as_bytes(),
+        files::Kind::Public,
+    )?;
     println!(
         "chain issuer {} valid for {}",
         chain.public(),
         duration::format_secs(a.validity)
     );
     println!(
-        "wrote {}, {}, {}, chain.crt (its X.509 CA) and org.crt (the org root)",
+        "wrote {}, {}, {}, chain.crt (its X.509 CA), org.crt (the org root) and org.public",
         seed.display(),
         public.display(),
         jwt.display()

@@ -100,10 +100,46 @@ fn org_delegate_mint_view_verify() {
         "chain.jwt",
         "chain.crt",
         "org.crt",
+        "org.public",
     ] {
         assert!(Path::new(&t.p(&format!("chain/{f}"))).exists(), "{f}");
     }
+    assert_eq!(
+        std::fs::read_to_string(t.p("chain/org.public")).unwrap(),
+        std::fs::read_to_string(t.p("org/org.public")).unwrap(),
+        "the org public key beside the chain files"
+    );
     assert_eq!(mode(&t.p("chain/chain.seed")), 0o600);
+    // A seed others may read still works, with a warning that names it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let perm = |m| {
+        std::fs::set_permissions(t.p("org/org.seed"), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    perm(0o644);
+    let loose = lanyard(&[
+        "org",
+        "delegate",
+        "--org-seed",
+        &t.p("org/org.seed"),
+        "--out",
+        &t.p("loose"),
+    ]);
+    perm(0o600);
+    let err = String::from_utf8_lossy(&loose.stderr);
+    assert!(loose.status.success(), "{err}");
+    assert!(
+        err.contains("org.seed is readable by others (mode 0644)") && err.contains("chmod 600"),
+        "{err}"
+    );
+    let quiet = lanyard(&[
+        "org",
+        "delegate",
+        "--org-seed",
+        &t.p("org/org.seed"),
+        "--out",
+        &t.p("quiet"),
+    ]);
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("readable by others"));
 
     let mint = |subject: &str, extra: &[&str], out: &str| {
         let mut a = vec![
@@ -223,6 +259,22 @@ fn org_delegate_mint_view_verify() {
     let vj: serde_json::Value =
         serde_json::from_str(&ok(&["token", "view", "--json", &out])).unwrap();
     assert_eq!(vj["expired"], false);
+    // `token view T | head -0`: a reader that is gone before the first line.
+    // The write fails with EPIPE (Rust ignores SIGPIPE); that ends the command
+    // quietly, never with a panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let piped = Command::new(env!("CARGO_BIN_EXE_lanyard"))
+        .args(["token", "view", &out])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        piped.status.success() && !err.contains("panicked"),
+        "{:?} {err}",
+        piped.status
+    );
 
     // Proof of possession, with the holder's seed and with another seed.
     std::fs::write(t.p("nonce"), "n-0123456789").unwrap();
@@ -414,7 +466,7 @@ fn malformed_files_get_one_clear_line() {
         "1y",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("90s, 10m, 1h or 30d"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("90s, 10m, 1h30m or 30d"));
     assert!(!Path::new(&t.p("c")).exists());
 }
 
@@ -564,5 +616,22 @@ fn revoke_token_and_chain_with_a_signed_deny_list() {
         .status
         .code(),
         Some(2)
+    );
+}
+
+/// `--version` names the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let v = ok(&["--version"]);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(head.status.success(), "the tests run in a git checkout");
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert!(
+        v.starts_with("lanyard ") && v.contains(&format!("(commit {})", head.trim())),
+        "{v}"
     );
 }

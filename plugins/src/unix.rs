@@ -453,7 +453,7 @@ mod tests {
         let p = me();
         let all: Vec<_> = (0..16)
             .map(|_| {
-                let a = a.clone();
+                let (a, p) = (a.clone(), p.clone());
                 std::thread::spawn(move || a.attest(&p).unwrap())
             })
             .collect();

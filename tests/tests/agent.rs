@@ -324,6 +324,45 @@ fn bad_config_exits_64_naming_the_key() {
     );
 }
 
+#[test]
+fn bind_and_permission_errors_exit_64_naming_the_key_and_the_os_error_once() {
+    let d = Deployment::new("badbind", &entries(my_uid()));
+    let config = d.dir.join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // A regular file where the socket's directory should be.
+    std::fs::write(d.dir.join("blocker"), "").unwrap();
+    let blocked = text.replace(
+        "socket_path = \"run/agent.sock\"",
+        "socket_path = \"blocker/agent.sock\"",
+    );
+    assert_ne!(blocked, text);
+    std::fs::write(&config, &blocked).unwrap();
+    let out = lanyard(&["agent", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("config key socket_path"), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    // A health address another process holds.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "health_addr = \"off\"",
+            &format!("health_addr = \"{addr}\""),
+        ),
+    )
+    .unwrap();
+    let out = lanyard(&["agent", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains(&format!("config key health_addr {addr}")),
+        "{err}"
+    );
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+}
+
 /// The venv `scripts/test-all.sh` creates with the PyPI `spiffe` package.
 fn python() -> std::path::PathBuf {
     let p = std::env::var_os("LANYARD_PYTHON").map_or_else(
@@ -425,16 +464,27 @@ fn dev_runs_a_working_deployment_until_interrupted() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let out = lanyard(&[
-        "fetch",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--out-dir",
-        dir.join("creds").to_str().unwrap(),
-    ]);
+    // What `lanyard dev` printed, up to its `fetch` line, which must work as
+    // printed: run by a shell with no `lanyard` on PATH.
+    use std::io::BufRead as _;
+    let mut stdout = std::io::BufReader::new(dev.stdout.take().unwrap());
+    let mut printed = String::new();
+    let fetch_line = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "{printed}");
+        printed.push_str(&line);
+        if line.contains(" fetch --socket ") {
+            break line.trim().to_owned();
+        }
+    };
+    let out = Command::new("sh")
+        .args(["-c", &fetch_line])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{fetch_line}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v = lanyard(&[
@@ -452,13 +502,15 @@ fn dev_runs_a_working_deployment_until_interrupted() {
         .unwrap();
     let status = dev.wait().unwrap();
     assert!(status.success(), "{status}");
-    let mut printed = String::new();
-    std::io::Read::read_to_string(&mut dev.stdout.take().unwrap(), &mut printed).unwrap();
+    std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
     assert!(
         printed.contains("export SPIFFE_ENDPOINT_SOCKET=unix://"),
         "{printed}"
     );
-    assert!(printed.contains("lanyard fetch --socket"), "{printed}");
+    assert!(
+        printed.contains(&format!("config:   {}", dir.join("agent.toml").display())),
+        "{printed}"
+    );
     assert!(!socket.exists(), "socket left behind after shutdown");
 }
 

