@@ -255,7 +255,10 @@ pub async fn measure(dir: &Path, addr: &str, pid: u32, quick: bool) -> IssuerFig
     let addr = addr.to_owned();
     let org2 = org;
     let mut joined = Vec::new();
-    for chunk in tokens.chunks(50) {
+    // All simulated agents connect from 127.0.0.1, and the issuer lets one
+    // address have at most 32 handshakes in progress (so that one host's
+    // stalled handshakes cannot starve the fleet): join in groups below that.
+    for chunk in tokens.chunks(16) {
         let mut js = Vec::new();
         for t in chunk {
             let (addr, t) = (addr.clone(), t.clone());
