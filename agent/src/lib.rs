@@ -11,6 +11,7 @@ pub mod authority;
 pub mod authority_fix;
 pub mod cache;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod der;
 pub mod fsutil;

@@ -304,8 +304,9 @@ pub fn current_uid() -> u32 {
 }
 
 /// Whether the process's effective uid is `uid`. The owner of `/proc/PID` is the
-/// effective uid and costs one `stat`; a non-dumpable process shows root there, so
-/// any mismatch is settled by `/proc/PID/status`.
+/// effective uid and costs one `stat`; any mismatch is settled by
+/// `/proc/PID/status` (the kernel's `task_dump_owner` rules differ by file, so
+/// the directory's owner is taken as a fast yes only).
 fn uid_is(pid: i32, uid: u32) -> bool {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
@@ -417,18 +418,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(principal_of(me, Some(own.as_fd()), 4242), 4242);
+        // The ioctl itself answers on this kernel (6.11+), not only the /proc
+        // fallback: the same namespace /proc names.
+        if kernel_at_least(6, 11) {
+            let ns = sys::pidfd_user_namespace(pidfd.as_fd()).expect("PIDFD_GET_USER_NAMESPACE");
+            let via_ioctl = std::fs::File::from(ns).metadata().unwrap();
+            let via_proc = std::fs::metadata(format!("/proc/{}/ns/user", c.id())).unwrap();
+            use std::os::unix::fs::MetadataExt as _;
+            assert_eq!(
+                (via_ioctl.dev(), via_ioctl.ino()),
+                (via_proc.dev(), via_proc.ino())
+            );
+        }
         c.kill().unwrap();
         c.wait().unwrap();
         assert_eq!(principal(i32::MAX, 5), u32::MAX - 1, "unreadable: not root");
     }
 
-    /// Whether this kernel has `PIDFD_GET_INFO` (6.13+).
-    fn kernel_has_pidfd_info() -> bool {
+    /// Whether this kernel is at least `major.minor`.
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         let mut v = release
             .split(|c: char| !c.is_ascii_digit())
             .map(|n| n.parse::<u32>().unwrap_or(0));
-        (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 13)
+        (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (major, minor)
+    }
+
+    /// Whether this kernel has `PIDFD_GET_INFO` (6.13+).
+    fn kernel_has_pidfd_info() -> bool {
+        kernel_at_least(6, 13)
     }
 
     #[test]

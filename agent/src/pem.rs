@@ -1,44 +1,30 @@
 //! PEM text for certificates and keys: the one encoder and decoder that the
 //! authority (reading `org.crt`, `chain.crt`), the sidecar (writing `svid.pem`,
-//! `svid.key`, `bundle.pem`) and the tests share.
+//! `svid.key`, `bundle.pem`) and the tests share. The text itself is the `pem`
+//! crate's (already in the tree through rcgen); this module adds the
+//! certificate lists the Workload API sends as concatenated DER.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-
-/// One PEM block with `label` (e.g. `CERTIFICATE`), lines of 64 characters.
+/// One PEM block with `label` (e.g. `CERTIFICATE`), lines of 64 characters, `\n`.
 pub fn encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
-/// Every `CERTIFICATE` block in `text`, as DER; undecodable blocks are skipped.
+/// Every `CERTIFICATE` block in `text`, as DER. Text that is not well-formed
+/// PEM yields none: a damaged anchor file is an error where it is read ("no
+/// certificate"), never a bundle with some of its certificates left out.
 pub fn decode_certs(text: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut body = String::new();
-    let mut inside = false;
-    for line in text.lines() {
-        match line.trim() {
-            "-----BEGIN CERTIFICATE-----" => {
-                inside = true;
-                body.clear();
-            }
-            "-----END CERTIFICATE-----" => {
-                inside = false;
-                if let Ok(der) = STANDARD.decode(&body) {
-                    out.push(der);
-                }
-            }
-            l if inside => body.push_str(l),
-            _ => {}
-        }
-    }
-    out
+    pem::parse_many(text)
+        .map(|blocks| {
+            blocks
+                .into_iter()
+                .filter(|b| b.tag() == "CERTIFICATE")
+                .map(pem::Pem::into_contents)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Splits concatenated DER certificates, as the Workload API sends them (each a
@@ -83,8 +69,13 @@ mod tests {
             .collect::<Vec<u8>>();
         let both = [a.clone(), b.clone()].concat();
         assert_eq!(split_der(&both), vec![&a[..], &b[..]]);
-        assert_eq!(decode_certs(&certs(&both)), vec![a, b]);
+        assert_eq!(decode_certs(&certs(&both)), vec![a.clone(), b.clone()]);
         // A truncated certificate is not returned in part.
         assert!(split_der(&both[..both.len() - 1]).len() == 1);
+        // Other blocks are not certificates; damaged text is none at all.
+        let mixed = format!("{}{}", encode("PRIVATE KEY", &a), certs(&b));
+        assert_eq!(decode_certs(&mixed), vec![b.clone()]);
+        let damaged = certs(&both).replacen("-----END CERTIFICATE-----", "-----END CERTIFICAT", 1);
+        assert!(decode_certs(&damaged).is_empty());
     }
 }

@@ -1119,7 +1119,8 @@ impl Authority for UpstreamAuthority {
             LinkState::Down { since, error } => (
                 has_entries,
                 format!(
-                    "upstream: unreachable since {since} ({error}); serving cached credentials"
+                    "upstream: unreachable since {} ({error}); serving cached credentials",
+                    crate::clock::rfc3339(since)
                 ),
             ),
         })

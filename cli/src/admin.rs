@@ -40,6 +40,13 @@ pub enum JoinTokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
+    /// Make a device key on the device: DIR/device.seed (0600, for the agent's
+    /// `[upstream] device_seed`) and DIR/device.public (for `node allow`).
+    Keygen {
+        /// Where to write the two files; an existing seed is never replaced.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Pin a device's ed25519 public key (device key node attestation).
     Allow {
         #[command(flatten)]
@@ -203,11 +210,24 @@ pub fn join_token(c: JoinTokenCommand) -> Result<()> {
 }
 
 pub fn node(c: NodeCommand) -> Result<()> {
-    let NodeCommand::Allow {
-        socket,
-        public_key,
-        name,
-    } = c;
+    let (socket, public_key, name) = match c {
+        NodeCommand::Keygen { out } => {
+            let key = lanyard_token::KeyPair::generate()?;
+            let (seed, public) = crate::files::write_key_pair(&out, "device", &key)?;
+            println!("device key {}", key.public());
+            println!(
+                "wrote {} (keep it on this device: [upstream] device_seed) and {} (for `lanyard node allow --public-key`)",
+                seed.display(),
+                public.display()
+            );
+            return Ok(());
+        }
+        NodeCommand::Allow {
+            socket,
+            public_key,
+            name,
+        } => (socket, public_key, name),
+    };
     let key = if Path::new(&public_key).is_file() {
         std::fs::read_to_string(&public_key)?.trim().to_owned()
     } else {

@@ -710,10 +710,26 @@ fn device_key_node_renews_its_credential_and_reattests_after_a_lapse() {
         "agent_ttl = \"6s\"\n",
     );
     let _issuer = f.start_issuer("issuer1");
-    // The gateway's device key: any ed25519 key pair (here made by `org init`).
+    // The gateway's device key, made on the device.
     let d = f.dir.0.display().to_string();
+    let keygen = lanyard_tests::lanyard(&["node", "keygen", "--out", &format!("{d}/device")]);
+    assert!(keygen.status.success());
     assert!(
-        lanyard_tests::lanyard(&["org", "init", "--out", &format!("{d}/device")])
+        String::from_utf8_lossy(&keygen.stdout).contains("device.seed"),
+        "{}",
+        String::from_utf8_lossy(&keygen.stdout)
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(format!("{d}/device/device.seed"))
+                .unwrap()
+                .permissions()
+        ) & 0o777,
+        0o600
+    );
+    // Never a second key over the first.
+    assert!(
+        !lanyard_tests::lanyard(&["node", "keygen", "--out", &format!("{d}/device")])
             .status
             .success()
     );
@@ -723,7 +739,7 @@ fn device_key_node_renews_its_credential_and_reattests_after_a_lapse() {
             "node",
             "allow",
             "--public-key",
-            &format!("{d}/device/org.public"),
+            &format!("{d}/device/device.public"),
             "--name",
             "gw7",
         ],
@@ -731,7 +747,7 @@ fn device_key_node_renews_its_credential_and_reattests_after_a_lapse() {
     let health = f.agent_config_with(
         "gw7",
         &addr,
-        &format!("device_seed = \"{d}/device/org.seed\"\ndevice_name = \"gw7\""),
+        &format!("device_seed = \"{d}/device/device.seed\"\ndevice_name = \"gw7\""),
     );
     let agent = f.start_agent("gw7");
     let sock = f.agent_socket("gw7");

@@ -61,8 +61,9 @@ const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
 /// process may see (the kernel answers `EPERM` for a parent outside our own
 /// user namespace).
 pub fn userns_parent(ns: BorrowedFd<'_>) -> Option<OwnedFd> {
-    // SAFETY: NS_GET_PARENT takes no argument and returns a new fd or -1.
-    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
+    // SAFETY: NS_GET_PARENT reads no memory (the argument is 0) and returns a
+    // new fd or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT, 0 as libc::c_ulong) };
     // SAFETY: on success the kernel returned a new file descriptor that we own.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -116,8 +117,16 @@ const PIDFD_GET_USER_NAMESPACE: libc::c_ulong = 0xff09;
 /// The user namespace of `pidfd`'s process, or the error (`ENOTTY`/`EINVAL` on
 /// kernels before 6.11, `EACCES` where the agent may not inspect the process).
 pub fn pidfd_user_namespace(pidfd: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
-    // SAFETY: PIDFD_GET_USER_NAMESPACE takes no argument and returns a new fd or -1.
-    let fd = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_USER_NAMESPACE) };
+    // The argument must be 0: the kernel refuses any other with EINVAL, and a
+    // variadic call without one passes whatever the register holds.
+    // SAFETY: PIDFD_GET_USER_NAMESPACE reads no memory and returns a new fd or -1.
+    let fd = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_USER_NAMESPACE,
+            0 as libc::c_ulong,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -38,6 +38,10 @@ impl Child {
         let (cmd, args) = (&self.argv[0], &self.argv[1..]);
         let child = tokio::process::Command::new(cmd)
             .args(args)
+            // If the sidecar is stopped while it waits out a restart's grace
+            // period, the future holding the old child is dropped: that must
+            // not leave the child running unsupervised.
+            .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot run {cmd}"))?;
         self.running = Some(child);

@@ -57,7 +57,11 @@ fn safe(aud: &str) -> String {
 
 /// Every file for what the agent sent: each seed + JWT credential, each
 /// X.509-SVID and each JWT-SVID, in the agent's order (its first is the default).
-pub fn build(creds: &[Credential], x509: Option<&X509svidResponse>, jwts: &[JwtSvid]) -> Files {
+pub fn build(
+    creds: &[Credential],
+    x509: Option<&X509svidResponse>,
+    jwts: &[JwtSvid],
+) -> Result<Files> {
     let mut files = Vec::new();
     let (mut idx_creds, mut idx_x509, mut idx_jwt) = (Vec::new(), Vec::new(), Vec::new());
     for (i, c) in creds.iter().enumerate() {
@@ -109,7 +113,18 @@ pub fn build(creds: &[Credential], x509: Option<&X509svidResponse>, jwts: &[JwtS
         serde_json::json!({"credentials": idx_creds, "x509_svids": idx_x509, "jwt_svids": idx_jwt});
     let index = serde_json::to_vec_pretty(&index).unwrap_or_default();
     files.push((INDEX.into(), index, 0o644));
-    Files(files)
+    // Two audiences can map to one name (`a/b` and `a_b`, or `x.1` of the first
+    // identity and `x` of the second): one token would overwrite the other and
+    // the index would send a reader to the wrong one. Refuse instead.
+    let mut seen = BTreeSet::new();
+    for (name, _, _) in &files {
+        if !seen.insert(name.as_str()) {
+            anyhow::bail!(
+                "two credentials would both be written to {name}: give audiences that differ in letters, digits, '.', '-' or '_'"
+            );
+        }
+    }
+    Ok(Files(files))
 }
 
 /// Whether `name` is one this module writes (and so may remove): never a path,
@@ -128,7 +143,7 @@ fn ours(name: &str) -> bool {
 /// The names the last run wrote, from its index (to remove what no identity
 /// needs any more, even across restarts of the sidecar).
 pub fn previous(dir: &Path) -> BTreeSet<String> {
-    let Ok(text) = std::fs::read(dir.join(INDEX)) else {
+    let Some(text) = read_index(&dir.join(INDEX)) else {
         return BTreeSet::new();
     };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
@@ -149,6 +164,33 @@ pub fn previous(dir: &Path) -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// The old index, if it is a regular file this process owns, of a sane size.
+/// A workload that can write into the directory could put a FIFO (which would
+/// block the sidecar), a symlink to `/dev/zero` or a huge file in its place:
+/// none of those is read, and the directory is then not pruned.
+fn read_index(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    const LIMIT: u64 = 1 << 20;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != rustix::process::geteuid().as_raw() || meta.len() > LIMIT {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(LIMIT).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// `O_NOFOLLOW | O_NONBLOCK`: never through a symlink, never waiting on a FIFO.
+fn libc_flags() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32
 }
 
 /// Writes every file (each atomically), the index last, then removes the files
@@ -191,7 +233,7 @@ mod tests {
             audience: "mq tt".into(),
             token: "t".into(),
         }];
-        let f = build(&creds, None, &jwts);
+        let f = build(&creds, None, &jwts).unwrap();
         let names: Vec<&str> = f.0.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -208,6 +250,51 @@ mod tests {
         let index: serde_json::Value = serde_json::from_slice(&f.0.last().unwrap().1).unwrap();
         assert_eq!(index["credentials"][1]["subject"], "urn:lanyard:b");
         assert_eq!(index["credentials"][1]["seed"], "credential.1.seed");
+    }
+
+    #[test]
+    fn audiences_that_map_to_one_file_are_refused() {
+        let jwt = |identity, audience: &str| JwtSvid {
+            identity,
+            spiffe_id: "spiffe://example.org/a".into(),
+            audience: audience.into(),
+            token: "t".into(),
+        };
+        let creds = [cred("a"), cred("b")];
+        for clash in [[jwt(0, "a/b"), jwt(0, "a_b")], [jwt(0, "x.1"), jwt(1, "x")]] {
+            let err = build(&creds, None, &clash).unwrap_err().to_string();
+            assert!(err.contains("both be written"), "{err}");
+        }
+        assert!(build(&creds, None, &[jwt(0, "x"), jwt(1, "x")]).is_ok());
+    }
+
+    #[test]
+    fn a_planted_index_is_not_read() {
+        let dir = std::env::temp_dir().join(format!("lanyard-fetch-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO would block a plain read forever; a symlink could point anywhere.
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            dir.join(INDEX),
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        assert!(previous(&dir).is_empty());
+        std::fs::remove_file(dir.join(INDEX)).unwrap();
+        std::fs::write(
+            dir.join("elsewhere.json"),
+            r#"{"credentials":[{"seed":"credential.seed"}]}"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere.json"), dir.join(INDEX)).unwrap();
+        assert!(previous(&dir).is_empty());
+        std::fs::remove_file(dir.join(INDEX)).unwrap();
+        std::fs::rename(dir.join("elsewhere.json"), dir.join(INDEX)).unwrap();
+        assert_eq!(
+            previous(&dir).into_iter().collect::<Vec<_>>(),
+            ["credential.seed"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -233,10 +320,10 @@ mod tests {
             assert!(!ours(bad), "{bad}");
         }
         let dir = std::env::temp_dir().join(format!("lanyard-fetch-files-{}", std::process::id()));
-        let two = build(&[cred("a"), cred("b")], None, &[]);
+        let two = build(&[cred("a"), cred("b")], None, &[]).unwrap();
         write(&dir, &two).unwrap();
         std::fs::write(dir.join("app.conf"), "mine").unwrap();
-        write(&dir, &build(&[cred("a")], None, &[])).unwrap();
+        write(&dir, &build(&[cred("a")], None, &[]).unwrap()).unwrap();
         assert!(dir.join("credential.seed").exists());
         assert!(
             !dir.join("credential.1.seed").exists(),

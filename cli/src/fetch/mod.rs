@@ -13,6 +13,7 @@ mod child;
 mod files;
 mod pidfile;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -126,7 +127,7 @@ async fn jwt_svids(
     ch: &Channel,
     latest: &Latest,
     audiences: &[String],
-) -> (Vec<JwtSvid>, Option<Duration>) {
+) -> Result<(Vec<JwtSvid>, Option<Duration>)> {
     let mut out = Vec::new();
     let mut refresh: Option<Duration> = None;
     let now = lanyard_agent::api::now();
@@ -144,7 +145,15 @@ async fn jwt_svids(
                     spiffe_id: svid.spiffe_id.clone(),
                 }))
                 .await;
-            let Some(s) = r.ok().and_then(|r| r.into_inner().svids.into_iter().next()) else {
+            // Not entitled to this one: no file. Any other error fails the
+            // session (the files stay as they are) rather than dropping a
+            // token a server may be using.
+            let svids = match r {
+                Ok(r) => r.into_inner().svids,
+                Err(s) if s.code() == tonic::Code::PermissionDenied => continue,
+                Err(s) => bail!("JWT-SVID for {aud:?}: {:?}: {}", s.code(), s.message()),
+            };
+            let Some(s) = svids.into_iter().next() else {
                 continue;
             };
             if let Some(exp) = jwt_exp(&s.svid) {
@@ -160,7 +169,7 @@ async fn jwt_svids(
             });
         }
     }
-    (out, refresh)
+    Ok((out, refresh))
 }
 
 /// The `exp` of a JWT, read without verifying (the agent just signed it; this
@@ -186,13 +195,20 @@ async fn update(
         return Ok(());
     }
     files::write(&a.out_dir, &files)?;
-    println!("wrote {} files to {}", files.0.len(), a.out_dir.display());
+    // Progress goes to stderr, and a failed write of it is ignored: the
+    // sidecar must not stop between writing the files and telling the server.
+    let _ = writeln!(
+        std::io::stderr(),
+        "lanyard fetch: wrote {} files to {}",
+        files.0.len(),
+        a.out_dir.display()
+    );
     if let Some((sig, pid_file)) = target {
         // Read again each time: the server may have restarted with a new pid.
-        if let Err(e) = pidfile::signal_pid_file(pid_file, *sig) {
-            // The files are written; a server that is down now reads them when it starts.
-            eprintln!("lanyard fetch: {e:#}");
-        }
+        // A pid file that may not name its process, or names none, is an
+        // error: one-shot it is the exit status; watching, the update is
+        // retried after a backoff (the files are already written).
+        pidfile::signal_pid_file(pid_file, *sig)?;
     }
     child.restart().await?;
     *last = Some(files);
@@ -207,7 +223,7 @@ async fn follow(
     last: &mut Option<Files>,
     target: Option<&(rustix::process::Signal, PathBuf)>,
     child: &mut Child,
-    connected: &mut bool,
+    connected: &mut Option<std::time::Instant>,
 ) -> Result<Option<std::process::ExitStatus>> {
     let ch = connect(socket)
         .await
@@ -222,12 +238,16 @@ async fn follow(
         .into_inner();
     // SPIFFE SVIDs exist only for spiffe:// identities; a caller with urn: names
     // alone has none, and the agent refuses the stream.
+    // Only PermissionDenied means "no SPIFFE identity"; any other error
+    // (the agent cannot mint now, too many streams) fails this session, which
+    // keeps the files as they are and tries again.
     let mut x509 = match SpiffeWorkloadApiClient::new(ch.clone())
         .fetch_x509svid(with_header(X509svidRequest {}))
         .await
     {
         Ok(r) => Some(r.into_inner()),
-        Err(_) => None,
+        Err(s) if s.code() == tonic::Code::PermissionDenied => None,
+        Err(s) => bail!("X.509-SVID stream: {:?}: {}", s.code(), s.message()),
     };
     let mut latest = Latest::default();
     let first = creds
@@ -240,15 +260,17 @@ async fn follow(
     }
     latest.creds = first.credentials;
     if let Some(s) = x509.as_mut() {
-        latest.x509 = s.message().await.ok().flatten();
-        if latest.x509.is_none() {
-            x509 = None;
+        match s.message().await {
+            Ok(Some(r)) => latest.x509 = Some(r),
+            Err(s) if s.code() == tonic::Code::PermissionDenied => x509 = None,
+            Ok(None) => bail!("the agent closed the X.509-SVID stream"),
+            Err(s) => bail!("X.509-SVID stream: {:?}: {}", s.code(), s.message()),
         }
     }
-    *connected = true;
+    *connected = Some(std::time::Instant::now());
     loop {
-        let (jwts, refresh) = jwt_svids(&ch, &latest, &a.audiences).await;
-        let files = files::build(&latest.creds, latest.x509.as_ref(), &jwts);
+        let (jwts, refresh) = jwt_svids(&ch, &latest, &a.audiences).await?;
+        let files = files::build(&latest.creds, latest.x509.as_ref(), &jwts)?;
         update(a, files, last, target, child).await?;
         if !a.watch {
             return Ok(None);
@@ -271,6 +293,10 @@ async fn follow(
     }
 }
 
+/// How long a session must have lasted for its failure to start the backoff
+/// over (an agent restart after hours of service reconnects at once).
+const HEALTHY: Duration = Duration::from_secs(30);
+
 /// Exponential backoff between reconnects: 100 ms doubling to 10 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(10))
@@ -292,7 +318,7 @@ pub fn run(a: &FetchArgs) -> Result<ExitCode> {
         let mut last = None;
         let mut attempt = 0u32;
         let code = loop {
-            let mut connected = false;
+            let mut connected = None;
             let outcome = tokio::select! {
                 r = follow(a, &socket, &mut last, target.as_ref(), &mut child, &mut connected) => Some(r),
                 _ = term.recv() => None,
@@ -324,7 +350,11 @@ pub fn run(a: &FetchArgs) -> Result<ExitCode> {
                     return Err(e);
                 }
                 Err(e) => {
-                    if connected {
+                    // Back to quick retries only after a session that stayed
+                    // up: one that fails at once (a file it cannot write, a
+                    // child that cannot start) must not reconnect, attest and
+                    // mint ten times a second.
+                    if connected.is_some_and(|t: std::time::Instant| t.elapsed() >= HEALTHY) {
                         attempt = 0;
                     }
                     let pause = backoff(attempt);
