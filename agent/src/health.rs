@@ -137,9 +137,19 @@ pub async fn serve_with(
         let task = tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 flag.store(true, Ordering::Relaxed);
-                let (code, body) = handler(req.uri().path());
+                let path = req.uri().path();
+                let (code, body) = handler(path);
                 let mut resp = Response::new(Full::new(Bytes::from(body)));
                 *resp.status_mut() = code;
+                let kind = if path == "/metrics" && code == StatusCode::OK {
+                    crate::metrics::CONTENT_TYPE
+                } else {
+                    "text/plain; charset=utf-8"
+                };
+                resp.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(kind),
+                );
                 std::future::ready(Ok::<_, std::convert::Infallible>(resp))
             });
             let io = hyper_util::rt::TokioIo::new(stream);

@@ -95,6 +95,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    lanyard_agent::metrics::set_commit(env!("LANYARD_COMMIT"));
     let result = match cli.command {
         Command::Org(c) => org::run(c).map(|()| ExitCode::SUCCESS),
         Command::Token(c) => tokens::run(c),

@@ -318,16 +318,38 @@ fn health_handler(
             }
         }
         "/metrics" => {
+            use lanyard_agent::metrics::Family;
+            use prometheus_client::metrics::MetricType;
             let v = issuer.view();
+            let families = vec![
+                Family::one(
+                    "lanyard_issuer_revision",
+                    "The store revision this replica serves",
+                    MetricType::Gauge,
+                    v.revision,
+                ),
+                Family::one(
+                    "lanyard_issuer_entries",
+                    "Registration entries in this replica's view",
+                    MetricType::Gauge,
+                    v.entries.len(),
+                ),
+                Family::one(
+                    "lanyard_issuer_agents",
+                    "Agents known to the store",
+                    MetricType::Gauge,
+                    v.agents.len(),
+                ),
+                Family::one(
+                    "lanyard_issuer_node_requests",
+                    "Node API requests (agents' calls) served",
+                    MetricType::Counter,
+                    node_requests.load(Ordering::Relaxed),
+                ),
+            ];
             (
                 StatusCode::OK,
-                format!(
-                    "# TYPE lanyard_issuer_revision gauge\nlanyard_issuer_revision {}\n# TYPE lanyard_issuer_entries gauge\nlanyard_issuer_entries {}\n# TYPE lanyard_issuer_agents gauge\nlanyard_issuer_agents {}\n# TYPE lanyard_issuer_node_requests_total counter\nlanyard_issuer_node_requests_total {}\n",
-                    v.revision,
-                    v.entries.len(),
-                    v.agents.len(),
-                    node_requests.load(Ordering::Relaxed)
-                ),
+                lanyard_agent::metrics::encode(families, &[]),
             )
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),

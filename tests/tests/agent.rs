@@ -632,7 +632,7 @@ fn health_readiness_and_metrics() {
     let (code, metrics) = http_get(&addr, "/metrics");
     assert_eq!(code, 200);
     assert!(
-        metrics.contains("lanyard_requests_total{rpc=\"FetchCredentials\",code=\"Ok\"} 1"),
+        metrics.contains("lanyard_requests_total{rpc=\"FetchCredentials\",code=\"OK\"} 1"),
         "{metrics}"
     );
     assert!(
