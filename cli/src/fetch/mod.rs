@@ -64,9 +64,7 @@ pub struct FetchArgs {
 }
 
 fn parse_grace(text: &str) -> Result<Duration, String> {
-    lanyard_token::duration::parse_secs(text)
-        .map(Duration::from_secs)
-        .map_err(|e| e.to_string())
+    crate::org::parse_duration(text).map(Duration::from_secs)
 }
 
 /// The agent socket from `--socket` or `$SPIFFE_ENDPOINT_SOCKET`: a path, or a
