@@ -10,6 +10,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # This script installs every component the tests need, so a test that finds one
 # missing must fail, not skip (only a developer's ad-hoc run may skip).
 export LANYARD_TEST_STRICT=1
+# A one-off build gains nothing from incremental state, which costs about 2 GB
+# of disk; disk, not CPU, is what a CI machine ran out of.
+export CARGO_INCREMENTAL=0
+echo "== disk free before: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 
 echo "== test components"
 # A Python venv with the PyPI spiffe package (grpc C-core) for the interop tests.
@@ -60,4 +64,5 @@ bash scripts/fuzz.sh smoke 20
 echo "== helm chart (helm lint --strict, helm template, and the chart's own checks)"
 command -v helm >/dev/null
 python3 helm/lanyard/ci/check_chart.py
+echo "== disk used: target $(du -sh target 2>/dev/null | cut -f1), fuzz/target $(du -sh fuzz/target 2>/dev/null | cut -f1), free $(df -h --output=avail . | tail -1 | tr -d ' ')"
 echo "all tests passed"
