@@ -55,6 +55,8 @@ echo "== format"
 cargo fmt --all --check
 echo "== clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== clippy, agent-only feature set (no issuer)"
+cargo clippy -p lanyard --no-default-features --locked -- -D warnings
 echo "== tests (includes the fuzz corpus replay and the end-to-end tests)"
 cargo test --workspace --all-targets --locked
 echo "== doc tests"
@@ -64,5 +66,7 @@ bash scripts/fuzz.sh smoke 20
 echo "== helm chart (helm lint --strict, helm template, and the chart's own checks)"
 command -v helm >/dev/null
 python3 helm/lanyard/ci/check_chart.py
+echo "== binary size (dist profile, stripped; goals: full 15 MB, agent-only 8 MB)"
+bash scripts/size-check.sh
 echo "== disk used: target $(du -sh target 2>/dev/null | cut -f1), fuzz/target $(du -sh fuzz/target 2>/dev/null | cut -f1), free $(df -h --output=avail . | tail -1 | tr -d ' ')"
 echo "all tests passed"

@@ -16,15 +16,20 @@ pub fn encode(label: &str, der: &[u8]) -> String {
 /// PEM yields none: a damaged anchor file is an error where it is read ("no
 /// certificate"), never a bundle with some of its certificates left out.
 pub fn decode_certs(text: &str) -> Vec<Vec<u8>> {
-    pem::parse_many(text)
-        .map(|blocks| {
-            blocks
-                .into_iter()
-                .filter(|b| b.tag() == "CERTIFICATE")
-                .map(pem::Pem::into_contents)
-                .collect()
-        })
-        .unwrap_or_default()
+    let Ok(blocks) = pem::parse_many(text) else {
+        return Vec::new();
+    };
+    // `parse_many` returns the blocks before a last one that has no END line
+    // and says nothing of it: a truncated `org.crt` would quietly lose a root.
+    // Every BEGIN line must have become a block.
+    if blocks.len() != text.matches("-----BEGIN ").count() {
+        return Vec::new();
+    }
+    blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect()
 }
 
 /// Splits concatenated DER certificates, as the Workload API sends them (each a
@@ -77,5 +82,10 @@ mod tests {
         assert_eq!(decode_certs(&mixed), vec![b.clone()]);
         let damaged = certs(&both).replacen("-----END CERTIFICATE-----", "-----END CERTIFICAT", 1);
         assert!(decode_certs(&damaged).is_empty());
+        // A file cut off inside its last block is damaged too, not one root fewer.
+        let full = certs(&both);
+        let cut = &full[..full.rfind("-----END").unwrap_or(0)];
+        assert_eq!(decode_certs(&full).len(), 2);
+        assert!(decode_certs(cut).is_empty());
     }
 }

@@ -45,7 +45,14 @@ pub fn delegated(
         crate::svid::delegate_certs(&org, &chain.public(), &[], now(), now() + 86_400)?;
     std::fs::write(dir.join("org.public"), org.public().to_hex())?;
     std::fs::write(dir.join("chain.jwt"), jwt)?;
-    std::fs::write(dir.join("chain.seed"), chain.seed_text().as_bytes())?;
+    // Private, as `lanyard org delegate` writes it: the agent warns about a
+    // seed others can read, and that warning was noise in every bench run.
+    crate::fsutil::write_atomic(
+        &dir.join("chain.seed"),
+        chain.seed_text().as_bytes(),
+        0o600,
+        crate::fsutil::Replace::Yes,
+    )?;
     std::fs::write(dir.join("chain.crt"), chain_crt)?;
     std::fs::write(dir.join("org.crt"), org_crt)?;
     let text = format!(

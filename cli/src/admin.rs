@@ -3,6 +3,7 @@
 //! online forms of `token revoke` and `org revoke-chain`.
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "issuer")]
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
@@ -11,7 +12,9 @@ use lanyard_proto::issuer as pb;
 use lanyard_proto::issuer::admin_client::AdminClient;
 use lanyard_token::duration;
 
-use crate::agent_cmd::{init_logging, runtime, EXIT_CONFIG};
+use crate::agent_cmd::runtime;
+#[cfg(feature = "issuer")]
+use crate::agent_cmd::{init_logging, EXIT_CONFIG};
 
 /// Default admin socket (the issuer config's `admin_socket`).
 const DEFAULT_ADMIN_SOCKET: &str = "/run/lanyard/admin.sock";
@@ -156,6 +159,7 @@ fn secs(what: &str, v: &str) -> Result<i64> {
 }
 
 /// Runs the issuer until SIGTERM.
+#[cfg(feature = "issuer")]
 pub fn issuer(config: &Path) -> Result<ExitCode> {
     init_logging();
     let config = match lanyard_issuer::config::IssuerConfig::load(config) {

@@ -61,6 +61,7 @@ enum Command {
         manage: Option<admin::AgentCommand>,
     },
     /// Run the upstream issuer (config: see README).
+    #[cfg(feature = "issuer")]
     Issuer {
         /// The TOML config file.
         #[arg(long)]
@@ -109,6 +110,7 @@ fn main() -> ExitCode {
         Command::Agent { .. } => Err(anyhow::anyhow!(
             "give --config FILE (run an agent) or a subcommand (list, suspend, resume, revoke)"
         )),
+        #[cfg(feature = "issuer")]
         Command::Issuer { config } => admin::issuer(&config),
         Command::JoinToken(c) => admin::join_token(c).map(|()| ExitCode::SUCCESS),
         Command::Node(c) => admin::node(c).map(|()| ExitCode::SUCCESS),

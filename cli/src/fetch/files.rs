@@ -189,8 +189,10 @@ fn read_index(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// `O_NOFOLLOW | O_NONBLOCK`: never through a symlink, never waiting on a FIFO.
-fn libc_flags() -> i32 {
-    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32
+pub(super) fn libc_flags() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK)
+        .bits()
+        .cast_signed()
 }
 
 /// Writes every file (each atomically), the index last, then removes the files

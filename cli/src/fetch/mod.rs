@@ -112,6 +112,22 @@ fn signal_target(a: &FetchArgs) -> Result<Option<(rustix::process::Signal, PathB
     }
 }
 
+/// An empty or repeated `--audience` would fail every session the same way
+/// (the agent refuses an empty one; a repeat names the same files twice), so
+/// `--watch` would retry forever. Say so once, before anything runs.
+fn check_audiences(audiences: &[String]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for aud in audiences {
+        if aud.trim().is_empty() {
+            bail!("--audience: an audience cannot be empty");
+        }
+        if !seen.insert(aud.as_str()) {
+            bail!("--audience {aud:?} is given twice");
+        }
+    }
+    Ok(())
+}
+
 /// The caller's identities as the agent last sent them.
 #[derive(Debug, Default)]
 struct Latest {
@@ -305,6 +321,7 @@ pub fn run(a: &FetchArgs) -> Result<ExitCode> {
         a.socket.as_deref(),
         std::env::var("SPIFFE_ENDPOINT_SOCKET").ok(),
     )?;
+    check_audiences(&a.audiences)?;
     let target = signal_target(a)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -414,6 +431,19 @@ mod tests {
         }
         let none = p(None, None).unwrap_err().to_string();
         assert!(none.contains("SPIFFE_ENDPOINT_SOCKET"), "{none}");
+    }
+
+    #[test]
+    fn empty_or_repeated_audiences_are_refused_up_front() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(check_audiences(&v(&[])).is_ok());
+        assert!(check_audiences(&v(&["a", "b"])).is_ok());
+        let dup = check_audiences(&v(&["a", "b", "a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(dup.contains("\"a\" is given twice"), "{dup}");
+        assert!(check_audiences(&v(&["a", " "])).is_err());
+        assert!(check_audiences(&v(&[""])).is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub fn parse_signal(text: &str) -> Result<rustix::process::Signal, String> {
 /// sidecar may signal (`kill(-1, SIG)`), `0` its own process group, a negative
 /// number a process group, and `1` the init process.
 pub fn read_pid_file(path: &Path) -> Result<rustix::process::Pid> {
-    let text = std::fs::read_to_string(path)
+    let (text, _) = read_owned(path)
         .with_context(|| format!("--pid-file {}: cannot read it", path.display()))?;
     parse_pid(path, &text)
 }
@@ -97,19 +97,19 @@ pub fn signal_pid_file(pid_file: &Path, sig: rustix::process::Signal) -> Result<
 fn read_owned(path: &Path) -> std::io::Result<(String, u32)> {
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt as _;
-    // Not a symlink, and the file opened is the one looked at: a swap in
-    // between shows as another device and inode.
-    let link = std::fs::symlink_metadata(path)?;
-    if !link.is_file() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // O_NOFOLLOW: a symlink is refused by the open itself, so nothing can be
+    // swapped in between a check and the open. O_NONBLOCK: a FIFO put in the
+    // file's place cannot hang the sidecar in open(); it is then refused as
+    // not a regular file by the fstat below.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(super::files::libc_flags())
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::other(
             "not a regular file (a symlink is not accepted)",
-        ));
-    }
-    let mut f = std::fs::File::open(path)?;
-    let meta = f.metadata()?;
-    if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
-        return Err(std::io::Error::other(
-            "the file changed while it was opened",
         ));
     }
     let mut text = String::new();
@@ -176,6 +176,19 @@ mod tests {
         let link = dir.join("link");
         std::os::unix::fs::symlink(&f, &link).unwrap();
         assert!(read_owned(&link).is_err());
+        assert!(read_pid_file(&link).is_err());
+        // A FIFO in its place neither hangs the open nor is read.
+        let fifo = dir.join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = read_owned(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
