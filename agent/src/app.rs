@@ -289,15 +289,7 @@ pub async fn build_with(
     })
 }
 
-/// Returns at SIGTERM or SIGINT (daemons then drain).
-pub async fn termination_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        r = tokio::signal::ctrl_c() => { r?; tracing::info!("interrupt: draining"); }
-    }
-    Ok(())
-}
+pub use lanyard_runtime::termination::termination_signal;
 
 impl Bound {
     /// Where the health server listens, if enabled.
@@ -319,13 +311,13 @@ impl Bound {
 
     /// Stops accepting, ends streams, and waits at most the drain deadline.
     pub async fn drain(self) {
-        let _ = self.shutdown.send(true);
-        if tokio::time::timeout(self.drain, self.server).await.is_err() {
-            tracing::warn!(deadline = ?self.drain, "drain deadline passed; closing remaining connections");
-        }
-        for t in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
-        }
+        lanyard_runtime::termination::drain(
+            &self.shutdown,
+            vec![self.server],
+            self.tasks,
+            self.drain,
+        )
+        .await;
         if let Err(e) = self.cache.save() {
             tracing::error!(error = %e, "cannot persist the credential cache at shutdown");
         }

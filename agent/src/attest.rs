@@ -166,13 +166,14 @@ impl Pipeline {
         // A connection's first attestation is not memoised: most connections
         // (one `lanyard fetch`, one short-lived process) make only one call, and
         // the fingerprint costs two stats of /proc. From the second call on it is.
-        let fingerprint = if peer.memo().note_call() {
+        let memo = peer.memo::<Memo>();
+        let fingerprint = if memo.is_some_and(Memo::note_call) {
             fingerprint(peer.process().pid)
         } else {
             None
         };
         if let Some(fp) = &fingerprint {
-            if let Some(hit) = peer.memo().reuse(fp, start) {
+            if let Some(hit) = memo.and_then(|m| m.reuse(fp, start)) {
                 // The fingerprint was just taken: no second stat needed.
                 let res = if peer.same_image(Some((fp.exe.0, fp.exe.1))) {
                     Ok(hit)
@@ -193,8 +194,8 @@ impl Pipeline {
         };
         // After every /proc read: an exec that any of them saw shows here.
         let res = res.and_then(|w| peer.check_image().map(|()| w).map_err(Into::into));
-        if let (Ok(w), Some(fp)) = (&res, fingerprint) {
-            peer.memo().store(fp, start, w.clone());
+        if let (Ok(w), Some(fp), Some(m)) = (&res, fingerprint, memo) {
+            m.store(fp, start, w.clone());
         }
         (res, start.elapsed().as_secs_f64())
     }

@@ -3,28 +3,22 @@
 //!
 //! Start with [`app::build`], then [`app::Bound::wait_termination`].
 
-pub mod admission;
+// The socket, the authority and the helpers both daemons share live in
+// `lanyard-runtime`; these keep the agent's paths (`crate::peer`, …) short.
+pub use lanyard_runtime::{
+    admission, authority, authority_fix, clock, der, fsutil, metrics, peer, pem, server, svid, tls,
+    tls_identity,
+};
+
 pub mod api;
 pub mod app;
 pub mod attest;
-pub mod authority;
-pub mod authority_fix;
 pub mod cache;
 pub mod client;
-pub mod clock;
 pub mod config;
-pub mod der;
-pub mod fsutil;
 pub mod fuzzing;
 pub mod health;
-pub mod metrics;
-pub mod peer;
-pub mod pem;
 pub mod restore;
-pub mod server;
-pub mod svid;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod tls;
-pub mod tls_identity;
 pub mod upstream;

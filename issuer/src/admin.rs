@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use lanyard_agent::peer::Peer;
 use lanyard_plugins::node::join_token;
 use lanyard_plugins::Selector;
 use lanyard_proto::issuer as pb;
 use lanyard_proto::issuer::admin_server::Admin;
+use lanyard_runtime::peer::Peer;
 use lanyard_token::{duration, subject};
 use tonic::{Request, Response, Status};
 
@@ -54,7 +54,7 @@ fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
 }
 
 fn now() -> u64 {
-    lanyard_agent::api::now()
+    lanyard_runtime::clock::now()
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -130,7 +130,7 @@ pub fn entry_request(e: &pb::Entry, trust_domain: &str) -> Result<NewEntry, Stat
         ));
     }
     let ttl_secs = match u64::try_from(e.ttl_secs) {
-        Ok(0) => lanyard_agent::config::DEFAULT_TTL_SECS,
+        Ok(0) => lanyard_runtime::config::DEFAULT_TTL_SECS,
         Ok(t) => t,
         Err(_) => return Err(Status::invalid_argument("ttl must be positive")),
     };

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hyper::StatusCode;
-use lanyard_agent::authority::{AuthorityError, LocalAuthority};
 use lanyard_plugins::node::{
     DeviceAttestor, JoinTokenAttestor, NodeAttestor, PsatAttestor, PsatConfig,
 };
 use lanyard_proto::issuer::admin_server::AdminServer;
 use lanyard_proto::issuer::node_server::NodeServer;
+use lanyard_runtime::authority::{AuthorityError, LocalAuthority};
 use tokio::sync::watch;
 
 use crate::admin::AdminService;
@@ -46,7 +46,7 @@ pub enum BuildError {
     Store(#[from] StoreError),
     /// The TLS identity could not be made.
     #[error("TLS: {0}")]
-    Tls(#[from] lanyard_agent::tls::TlsError),
+    Tls(#[from] lanyard_runtime::tls::TlsError),
     /// A node attestor's configuration is invalid.
     #[error("node attestor {0}: {1}")]
     Attestor(&'static str, String),
@@ -101,7 +101,7 @@ fn attestors(config: &IssuerConfig) -> Result<Vec<Box<dyn NodeAttestor>>, BuildE
 
 /// Opens the store, checks the credential, binds everything and starts serving.
 pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
-    let now = lanyard_agent::api::now();
+    let now = lanyard_runtime::clock::now();
     let authority = LocalAuthority::load(&config.authority, &config.trust_domain, now)?;
     if !authority
         .chain()
@@ -112,12 +112,12 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
             config.authority.chain_jwt.display().to_string(),
         ));
     }
-    let org_der = lanyard_agent::authority::Authority::bundle(&authority)
+    let org_der = lanyard_runtime::authority::Authority::bundle(&authority)
         .x509_roots
         .into_iter()
         .next()
         .unwrap_or_default();
-    let tls = lanyard_agent::tls::server_config(
+    let tls = lanyard_runtime::tls::server_config(
         authority.chain_key(),
         authority.chain().token(),
         authority.chain_der().to_vec(),
@@ -150,7 +150,7 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
     let listen_addr = listener
         .local_addr()
         .map_err(bind_err(format!("listen {}", config.listen)))?;
-    let admin = lanyard_agent::server::bind_with_mode(&config.admin_socket, 0o660).map_err(
+    let admin = lanyard_runtime::server::bind_with_mode(&config.admin_socket, 0o660).map_err(
         bind_err(format!("admin_socket {}", config.admin_socket.display())),
     )?;
 
@@ -166,7 +166,7 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
             .await
             .map_err(bind_err(format!("health_addr {addr}")))?;
         health_addr = l.local_addr().ok();
-        tasks.push(tokio::spawn(lanyard_agent::health::serve_with(
+        tasks.push(tokio::spawn(lanyard_runtime::health::serve_with(
             l,
             health_handler(
                 issuer.clone(),
@@ -197,20 +197,20 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
             },
         ))
         .layer(tower::util::MapResponseLayer::new(
-            lanyard_agent::server::oversize_is_resource_exhausted,
+            lanyard_runtime::server::oversize_is_resource_exhausted,
         ))
         .add_service(
             NodeServer::new(node)
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_SYNC_BYTES),
         )
-        .serve_with_incoming_shutdown(lanyard_agent::tls::incoming(listener, tls), async move {
+        .serve_with_incoming_shutdown(lanyard_runtime::tls::incoming(listener, tls), async move {
             let _ = stop.wait_for(|s| *s).await;
         });
     let mut stop = shutdown_rx.clone();
     let admin_server = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
-            lanyard_agent::server::oversize_is_resource_exhausted,
+            lanyard_runtime::server::oversize_is_resource_exhausted,
         ))
         .add_service(
             AdminServer::new(AdminService {
@@ -220,14 +220,16 @@ pub async fn build(config: IssuerConfig) -> Result<Bound, BuildError> {
             .max_encoding_message_size(MAX_SYNC_BYTES),
         )
         .serve_with_incoming_shutdown(
-            lanyard_agent::server::incoming(
+            lanyard_runtime::server::incoming(
                 admin,
                 // The admin socket is for operators (mode 0660), and its calls
                 // mark no response as served: no idle cut-off worth having.
-                lanyard_agent::admission::Admission::new(lanyard_agent::admission::ConnLimits {
-                    idle_timeout: std::time::Duration::from_secs(3600),
-                    ..Default::default()
-                }),
+                lanyard_runtime::admission::Admission::new(
+                    lanyard_runtime::admission::ConnLimits {
+                        idle_timeout: std::time::Duration::from_secs(3600),
+                        ..Default::default()
+                    },
+                ),
             ),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -268,7 +270,7 @@ async fn refresh_loop(issuer: Arc<Issuer>, ok: Arc<AtomicBool>, mut stop: watch:
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match issuer.refresh(lanyard_agent::api::now()).await {
+        match issuer.refresh(lanyard_runtime::clock::now()).await {
             Ok(_) => {
                 if !ok.swap(true, Ordering::Relaxed) {
                     tracing::info!("store reachable again");
@@ -288,11 +290,11 @@ fn health_handler(
     store_ok: Arc<AtomicBool>,
     node_requests: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
-) -> lanyard_agent::health::Handler {
+) -> lanyard_runtime::health::Handler {
     Arc::new(move |path: &str| match path {
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" => {
-            let now = lanyard_agent::api::now();
+            let now = lanyard_runtime::clock::now();
             if *stop.borrow() {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -318,7 +320,7 @@ fn health_handler(
             }
         }
         "/metrics" => {
-            use lanyard_agent::metrics::Family;
+            use lanyard_runtime::metrics::Family;
             use prometheus_client::metrics::MetricType;
             let v = issuer.view();
             let families = vec![
@@ -349,7 +351,7 @@ fn health_handler(
             ];
             (
                 StatusCode::OK,
-                lanyard_agent::metrics::encode(families, &[]),
+                lanyard_runtime::metrics::encode(families, &[]),
             )
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
@@ -374,23 +376,15 @@ impl Bound {
 
     /// Waits for SIGTERM or SIGINT, then drains.
     pub async fn wait_termination(self) -> std::io::Result<()> {
-        lanyard_agent::app::termination_signal().await?;
+        lanyard_runtime::termination::termination_signal().await?;
         self.drain().await;
         Ok(())
     }
 
     /// Stops accepting, ends streams, and waits at most the drain deadline.
     pub async fn drain(self) {
-        let _ = self.shutdown.send(true);
-        let deadline = tokio::time::Instant::now() + self.drain;
-        for s in self.servers {
-            if tokio::time::timeout_at(deadline, s).await.is_err() {
-                tracing::warn!(deadline = ?self.drain, "drain deadline passed");
-            }
-        }
-        for t in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
-        }
+        lanyard_runtime::termination::drain(&self.shutdown, self.servers, self.tasks, self.drain)
+            .await;
         let _ = std::fs::remove_file(&self.admin_socket);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use lanyard_agent::config::{parse_toml, resolve_path, AuthorityFiles, ConfigError, RawAuthority};
+use lanyard_runtime::config::{
+    parse_toml, resolve_path, AuthorityFiles, ConfigError, RawAuthority,
+};
 use lanyard_token::{duration, subject};
 use serde::Deserialize;
 
@@ -149,8 +151,7 @@ impl IssuerConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let raw: Raw = parse_toml(text)?;
-        let pick =
-            |key: &str, v: Option<String>| env(&format!("LANYARD_{}", key.to_uppercase())).or(v);
+        let pick = lanyard_runtime::config::env_override(&env);
         let trust_domain = pick("trust_domain", raw.trust_domain)
             .ok_or_else(|| err("trust_domain", "", "is required"))?;
         subject::validate(&format!("spiffe://{trust_domain}"))
@@ -185,7 +186,7 @@ impl IssuerConfig {
             }
         };
         let health_addr =
-            lanyard_agent::config::health_addr(pick("health_addr", raw.health_addr), 9189)?;
+            lanyard_runtime::config::health_addr(pick("health_addr", raw.health_addr), 9189)?;
         let drain_timeout = std::time::Duration::from_secs(secs(
             "drain_timeout",
             pick("drain_timeout", raw.drain_timeout),

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use lanyard_agent::authority::Authority as _;
+use lanyard_runtime::authority::Authority as _;
 
 use crate::state::{Issuer, SessionError, View};
 use crate::store::{AgentRecord, AgentStatus};
@@ -38,7 +38,7 @@ pub struct NodeService {
 }
 
 fn now() -> u64 {
-    lanyard_agent::api::now()
+    lanyard_runtime::clock::now()
 }
 
 fn to_i64(v: u64) -> i64 {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use lanyard_agent::authority::LocalAuthority;
 use lanyard_plugins::node::{NodeAttestor, NodeRegistry};
+use lanyard_runtime::authority::LocalAuthority;
 use lanyard_token::deny::Denied;
 use lanyard_token::PublicKey;
 use tokio::sync::watch;
@@ -84,7 +84,7 @@ pub fn bundle_parts(
             }
             let certified = match (&crt, chain.holder()) {
                 (Some(der), Some(key)) => {
-                    lanyard_agent::tls_identity::org_certifies(der, org, &key)
+                    lanyard_runtime::tls_identity::org_certifies(der, org, &key)
                 }
                 _ => false,
             };
@@ -424,7 +424,7 @@ impl Issuer {
         lanyard_token::deny::parse(
             &view.deny_list,
             &self.authority.org(),
-            lanyard_agent::api::now(),
+            lanyard_runtime::clock::now(),
         )
         .ok()
         .map(|list| v.with_deny_list(list))
@@ -473,7 +473,7 @@ mod tests {
     #[test]
     fn attacker_revoked_or_forged_chains_leave_the_bundle() {
         use base64::Engine as _;
-        let now = lanyard_agent::api::now();
+        let now = lanyard_runtime::clock::now();
         let org = lanyard_token::KeyPair::generate().unwrap();
         let chain = |name: &str, roles: Vec<String>, org: &lanyard_token::KeyPair| {
             let key = lanyard_token::KeyPair::generate().unwrap();
@@ -484,10 +484,15 @@ mod tests {
                 ..Default::default()
             };
             let token = lanyard_token::delegate(org, &key.public(), &req, now - 10).unwrap();
-            let (_, crt) =
-                lanyard_agent::svid::delegate_certs(org, &key.public(), &[], now - 10, now + 3_600)
-                    .unwrap();
-            let der = lanyard_agent::pem::decode_certs(&crt).remove(0);
+            let (_, crt) = lanyard_runtime::svid::delegate_certs(
+                org,
+                &key.public(),
+                &[],
+                now - 10,
+                now + 3_600,
+            )
+            .unwrap();
+            let der = lanyard_runtime::pem::decode_certs(&crt).remove(0);
             (token, der)
         };
         let row = |kid: &str, token: &str, der: &[u8]| {

@@ -3,6 +3,12 @@
 //! upstream issuer's client will implement the same trait. The cache and the
 //! servers never know which one they talk to.
 
+pub mod der;
+pub mod pem;
+pub mod svid;
+pub mod tls;
+pub mod tls_identity;
+
 use futures_util::future::BoxFuture;
 use lanyard_token::{ChainIssuer, KeyPair, LeafRequest, PublicKey, Verifier};
 

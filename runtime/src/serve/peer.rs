@@ -63,7 +63,23 @@ pub struct Peer {
     pidfd: OwnedFd,
     /// `(dev, ino)` of the executable at accept.
     image: Option<(u64, u64)>,
-    memo: crate::attest::Memo,
+    memo: Memo,
+}
+
+/// State a stage above the socket keeps per connection (the agent's last
+/// attestation). The socket stage holds it for the connection's life but does
+/// not know its type, so it does not depend on the stages that use it.
+#[derive(Default)]
+struct Memo(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Memo(set)"
+        } else {
+            "Memo(empty)"
+        })
+    }
 }
 
 /// What the agent learns about a caller at accept, before it decides whether to
@@ -140,7 +156,7 @@ impl Accepted {
             active: std::sync::atomic::AtomicBool::new(false),
             pidfd: self.pidfd,
             image: self.image,
-            memo: crate::attest::Memo::default(),
+            memo: Memo::default(),
         };
         // With pidfd_open the pid could have been reused between connect and open;
         // the original peer must still be alive (it holds the socket), and the pidfd
@@ -158,9 +174,13 @@ impl Peer {
         Accepted::of(stream)?.pin(stream)
     }
 
-    /// This connection's last attestation.
-    pub fn memo(&self) -> &crate::attest::Memo {
-        &self.memo
+    /// This connection's state of type `T`, made on first use. `None` only if
+    /// another type was asked for first on this connection (one stage owns it).
+    pub fn memo<T: Default + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.memo
+            .0
+            .get_or_init(|| Box::new(T::default()))
+            .downcast_ref()
     }
 
     /// Whether `exe` (the `(dev, ino)` of the executable now, `None` for none)

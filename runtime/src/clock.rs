@@ -1,6 +1,13 @@
 //! Times as a person reads them: RFC 3339 in UTC (`2026-11-23T12:03:10Z`), in
 //! logs, `/readyz` and the CLI's output. Unix seconds stay the wire format.
 
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `unix` seconds as RFC 3339 UTC, e.g. `2026-11-23T12:03:10Z`; a time past
 /// what `time` represents (year 9999) shows as its number of seconds.
 pub fn rfc3339(unix: u64) -> String {
