@@ -11,31 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-/// Clock ticks per second of `/proc/PID/stat` (`getconf CLK_TCK`; 100 on Linux).
-fn clk_tck() -> f64 {
-    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// CPU seconds (user + system) that process `pid` has used so far.
-pub fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name may hold spaces; the fields after it are fixed.
-    let rest = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line; `rest` starts at 3.
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / clk_tck()
-}
-
 /// The `__once SOCKET` child: one connection, one FetchJWTSVID.
 pub fn once(socket: &Path) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -48,7 +23,7 @@ pub fn once(socket: &Path) {
         };
         let mut c =
             lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(ch);
-        c.fetch_jwtsvid(crate::load::request()).await.is_ok()
+        c.fetch_jwtsvid(crate::probe::request()).await.is_ok()
     });
     std::process::exit(if ok { 0 } else { 1 });
 }
@@ -86,7 +61,7 @@ pub fn round(socket: &Path, pid: u32, target: f64, dur: Duration, max_in_flight:
             errors
         })
     };
-    let cpu0 = cpu_secs(pid);
+    let cpu0 = crate::probe::cpu_secs(pid);
     let start = Instant::now();
     let (mut procs, mut spawn_errors) = (0usize, 0usize);
     let interval = Duration::from_secs_f64(1.0 / target);
@@ -118,7 +93,7 @@ pub fn round(socket: &Path, pid: u32, target: f64, dur: Duration, max_in_flight:
     let rate = procs as f64 / start.elapsed().as_secs_f64();
     drop(tx);
     let errors = reaper.join().unwrap() + spawn_errors;
-    let cpu = cpu_secs(pid) - cpu0;
+    let cpu = crate::probe::cpu_secs(pid) - cpu0;
     Churn {
         procs,
         errors,

@@ -15,7 +15,7 @@ async fn fetch_once(socket: &Path) -> bool {
         return false;
     };
     SpiffeWorkloadApiClient::new(ch)
-        .fetch_jwtsvid(crate::load::request())
+        .fetch_jwtsvid(crate::probe::request())
         .await
         .is_ok()
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lanyard_agent::client::{connect, with_header};
 use lanyard_proto::spiffe::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use lanyard_proto::spiffe::{JwtsvidRequest, X509svidRequest};
+use lanyard_proto::spiffe::X509svidRequest;
 use lanyard_proto::workload::credentials_client::CredentialsClient;
 use lanyard_proto::workload::FetchCredentialsRequest;
 
@@ -30,13 +30,6 @@ pub struct Comparison {
     pub cpu_ratios: Vec<f64>,
 }
 
-pub fn request() -> tonic::Request<JwtsvidRequest> {
-    with_header(JwtsvidRequest {
-        audience: vec!["bench".into()],
-        spiffe_id: String::new(),
-    })
-}
-
 async fn run(socket: &Path, conc: usize, dur: Duration) -> (Vec<f64>, f64) {
     let mut tasks = Vec::new();
     let start = Instant::now();
@@ -47,7 +40,7 @@ async fn run(socket: &Path, conc: usize, dur: Duration) -> (Vec<f64>, f64) {
             let mut lat = Vec::new();
             while start.elapsed() < dur {
                 let t = Instant::now();
-                c.fetch_jwtsvid(request())
+                c.fetch_jwtsvid(crate::probe::request())
                     .await
                     .expect("FetchJWTSVID failed during the benchmark");
                 lat.push(t.elapsed().as_secs_f64());
@@ -99,9 +92,9 @@ pub async fn compare(
         let mut per_call = [0.0; 2];
         for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
             let s = [lanyard, empty][side];
-            let cpu0 = crate::churn::cpu_secs(s.pid);
+            let cpu0 = crate::probe::cpu_secs(s.pid);
             let (lat, rate) = run(s.socket, conc, dur).await;
-            let cpu = crate::churn::cpu_secs(s.pid) - cpu0;
+            let cpu = crate::probe::cpu_secs(s.pid) - cpu0;
             per_call[side] = cpu / lat.len() as f64;
             if side == 0 {
                 a.extend(lat);
@@ -129,7 +122,7 @@ pub async fn compare(
 pub async fn fill(socket: &Path, n: usize) {
     let ch = connect(socket).await.expect("connect");
     let mut s = SpiffeWorkloadApiClient::new(ch.clone());
-    s.fetch_jwtsvid(request()).await.expect("JWT-SVIDs");
+    s.fetch_jwtsvid(crate::probe::request()).await.expect("JWT-SVIDs");
     let mut x = s
         .fetch_x509svid(with_header(X509svidRequest {}))
         .await

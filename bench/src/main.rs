@@ -22,6 +22,7 @@ mod empty;
 mod issuer;
 mod load;
 mod plot;
+mod probe;
 mod report;
 mod token;
 

@@ -12,9 +12,9 @@ use lanyard_proto::issuer as pb;
 use lanyard_proto::issuer::admin_client::AdminClient;
 use lanyard_token::duration;
 
-use crate::agent_cmd::runtime;
+use crate::daemon::runtime;
 #[cfg(feature = "issuer")]
-use crate::agent_cmd::{init_logging, EXIT_CONFIG};
+use crate::daemon::{init_logging, EXIT_CONFIG};
 
 /// Default admin socket (the issuer config's `admin_socket`).
 const DEFAULT_ADMIN_SOCKET: &str = "/run/lanyard/admin.sock";

@@ -25,6 +25,7 @@ mod admin;
 mod agent_cmd;
 mod attest;
 mod clock;
+mod daemon;
 mod demo;
 mod fetch;
 mod files;
