@@ -30,11 +30,11 @@ CRATE_NAMES = {
 }
 # The agent's stages in the order data flows; each maps to its modules.
 AGENT_STAGES = [
-    ("socket", {"api", "client"}),
+    ("socket", {"socket"}),
     ("attest", {"attest"}),
     ("match", {"matching"}),
     ("cache", {"cache"}),
-    ("authority", {"upstream"}),
+    ("authority", {"authority"}),
 ]
 
 

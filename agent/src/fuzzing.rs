@@ -24,7 +24,7 @@ pub fn workload_api_bytes(data: &[u8]) {
     use lanyard_proto::{spiffe, workload};
     use prost::Message as _;
 
-    use crate::api::{spiffe as s, workload as w};
+    use crate::socket::api::{spiffe as s, workload as w};
 
     let Some((&tag, bytes)) = data.split_first() else {
         return;

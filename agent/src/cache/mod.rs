@@ -7,6 +7,8 @@
 //! `{"a","bcd"}` never collide). When full, the least recently used key is
 //! dropped; an X.509-SVID entry is the largest, about 2 KiB.
 
+pub mod restore;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -483,7 +485,7 @@ impl Cache {
 
     /// Loads the persisted cache, dropping anything expired, unreadable or that
     /// does not verify: a seed + JWT credential against the org key and its
-    /// seed, SVIDs against the bundle ([`crate::restore`]).
+    /// seed, SVIDs against the bundle ([`crate::cache::restore`]).
     pub fn load(&self, now: u64) -> usize {
         let stale = remove_stale_temps(&self.path);
         if stale > 0 {
@@ -505,16 +507,17 @@ impl Cache {
                 continue;
             }
             // Everything restored is checked as if it came over the network
-            // (crate::restore): a planted entry is dropped, never served.
+            // (crate::cache::restore): a planted entry is dropped, never served.
             let checked = match &stored.value {
                 Value::X509Svid { chain, key: pkcs8 } => {
-                    crate::restore::x509_svid(chain, pkcs8, &key.subject, &org, &bundle, now)
+                    crate::cache::restore::x509_svid(chain, pkcs8, &key.subject, &org, &bundle, now)
                 }
-                Value::JwtSvid { token } => {
-                    crate::restore::jwt_svid(token, &key.subject, &key.audiences, |t, aud| {
-                        self.authority.validate_jwt_svid(t, aud, now)
-                    })
-                }
+                Value::JwtSvid { token } => crate::cache::restore::jwt_svid(
+                    token,
+                    &key.subject,
+                    &key.audiences,
+                    |t, aud| self.authority.validate_jwt_svid(t, aud, now),
+                ),
                 Value::Credential { .. } => Ok(()),
             };
             if let Err(e) = checked {

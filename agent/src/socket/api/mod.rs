@@ -40,12 +40,8 @@ pub struct Ctx {
     pub admission: Arc<crate::admission::Admission>,
 }
 
-/// Unix seconds now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Unix seconds now (the one clock, in the runtime).
+pub use crate::clock::now;
 
 /// A boxed response stream.
 pub type Stream<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;

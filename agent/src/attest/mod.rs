@@ -1,5 +1,7 @@
-//! The attestation pipeline: run every enabled attestor (all must succeed), then
-//! find the entries whose selectors are all among the caller's.
+//! Stage 2, attestation: run every enabled attestor (all must succeed) for the
+//! selectors some entry uses, then hand them to [`crate::matching`] for the
+//! caller's entries. Per connection, a result is reused for a moment while
+//! the process's fingerprint is unchanged.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,6 +9,7 @@ use std::time::Instant;
 use lanyard_plugins::{AttestError, Selector, Wanted, WorkloadAttestor};
 
 use crate::config::Entry;
+use crate::matching::Entries;
 use crate::peer::Peer;
 
 /// A caller's selectors and matching entries. Only [`Pipeline::attest`] makes one.
@@ -54,28 +57,6 @@ pub struct Pipeline {
     entries: std::sync::RwLock<Arc<Entries>>,
 }
 
-/// The entries and the selector keys they use, swapped together so that an
-/// attestation never matches new entries with selectors chosen for old ones.
-#[derive(Debug, Default)]
-struct Entries {
-    list: Arc<Vec<Entry>>,
-    wanted: Wanted,
-}
-
-impl Entries {
-    fn new(list: Vec<Entry>) -> Arc<Self> {
-        let mut wanted = Wanted::default();
-        for e in &list {
-            e.selectors.iter().for_each(|s| wanted.add_selector(s));
-            wanted.add_subject(&e.subject);
-        }
-        Arc::new(Self {
-            list: Arc::new(list),
-            wanted,
-        })
-    }
-}
-
 impl Pipeline {
     /// A pipeline over `attestors` and `entries`.
     pub fn new(attestors: Vec<Box<dyn WorkloadAttestor>>, entries: Vec<Entry>) -> Arc<Self> {
@@ -96,7 +77,7 @@ impl Pipeline {
 
     /// The current entries.
     pub fn entries(&self) -> Arc<Vec<Entry>> {
-        self.snapshot().list.clone()
+        self.snapshot().list().clone()
     }
 
     fn snapshot(&self) -> Arc<Entries> {
@@ -134,16 +115,7 @@ impl Pipeline {
         })?;
         selectors.sort();
         selectors.dedup();
-        let entries = entries
-            .list
-            .iter()
-            .filter(|e| {
-                e.selectors
-                    .iter()
-                    .all(|s| selectors.binary_search(s).is_ok())
-            })
-            .filter_map(|e| render(e, &selectors))
-            .collect();
+        let entries = entries.matching(&selectors);
         Ok(AttestedWorkload { selectors, entries })
     }
 
@@ -184,13 +156,15 @@ impl Pipeline {
             }
         }
         let (entries, process) = (self.snapshot(), peer.process().clone());
-        let res = if self.attestors.iter().all(|a| a.is_quick(&entries.wanted)) {
-            self.attest_with(&process, &entries, &entries.wanted)
+        let res = if self.attestors.iter().all(|a| a.is_quick(entries.wanted())) {
+            self.attest_with(&process, &entries, entries.wanted())
         } else {
             let me = self.clone();
-            tokio::task::spawn_blocking(move || me.attest_with(&process, &entries, &entries.wanted))
-                .await
-                .unwrap_or_else(|e| Err(PipelineError::Join(e.to_string())))
+            tokio::task::spawn_blocking(move || {
+                me.attest_with(&process, &entries, entries.wanted())
+            })
+            .await
+            .unwrap_or_else(|e| Err(PipelineError::Join(e.to_string())))
         };
         // After every /proc read: an exec that any of them saw shows here.
         let res = res.and_then(|w| peer.check_image().map(|()| w).map_err(Into::into));
@@ -199,20 +173,6 @@ impl Pipeline {
         }
         (res, start.elapsed().as_secs_f64())
     }
-}
-
-/// The entry as it applies to this caller: a template's subject filled from the
-/// caller's selectors, or `None` if it cannot be (the entry then does not apply).
-fn render(e: &Entry, selectors: &[Selector]) -> Option<Entry> {
-    if !lanyard_plugins::template::is_template(&e.subject) {
-        return Some(e.clone());
-    }
-    // `{trust_domain}` was filled when the entry was loaded.
-    let subject = lanyard_plugins::template::render(&e.subject, "", selectors).ok()??;
-    Some(Entry {
-        subject,
-        ..e.clone()
-    })
 }
 
 /// How long a connection may reuse its attestation while nothing changed.
@@ -307,7 +267,7 @@ mod tests {
             process: &lanyard_plugins::ProcessRef,
         ) -> Result<AttestedWorkload, PipelineError> {
             let entries = self.snapshot();
-            self.attest_with(process, &entries, &entries.wanted)
+            self.attest_with(process, &entries, entries.wanted())
         }
     }
 

@@ -2,6 +2,8 @@
 //! every error reported) before the agent reports ready; SIGTERM first stops new
 //! work and ends streams, then drains with a hard deadline.
 
+mod sync;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -10,15 +12,15 @@ use lanyard_proto::spiffe::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use lanyard_proto::workload::credentials_server::CredentialsServer;
 use tokio::sync::watch;
 
-use crate::api::spiffe::SpiffeService;
-use crate::api::workload::CredentialsService;
-use crate::api::{now, Ctx};
 use crate::attest::Pipeline;
+use crate::authority::upstream::UpstreamAuthority;
 use crate::authority::{Authority, AuthorityError, LocalAuthority};
 use crate::cache::Cache;
 use crate::config::{Config, Source};
 use crate::metrics::Metrics;
-use crate::upstream::UpstreamAuthority;
+use crate::socket::api::spiffe::SpiffeService;
+use crate::socket::api::workload::CredentialsService;
+use crate::socket::api::{now, Ctx};
 
 /// Largest request message accepted. Real requests are a few hundred bytes (a
 /// JWT-SVID to validate is the largest); anything bigger is refused with
@@ -214,7 +216,7 @@ pub async fn build_with(
             .await
             .map_err(bind_err(format!("health_addr {addr}")))?;
         health_addr = l.local_addr().ok();
-        tasks.push(tokio::spawn(crate::health::serve(
+        tasks.push(tokio::spawn(crate::socket::health::serve(
             l,
             ctx.clone(),
             ready_rx,
@@ -263,11 +265,9 @@ pub async fn build_with(
         }
     }));
     if let Some(up) = upstream {
-        tasks.push(tokio::spawn(up.run(
-            pipeline,
-            cache.clone(),
-            shutdown_rx.clone(),
-        )));
+        let (tx, rx) = tokio::sync::mpsc::channel(sync::QUEUE);
+        tasks.push(tokio::spawn(sync::apply(rx, pipeline, cache.clone())));
+        tasks.push(tokio::spawn(up.run(tx, shutdown_rx.clone())));
     }
     let _ = ready_tx.send(true);
     // Keep readiness alive as long as the agent runs.

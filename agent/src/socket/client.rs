@@ -23,7 +23,7 @@ pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> 
 pub fn with_header<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert(
-        crate::api::SECURITY_HEADER,
+        crate::socket::api::SECURITY_HEADER,
         tonic::metadata::MetadataValue::from_static("true"),
     );
     r

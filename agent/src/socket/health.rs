@@ -7,7 +7,7 @@ use hyper::StatusCode;
 use lanyard_runtime::health::{serve_with, Handler};
 use tokio::sync::watch;
 
-use crate::api::{now, Ctx};
+use crate::socket::api::{now, Ctx};
 
 /// The agent's answers.
 fn agent_handler(ctx: Arc<Ctx>, ready: watch::Receiver<bool>) -> Handler {
