@@ -42,9 +42,15 @@ pub enum RestoreError {
     /// The private key is not the certificate's.
     #[error("the stored private key does not match the certificate")]
     KeyMismatch,
-    /// The JWT-SVID does not validate, or names another subject.
+    /// The JWT-SVID does not validate.
     #[error("JWT-SVID: {0}")]
-    Jwt(String),
+    Jwt(#[from] crate::svid::JwtSvidError),
+    /// The JWT-SVID was stored without an audience.
+    #[error("JWT-SVID: no audience")]
+    JwtNoAudience,
+    /// The JWT-SVID names another subject than the one it was stored for.
+    #[error("JWT-SVID: it does not name {0}")]
+    JwtWrongSubject(String),
 }
 
 const ED25519_OID: &str = "1.3.101.112";
@@ -154,14 +160,16 @@ pub fn jwt_svid(
     token: &str,
     subject: &str,
     audiences: &[String],
-    validate: impl Fn(&str, &str) -> Result<serde_json::Map<String, serde_json::Value>, String>,
+    validate: impl Fn(
+        &str,
+        &str,
+    )
+        -> Result<serde_json::Map<String, serde_json::Value>, crate::svid::JwtSvidError>,
 ) -> Result<(), RestoreError> {
-    let aud = audiences
-        .first()
-        .ok_or_else(|| RestoreError::Jwt("no audience".into()))?;
-    let claims = validate(token, aud).map_err(RestoreError::Jwt)?;
+    let aud = audiences.first().ok_or(RestoreError::JwtNoAudience)?;
+    let claims = validate(token, aud)?;
     if claims.get("sub").and_then(serde_json::Value::as_str) != Some(subject) {
-        return Err(RestoreError::Jwt(format!("it does not name {subject}")));
+        return Err(RestoreError::JwtWrongSubject(subject.to_owned()));
     }
     Ok(())
 }

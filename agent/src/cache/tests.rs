@@ -98,7 +98,7 @@ mod behaviour {
             _: &str,
             _: &str,
             _: u64,
-        ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        ) -> Result<serde_json::Map<String, serde_json::Value>, crate::svid::JwtSvidError> {
             unreachable!()
         }
         fn verifier(&self) -> lanyard_token::Verifier {

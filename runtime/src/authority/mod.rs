@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use lanyard_token::{ChainIssuer, KeyPair, LeafRequest, PublicKey, Verifier};
 
 use crate::config::AuthorityFiles;
-use crate::svid::{JwtSigner, SvidError, X509Signer, X509Svid};
+use crate::svid::{JwtSigner, JwtSvidError, SvidError, X509Signer, X509Svid};
 
 /// Why the authority did not sign.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +33,10 @@ pub enum AuthorityError {
     /// An SVID could not be made.
     #[error(transparent)]
     Svid(#[from] SvidError),
-    /// The upstream issuer could not be reached or refused.
+    /// The upstream issuer could not be reached or refused. The source is the
+    /// agent's own error type (`UpstreamError`), which this crate cannot name.
     #[error("upstream issuer: {0}")]
-    Upstream(String),
+    Upstream(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What to mint a seed + JWT credential for.
@@ -98,7 +99,7 @@ pub trait Authority: Send + Sync + std::fmt::Debug {
         token: &str,
         audience: &str,
         now: u64,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, String>;
+    ) -> Result<serde_json::Map<String, serde_json::Value>, JwtSvidError>;
     /// A verifier for seed + JWT credentials (org key only).
     fn verifier(&self) -> Verifier;
     /// When the authority itself stops being able to sign.
@@ -291,7 +292,7 @@ impl Authority for LocalAuthority {
         token: &str,
         audience: &str,
         now: u64,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, JwtSvidError> {
         self.jwt.validate(token, audience, now)
     }
 

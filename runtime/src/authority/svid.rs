@@ -439,7 +439,7 @@ impl JwtSigner {
         token: &str,
         audience: &str,
         now: u64,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, JwtSvidError> {
         validate_jwt_svid(token, audience, now, |kid| {
             (kid == self.kid).then(|| self.key.public_key().as_ref().to_vec())
         })
@@ -471,6 +471,49 @@ pub fn jwks_points(jwks: &[u8]) -> std::collections::HashMap<String, Vec<u8>> {
     out
 }
 
+/// Why a JWT-SVID was refused. The message is what a caller of
+/// `ValidateJWTSVID` sees after "invalid JWT-SVID: ".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtSvidError {
+    /// Longer than any token lanyard accepts.
+    #[error("token too large")]
+    TooLarge,
+    /// Not three base64url parts separated by dots.
+    #[error("not a compact JWS")]
+    NotCompactJws,
+    /// The header is not base64url JSON.
+    #[error("bad header")]
+    BadHeader,
+    /// Not ES256 (the only algorithm lanyard signs JWT-SVIDs with).
+    #[error("unsupported alg {0}")]
+    UnsupportedAlg(String),
+    /// No key of the bundle has the token's `kid`.
+    #[error("unknown kid: not signed by this trust domain's key")]
+    UnknownKid,
+    /// The signature does not decode or does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// The claims are not base64url JSON.
+    #[error("bad claims")]
+    BadClaims,
+    /// A required claim is missing.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// Past its `exp`.
+    #[error("token has expired")]
+    Expired,
+    /// The audience asked for is not among the token's.
+    #[error("audience {0:?} not in token")]
+    Audience(String),
+    /// Brokered by an agent that has since been revoked.
+    #[error("revoked: agent {0} is on the deny list")]
+    AgentRevoked(String),
+    /// An `agent_id` claim that is not a string (never skipped as absent).
+    #[error("agent_id is not a string")]
+    BadAgentId,
+}
+
 /// Validates an ES256 JWT-SVID for `audience`, with the public key (an
 /// uncompressed P-256 point) that `key_for` returns for its `kid`.
 pub fn validate_jwt_svid(
@@ -478,47 +521,47 @@ pub fn validate_jwt_svid(
     audience: &str,
     now: u64,
     key_for: impl Fn(&str) -> Option<Vec<u8>>,
-) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+) -> Result<serde_json::Map<String, serde_json::Value>, JwtSvidError> {
     use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
     {
         if token.len() > lanyard_token::jws::MAX_TOKEN_LEN {
-            return Err("token too large".into());
+            return Err(JwtSvidError::TooLarge);
         }
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err("not a compact JWS".into());
+            return Err(JwtSvidError::NotCompactJws);
         };
         let header: serde_json::Value = URL_SAFE_NO_PAD
             .decode(h)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or("bad header")?;
+            .ok_or(JwtSvidError::BadHeader)?;
         if header["alg"] != "ES256" {
-            return Err(format!("unsupported alg {}", header["alg"]));
+            return Err(JwtSvidError::UnsupportedAlg(header["alg"].to_string()));
         }
         let key = header["kid"]
             .as_str()
             .and_then(&key_for)
-            .ok_or("unknown kid: not signed by this trust domain's key")?;
+            .ok_or(JwtSvidError::UnknownKid)?;
         let sig = URL_SAFE_NO_PAD
             .decode(s)
-            .map_err(|_| "bad signature encoding")?;
+            .map_err(|_| JwtSvidError::BadSignature)?;
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key)
             .verify(format!("{h}.{p}").as_bytes(), &sig)
-            .map_err(|_| "bad signature")?;
+            .map_err(|_| JwtSvidError::BadSignature)?;
         let claims: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
             .decode(p)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or("bad claims")?;
+            .ok_or(JwtSvidError::BadClaims)?;
         let exp = claims
             .get("exp")
             .and_then(serde_json::Value::as_u64)
-            .ok_or("missing exp")?;
+            .ok_or(JwtSvidError::Missing("exp"))?;
         if now >= exp {
-            return Err("token has expired".into());
+            return Err(JwtSvidError::Expired);
         }
         let aud_ok = match claims.get("aud") {
             Some(serde_json::Value::String(a)) => a == audience,
@@ -526,14 +569,14 @@ pub fn validate_jwt_svid(
             _ => false,
         };
         if !aud_ok {
-            return Err(format!("audience {audience:?} not in token"));
+            return Err(JwtSvidError::Audience(audience.to_owned()));
         }
         if claims
             .get("sub")
             .and_then(serde_json::Value::as_str)
             .is_none()
         {
-            return Err("missing sub".into());
+            return Err(JwtSvidError::Missing("sub"));
         }
         Ok(claims)
     }

@@ -39,7 +39,7 @@ use tonic::Status;
 
 use crate::authority::{Authority, AuthorityError, Bundle, CredentialRequest};
 use crate::config::{Entry, NodeEvidence, UpstreamConfig};
-use crate::svid::X509Svid;
+use crate::svid::{JwtSvidError, X509Svid};
 
 /// Metadata that carries the session id (the issuer's name for it).
 const SESSION_HEADER: &str = "lanyard-session";
@@ -139,29 +139,78 @@ pub enum LinkState {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UpstreamError {
-    /// No issuer address answered.
-    #[error("no issuer reachable: {0}")]
-    Unreachable(String),
+    /// No issuer address could be connected to; the last one tried, and why.
+    #[error("no issuer reachable: {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why the TLS connection failed.
+        #[source]
+        source: crate::tls::TlsError,
+    },
+    /// The config names no issuer address.
+    #[error("no issuer reachable: no issuer address is configured")]
+    NoAddress,
+    /// The issuer is down, draining or too slow (`UNAVAILABLE`,
+    /// `DEADLINE_EXCEEDED`, `UNKNOWN`).
+    #[error("no issuer reachable: {}", .0.message())]
+    Unavailable(tonic::Status),
     /// The issuer refused (attestation, session or signing).
-    #[error("issuer refused: {0}")]
-    Refused(String),
-    /// A local file could not be read or written.
+    #[error("issuer refused: {:?}: {}", .0.code(), .0.message())]
+    Refused(tonic::Status),
+    /// The Sync stream ended (the issuer restarted or failed over).
+    #[error("no issuer reachable: sync stream ended")]
+    StreamEnded,
+    /// A fresh session was refused as unknown right after it was opened.
+    #[error("no issuer reachable: session refused twice")]
+    SessionRefusedTwice,
+    /// The issuer sent an agent credential the agent cannot use.
+    #[error("issuer refused: issuer sent a bad agent credential: {0}")]
+    BadAgentCredential(#[from] AgentCredentialError),
+    /// A file the node attests with (device seed, PSAT token) cannot be read.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key could not be generated or the device seed does not parse.
     #[error("{0}")]
-    Local(String),
+    Key(#[from] lanyard_token::KeyError),
+    /// The agent is shutting down (no one applies what the sync task sends).
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}
+
+/// Why an agent credential from the issuer (or from `data_dir`) is not used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentCredentialError {
+    /// It does not verify with the org key.
+    #[error("{0}")]
+    Verify(#[from] lanyard_token::VerifyError),
+    /// It verifies, but its purpose is not an agent's.
+    #[error("not an agent credential")]
+    NotAgent,
+    /// It is bound to another key than the one the agent sent.
+    #[error("an agent credential for another key")]
+    OtherKey,
 }
 
 impl From<UpstreamError> for AuthorityError {
     fn from(e: UpstreamError) -> Self {
-        AuthorityError::Upstream(e.to_string())
+        AuthorityError::Upstream(Box::new(e))
     }
 }
 
 fn status_err(s: Status) -> UpstreamError {
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-            UpstreamError::Unreachable(s.message().to_owned())
+            UpstreamError::Unavailable(s)
         }
-        _ => UpstreamError::Refused(format!("{:?}: {}", s.code(), s.message())),
+        _ => UpstreamError::Refused(s),
     }
 }
 
@@ -207,7 +256,7 @@ impl UpstreamAuthority {
             policy = policy.accept_legacy_issuers();
         }
         let tls = crate::tls::client_config_with(policy)
-            .map_err(|e| AuthorityError::Upstream(e.to_string()))?;
+            .map_err(|e| AuthorityError::Upstream(Box::new(e)))?;
         let me = Self {
             cfg,
             org,
@@ -240,15 +289,14 @@ impl UpstreamAuthority {
     }
 
     /// (agent id, iat, exp) of an agent credential signed under our org.
-    fn check_agent_jwt(&self, jwt: &str) -> Result<(String, u64, u64), String> {
+    fn check_agent_jwt(&self, jwt: &str) -> Result<(String, u64, u64), AgentCredentialError> {
         // Expired is fine here: an expired credential is replaced, not trusted.
         let v = Verifier::new(self.org)
             .with_leeway(u64::MAX / 4)
-            .verify(jwt, now())
-            .map_err(|e| e.to_string())?;
+            .verify(jwt, now())?;
         let c = v.claims();
         if c.purpose != lanyard_token::claims::PURPOSE_AGENT {
-            return Err("not an agent credential".into());
+            return Err(AgentCredentialError::NotAgent);
         }
         Ok((
             c.sub.clone().unwrap_or_default(),
@@ -357,7 +405,7 @@ impl Authority for UpstreamAuthority {
         Box::pin(async move {
             // The key is made here and never leaves the agent; the issuer certifies it.
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                .map_err(|e| AuthorityError::Upstream(e.to_string()))?;
+                .map_err(|e| AuthorityError::Upstream(Box::new(e)))?;
             let msg = pb::SignX509SvidRequest {
                 spiffe_id: spiffe_id.to_owned(),
                 public_key: key.public_key_raw().to_vec(),
@@ -401,7 +449,7 @@ impl Authority for UpstreamAuthority {
         token: &str,
         audience: &str,
         now: u64,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, JwtSvidError> {
         let jwks = self
             .synced
             .read()
@@ -419,11 +467,11 @@ impl Authority for UpstreamAuthority {
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if deny.as_ref().is_some_and(|l| l.denies_agent(agent)) {
-                    return Err(format!("revoked: agent {agent} is on the deny list"));
+                    return Err(JwtSvidError::AgentRevoked(agent.clone()));
                 }
             }
             // Never skip the check on a claim of the wrong type.
-            Some(_) => return Err("agent_id is not a string".into()),
+            Some(_) => return Err(JwtSvidError::BadAgentId),
         }
         Ok(claims)
     }

@@ -8,7 +8,7 @@ use super::*;
 impl UpstreamAuthority {
     pub(super) async fn connect(&self) -> Result<(Channel, String), UpstreamError> {
         let n = self.cfg.addresses.len().max(1);
-        let mut last = String::new();
+        let mut last = UpstreamError::NoAddress;
         for i in 0..n {
             let idx = (self.next_addr.load(Ordering::Relaxed) + i) % n;
             let addr = &self.cfg.addresses[idx];
@@ -17,12 +17,17 @@ impl UpstreamAuthority {
                     self.next_addr.store(idx, Ordering::Relaxed);
                     return Ok((ch, addr.clone()));
                 }
-                Err(e) => last = format!("{addr}: {e}"),
+                Err(source) => {
+                    last = UpstreamError::Connect {
+                        addr: addr.clone(),
+                        source,
+                    }
+                }
             }
         }
         // Start the next round at the following address.
         self.next_addr.fetch_add(1, Ordering::Relaxed);
-        Err(UpstreamError::Unreachable(last))
+        Err(last)
     }
 
     pub(super) fn client(ch: &Channel) -> NodeClient<Channel> {
@@ -39,14 +44,16 @@ impl UpstreamAuthority {
     }
 
     pub(super) async fn attest(&self, ch: &Channel) -> Result<AgentCredential, UpstreamError> {
-        let key = KeyPair::generate().map_err(|e| UpstreamError::Local(e.to_string()))?;
+        let key = KeyPair::generate()?;
         let evidence = match &self.cfg.evidence {
             NodeEvidence::JoinToken(t) => Evidence::JoinToken(t.clone()),
             NodeEvidence::Device { seed, name } => {
-                let text = crate::fsutil::read_seed_text(seed)
-                    .map_err(|e| UpstreamError::Local(format!("{}: {e}", seed.display())))?;
-                let device = KeyPair::from_seed_text(&text)
-                    .map_err(|e| UpstreamError::Local(format!("{}: {e}", seed.display())))?;
+                let text =
+                    crate::fsutil::read_seed_text(seed).map_err(|source| UpstreamError::File {
+                        path: seed.clone(),
+                        source,
+                    })?;
+                let device = KeyPair::from_seed_text(&text)?;
                 Evidence::Device {
                     name: name.clone(),
                     key: Box::new(device),
@@ -54,8 +61,10 @@ impl UpstreamAuthority {
             }
             NodeEvidence::PsatTokenFile(p) => {
                 // Re-read each time: the kubelet rotates projected tokens.
-                let t = std::fs::read_to_string(p)
-                    .map_err(|e| UpstreamError::Local(format!("{}: {e}", p.display())))?;
+                let t = std::fs::read_to_string(p).map_err(|source| UpstreamError::File {
+                    path: p.clone(),
+                    source,
+                })?;
                 Evidence::K8sPsat(t.trim().to_owned())
             }
         };
@@ -72,13 +81,9 @@ impl UpstreamAuthority {
         key: KeyPair,
         r: pb::AgentCredential,
     ) -> Result<AgentCredential, UpstreamError> {
-        let (id, iat, exp) = self.check_agent_jwt(&r.jwt).map_err(|e| {
-            UpstreamError::Refused(format!("issuer sent a bad agent credential: {e}"))
-        })?;
+        let (id, iat, exp) = self.check_agent_jwt(&r.jwt)?;
         if self.jwt_holder(&r.jwt) != key.public().to_hex() {
-            return Err(UpstreamError::Refused(
-                "issuer sent an agent credential for another key".into(),
-            ));
+            return Err(AgentCredentialError::OtherKey.into());
         }
         let cred = AgentCredential {
             key,
@@ -122,12 +127,12 @@ impl UpstreamAuthority {
         let (ch, addr) = self.connect().await?;
         let link = match self.open_session(&ch).await {
             Err(UpstreamError::Refused(m))
-                if m.contains("agent credential")
+                if m.message().contains("agent credential")
                     && !matches!(self.cfg.evidence, NodeEvidence::JoinToken(_)) =>
             {
                 // The credential was refused (revoked jti, unknown chain): a node
                 // that can prove itself again does so.
-                tracing::warn!(reason = %m, "agent credential refused; attesting again");
+                tracing::warn!(reason = %m.message(), "agent credential refused; attesting again");
                 if let Ok(mut a) = self.agent.lock() {
                     *a = None;
                 }
@@ -168,7 +173,7 @@ impl UpstreamAuthority {
                 }
             }
         }
-        Err(UpstreamError::Unreachable("session refused twice".into()))
+        Err(UpstreamError::SessionRefusedTwice)
     }
 
     /// Renews the agent credential past its half-life, with a new key.
@@ -181,7 +186,7 @@ impl UpstreamAuthority {
             return Ok(());
         }
         let link = self.session().await?;
-        let key = KeyPair::generate().map_err(|e| UpstreamError::Local(e.to_string()))?;
+        let key = KeyPair::generate()?;
         let nonce = Self::nonce(&link.channel).await?;
         let sig = key.sign(&issuer_proof_message(IssuerProof::Renew, &nonce));
         let req = with_session(

@@ -36,7 +36,7 @@ pub(super) async fn send(
     events
         .send(event)
         .await
-        .map_err(|_| UpstreamError::Local("the agent is shutting down".into()))
+        .map_err(|_| UpstreamError::ShuttingDown)
 }
 
 impl UpstreamAuthority {
@@ -118,7 +118,7 @@ impl UpstreamAuthority {
             };
             let msg = match msg {
                 Ok(Some(m)) => m,
-                Ok(None) => return Err(UpstreamError::Unreachable("sync stream ended".into())),
+                Ok(None) => return Err(UpstreamError::StreamEnded),
                 Err(s) => return Err(status_err(s)),
             };
             self.apply(msg, events).await?;
