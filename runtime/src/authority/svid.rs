@@ -8,7 +8,6 @@
 //! - JWT: the ES256 key is derived from the chain seed, so every agent holding the
 //!   same chain credential signs with the same key and publishes the same `kid`.
 
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -332,9 +331,10 @@ impl rcgen::PublicKeyData for P256Public {
 /// The ES256 key that signs JWT-SVIDs, derived from the chain seed.
 pub struct JwtSigner {
     key: EcdsaKeyPair,
+    /// The same key as PKCS#8, as jsonwebtoken signs with it.
+    encoding: jsonwebtoken::EncodingKey,
     kid: String,
     jwk: serde_json::Value,
-    rng: SystemRandom,
 }
 
 impl std::fmt::Debug for JwtSigner {
@@ -365,13 +365,13 @@ impl JwtSigner {
             if let Ok(key) =
                 EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
             {
-                return Ok(Self::from_key(key));
+                return Self::from_key(key);
             }
         }
         Err(SvidError::Key("could not derive a P-256 key".into()))
     }
 
-    fn from_key(key: EcdsaKeyPair) -> Self {
+    fn from_key(key: EcdsaKeyPair) -> Result<Self, SvidError> {
         let point = key.public_key().as_ref().to_vec(); // 0x04 || X || Y
         let (x, y) = (
             URL_SAFE_NO_PAD.encode(&point[1..33]),
@@ -383,12 +383,15 @@ impl JwtSigner {
         ));
         let kid = URL_SAFE_NO_PAD.encode(thumb);
         let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "jwt-svid", "alg": "ES256"});
-        Self {
+        let pkcs8 = key
+            .to_pkcs8v1()
+            .map_err(|_| SvidError::Key("cannot encode the P-256 key".into()))?;
+        Ok(Self {
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
             key,
             kid,
             jwk,
-            rng: SystemRandom::new(),
-        }
+        })
     }
 
     /// The key id in JWT headers and the bundle.
@@ -411,7 +414,8 @@ impl JwtSigner {
         exp: u64,
         agent_id: Option<&str>,
     ) -> Result<String, SvidError> {
-        let header = serde_json::json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
         let mut jti = [0u8; 16];
         lanyard_token::keys::random_bytes(&mut jti).map_err(|e| SvidError::Key(e.to_string()))?;
         let mut claims = serde_json::json!({
@@ -421,16 +425,8 @@ impl JwtSigner {
         if let Some(agent) = agent_id {
             claims["agent_id"] = agent.into();
         }
-        let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
-        out.push('.');
-        out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let sig = self
-            .key
-            .sign(&self.rng, out.as_bytes())
-            .map_err(|_| SvidError::Key("ES256 sign failed".into()))?;
-        out.push('.');
-        out.push_str(&URL_SAFE_NO_PAD.encode(sig.as_ref()));
-        Ok(out)
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| SvidError::Key(format!("ES256 sign failed: {e}")))
     }
 
     /// Validates a JWT-SVID signed by this key for `audience`; returns its claims.
@@ -516,68 +512,70 @@ pub enum JwtSvidError {
 
 /// Validates an ES256 JWT-SVID for `audience`, with the public key (an
 /// uncompressed P-256 point) that `key_for` returns for its `kid`.
+///
+/// The JWS itself goes through `jsonwebtoken` (aws-lc-rs backend): signature,
+/// algorithm, audience and the required claims. Expiry is checked here
+/// against `now`, the caller's clock, with no leeway: jsonwebtoken reads the
+/// system clock, and the agent's tests and restores pass their own.
 pub fn validate_jwt_svid(
     token: &str,
     audience: &str,
     now: u64,
     key_for: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, JwtSvidError> {
-    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
-    {
-        if token.len() > lanyard_token::jws::MAX_TOKEN_LEN {
-            return Err(JwtSvidError::TooLarge);
-        }
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JwtSvidError::NotCompactJws);
-        };
-        let header: serde_json::Value = URL_SAFE_NO_PAD
-            .decode(h)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(JwtSvidError::BadHeader)?;
-        if header["alg"] != "ES256" {
-            return Err(JwtSvidError::UnsupportedAlg(header["alg"].to_string()));
-        }
-        let key = header["kid"]
-            .as_str()
-            .and_then(&key_for)
-            .ok_or(JwtSvidError::UnknownKid)?;
-        let sig = URL_SAFE_NO_PAD
-            .decode(s)
-            .map_err(|_| JwtSvidError::BadSignature)?;
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key)
-            .verify(format!("{h}.{p}").as_bytes(), &sig)
-            .map_err(|_| JwtSvidError::BadSignature)?;
-        let claims: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
-            .decode(p)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(JwtSvidError::BadClaims)?;
-        let exp = claims
-            .get("exp")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or(JwtSvidError::Missing("exp"))?;
-        if now >= exp {
-            return Err(JwtSvidError::Expired);
-        }
-        let aud_ok = match claims.get("aud") {
-            Some(serde_json::Value::String(a)) => a == audience,
-            Some(serde_json::Value::Array(v)) => v.iter().any(|a| a == audience),
-            _ => false,
-        };
-        if !aud_ok {
-            return Err(JwtSvidError::Audience(audience.to_owned()));
-        }
-        if claims
-            .get("sub")
-            .and_then(serde_json::Value::as_str)
-            .is_none()
-        {
-            return Err(JwtSvidError::Missing("sub"));
-        }
-        Ok(claims)
+    use jsonwebtoken::errors::ErrorKind;
+    if token.len() > lanyard_token::jws::MAX_TOKEN_LEN {
+        return Err(JwtSvidError::TooLarge);
     }
+    if token.split('.').count() != 3 {
+        return Err(JwtSvidError::NotCompactJws);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtSvidError::BadHeader)?;
+    if header.alg != jsonwebtoken::Algorithm::ES256 {
+        return Err(JwtSvidError::UnsupportedAlg(format!("{:?}", header.alg)));
+    }
+    let point = header
+        .kid
+        .as_deref()
+        .and_then(&key_for)
+        .ok_or(JwtSvidError::UnknownKid)?;
+    let mut rules = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    rules.validate_exp = false;
+    rules.leeway = 0;
+    rules.set_audience(&[audience]);
+    rules.set_required_spec_claims(&["exp", "sub", "aud"]);
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+        token,
+        &jsonwebtoken::DecodingKey::from_ec_der(&point),
+        &rules,
+    )
+    .map_err(|e| match e.kind() {
+        ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey => JwtSvidError::BadSignature,
+        ErrorKind::InvalidAudience => JwtSvidError::Audience(audience.to_owned()),
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => JwtSvidError::Missing("exp"),
+        ErrorKind::MissingRequiredClaim(c) if c == "sub" => JwtSvidError::Missing("sub"),
+        ErrorKind::MissingRequiredClaim(_) => JwtSvidError::Audience(audience.to_owned()),
+        ErrorKind::InvalidAlgorithm => JwtSvidError::UnsupportedAlg("not ES256".into()),
+        _ => JwtSvidError::BadClaims,
+    })?;
+    let claims = data.claims;
+    let exp = claims
+        .get("exp")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or(JwtSvidError::Missing("exp"))?;
+    if now >= exp {
+        return Err(JwtSvidError::Expired);
+    }
+    if claims
+        .get("sub")
+        .and_then(serde_json::Value::as_str)
+        .is_none()
+    {
+        return Err(JwtSvidError::Missing("sub"));
+    }
+    Ok(claims)
 }
+
+#[cfg(test)]
+#[path = "svid_tests.rs"]
+mod tests;
