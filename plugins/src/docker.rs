@@ -4,15 +4,11 @@
 //! kernel's cgroup record ([`ContainerAttestor::info`]), never from the API, so
 //! the API can only add facts about a container the kernel placed the process in.
 //!
-//! The client is minimal: `GET /containers/{id}/json` over the Unix socket.
-//!
-//! HTTP/1.0 on purpose: the server then answers without chunked encoding and
-//! closes the connection, so a blocking read to EOF is the whole response. The
-//! attestors run on the agent's blocking pool, so blocking I/O with timeouts is
-//! the right shape here.
+//! The client is minimal: `GET /containers/{id}/json` over the Unix socket,
+//! through hyper ([`crate::http`]), with a deadline per attempt and a bounded
+//! number of attempts.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -109,7 +105,7 @@ impl DockerAttestor {
 }
 
 /// Largest response read (a container's inspect JSON is a few KiB).
-const MAX_RESPONSE: u64 = 4 * 1024 * 1024;
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 
 /// What the Engine API says about a container.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -135,7 +131,7 @@ pub enum DockerError {
         /// The socket.
         socket: String,
         /// The last error.
-        source: std::io::Error,
+        source: crate::http::HttpError,
     },
     /// The API answered something this client cannot read.
     #[error("docker API answered unexpectedly: {0}")]
@@ -185,28 +181,21 @@ impl DockerClient {
         }
         Err(DockerError::Io {
             socket: self.socket.display().to_string(),
-            source: last.unwrap_or_else(|| std::io::Error::other("no attempt made")),
+            source: last.unwrap_or(crate::http::HttpError::Timeout(Duration::ZERO)),
         })
     }
 
-    fn get(&self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)?;
-        s.set_read_timeout(Some(self.timeout))?;
-        s.set_write_timeout(Some(self.timeout))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
-        let mut raw = Vec::new();
-        s.take(MAX_RESPONSE).read_to_end(&mut raw)?;
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-        let head = String::from_utf8_lossy(&raw[..split]);
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other("no status line"))?;
-        Ok((code, raw[split + 4..].to_vec()))
+    fn get(&self, path: &str) -> Result<(u16, hyper::body::Bytes), crate::http::HttpError> {
+        let socket = self.socket.clone();
+        let r = crate::http::get(
+            move || tokio::net::UnixStream::connect(socket),
+            "docker",
+            path,
+            &[],
+            MAX_RESPONSE,
+            self.timeout,
+        )?;
+        Ok((r.status, r.body))
     }
 }
 
@@ -236,6 +225,8 @@ fn parse_inspect(body: &[u8]) -> Result<ContainerMeta, DockerError> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::io::{Read as _, Write as _};
+
     use super::*;
 
     /// A one-shot fake Engine API on a Unix socket answering `reply`.

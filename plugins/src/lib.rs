@@ -18,6 +18,7 @@ pub mod container;
 pub mod docker;
 pub mod fuzzing;
 pub mod hostcgroup;
+pub mod http;
 pub mod k8s;
 #[cfg(feature = "testing")]
 pub mod k8s_testing;

@@ -30,7 +30,6 @@
 mod client;
 mod pods;
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -41,7 +40,7 @@ use rustls::pki_types::ServerName;
 
 use crate::container::{selector, ContainerAttestor};
 use crate::{AttestError, ProcessRef, Selector, WorkloadAttestor};
-use client::{connect, load_roots, read_response, split_response, NoVerification};
+use client::{load_roots, NoVerification};
 use pods::{container_image, find};
 
 /// Bound on a whole exchange: per-read timeouts alone would let a kubelet that
@@ -134,7 +133,7 @@ pub enum K8sError {
         /// `host:port`.
         addr: String,
         /// The error.
-        source: std::io::Error,
+        source: crate::http::HttpError,
     },
     /// The kubelet answered with a status other than 200.
     #[error("kubelet answered HTTP {code}{hint}: {body}")]
@@ -268,12 +267,7 @@ impl K8sAttestor {
             addr: addr.clone(),
             source,
         };
-        let deadline = Instant::now() + FETCH_DEADLINE;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let tcp = connect(&self.config.kubelet_host, self.config.kubelet_port).map_err(io)?;
-        let conn = rustls::ClientConnection::new(self.tls.clone(), self.server_name.clone())
-            .map_err(|e| io(std::io::Error::other(e)))?;
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
         let host = match self.server_name {
             ServerName::IpAddress(rustls::pki_types::IpAddr::V6(_)) => {
                 format!(
@@ -283,14 +277,30 @@ impl K8sAttestor {
             }
             _ => addr.clone(),
         };
-        // The handshake (and so certificate verification) happens on this write.
-        let request = format!(
-            "GET /pods HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nUser-Agent: lanyard-agent\r\n\r\n"
-        );
-        tls.write_all(request.as_bytes()).map_err(io)?;
-        tls.flush().map_err(io)?;
-        let raw = read_response(&mut tls, deadline).map_err(io)?;
-        let (code, body) = split_response(&raw)?;
+        let (tls, name) = (self.tls.clone(), self.server_name.clone());
+        let (kubelet, port) = (self.config.kubelet_host.clone(), self.config.kubelet_port);
+        // The handshake (and so certificate verification) is part of connecting.
+        let connect = move || async move {
+            let tcp = tokio::net::TcpStream::connect((kubelet.as_str(), port)).await?;
+            tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+        };
+        let bearer = format!("Bearer {token}");
+        let answer = crate::http::get(
+            connect,
+            &host,
+            "/pods",
+            &[
+                ("authorization", bearer.as_str()),
+                ("accept", "application/json"),
+                ("user-agent", "lanyard-agent"),
+            ],
+            client::MAX_BODY,
+            FETCH_DEADLINE,
+        )
+        .map_err(io)?;
+        let (code, body) = (answer.status, &answer.body[..]);
         if code != 200 {
             let hint = match code {
                 401 => " (the token was not accepted)",
