@@ -51,6 +51,8 @@ fi
 # comes from, since get.helm.sh is out of reach here).
 bash helm/lanyard/ci/install-helm.sh
 
+echo "== architecture (no import circles, stages in order, crates layered, files under 600 lines)"
+python3 scripts/arch-check.py
 echo "== format"
 cargo fmt --all --check
 echo "== clippy (warnings are errors)"
