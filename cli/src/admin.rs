@@ -206,7 +206,9 @@ pub fn join_token(c: JoinTokenCommand) -> Result<()> {
             .into_inner();
         eprintln!(
             "join token for node {} (selector join:name:{}), single use, expires at {}",
-            r.name, r.name, r.expires_at
+            r.name,
+            r.name,
+            crate::clock::rfc3339(u64::try_from(r.expires_at).unwrap_or(0))
         );
         println!("{}", r.token);
         Ok(())
