@@ -21,11 +21,32 @@ pub(super) enum Alg {
     Es256,
 }
 
-#[derive(Debug, Clone)]
+impl Alg {
+    /// The same algorithm as jsonwebtoken names it.
+    pub(super) fn jws(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
+#[derive(Clone)]
 pub(super) struct Jwk {
     pub(super) kid: Option<String>,
     alg: Alg,
-    pub(super) key: ParsedPublicKey,
+    /// The key as jsonwebtoken verifies with it. (aws-lc parses it first, so
+    /// a key that is not a valid RSA or P-256 key is an error at load time.)
+    pub(super) key: jsonwebtoken::DecodingKey,
+}
+
+impl std::fmt::Debug for Jwk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwk")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cluster's service-account signing keys: the RS256 and ES256 keys of a JWKS.
@@ -137,10 +158,13 @@ impl Jwk {
                 if !(256..=1024).contains(&n.len()) {
                     return Err(bad("RSA modulus must be 2048 to 8192 bits"));
                 }
-                let key = RsaPublicKeyComponents { n, e }
+                RsaPublicKeyComponents { n, e }
                     .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
                     .map_err(|_| bad("not a valid RSA public key"))?;
-                (Alg::Rs256, key)
+                (
+                    Alg::Rs256,
+                    jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e),
+                )
             }
             "EC" => {
                 if k.crv.as_deref() != Some("P-256")
@@ -157,9 +181,9 @@ impl Jwk {
                 point.push(0x04);
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
-                let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+                ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
                     .map_err(|_| bad("not a point on P-256"))?;
-                (Alg::Es256, key)
+                (Alg::Es256, jsonwebtoken::DecodingKey::from_ec_der(&point))
             }
             _ => return Ok(None),
         };

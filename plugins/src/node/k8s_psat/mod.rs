@@ -139,7 +139,7 @@ impl PsatAttestor {
             return Err(malformed("larger than 16 KiB"));
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
+        let (Some(h), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(malformed("not a compact JWS (header.payload.signature)"));
@@ -155,16 +155,42 @@ impl PsatAttestor {
             return Err(malformed("crit header extensions are not supported"));
         }
         let key = self.config.jwks.select(alg, header.kid.as_deref())?;
-        let sig = URL_SAFE_NO_PAD
-            .decode(s)
-            .map_err(|_| malformed("signature is not base64url"))?;
-        let signed = &token[..h.len() + 1 + p.len()];
-        key.key
-            .verify_sig(signed.as_bytes(), &sig)
-            .map_err(|_| NodeAttestError::BadSignature)?;
-
-        // Only signed claims from here on.
-        let c: Claims = decode_json(p, "payload")?;
+        // The JWS (signature under the selected key, the algorithm, audience,
+        // issuer) is jsonwebtoken's; the times are checked below against the
+        // caller's `now` (jsonwebtoken reads the system clock).
+        let mut rules = jsonwebtoken::Validation::new(alg.jws());
+        rules.validate_exp = false;
+        rules.validate_nbf = false;
+        rules.leeway = 0;
+        rules.set_audience(&[&self.config.audience]);
+        if let Some(want) = &self.config.issuer {
+            rules.set_issuer(&[want]);
+        }
+        rules.set_required_spec_claims(&["exp", "aud"]);
+        let c: Claims = jsonwebtoken::decode(token, &key.key, &rules)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidEcdsaKey
+                    | ErrorKind::InvalidRsaKey(_) => NodeAttestError::BadSignature,
+                    ErrorKind::InvalidAudience => NodeAttestError::WrongAudience,
+                    ErrorKind::InvalidIssuer => NodeAttestError::WrongIssuer,
+                    ErrorKind::MissingRequiredClaim(c) if c == "aud" => {
+                        NodeAttestError::WrongAudience
+                    }
+                    ErrorKind::MissingRequiredClaim(c) if c == "iss" => {
+                        NodeAttestError::WrongIssuer
+                    }
+                    ErrorKind::MissingRequiredClaim(c) if c == "exp" => malformed("no exp claim"),
+                    ErrorKind::InvalidAlgorithm => {
+                        NodeAttestError::UnsupportedAlgorithm(header.alg.clone())
+                    }
+                    ErrorKind::Base64(_) => malformed("payload or signature is not base64url"),
+                    _ => NodeAttestError::Token(format!("payload: {e}")),
+                }
+            })?
+            .claims;
         let exp = c.exp.ok_or_else(|| malformed("no exp claim"))?;
         if now >= exp {
             return Err(NodeAttestError::Expired);
@@ -176,6 +202,8 @@ impl PsatAttestor {
         {
             return Err(NodeAttestError::NotYetValid);
         }
+        // jsonwebtoken checked `aud` and `iss`; both are checked again here, as
+        // what a token for another service or cluster must never pass.
         let audience_ok = match &c.aud {
             Some(Audience::One(a)) => *a == self.config.audience,
             Some(Audience::Many(all)) => all.contains(&self.config.audience),
