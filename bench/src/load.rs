@@ -122,7 +122,9 @@ pub async fn compare(
 pub async fn fill(socket: &Path, n: usize) {
     let ch = connect(socket).await.expect("connect");
     let mut s = SpiffeWorkloadApiClient::new(ch.clone());
-    s.fetch_jwtsvid(crate::probe::request()).await.expect("JWT-SVIDs");
+    s.fetch_jwtsvid(crate::probe::request())
+        .await
+        .expect("JWT-SVIDs");
     let mut x = s
         .fetch_x509svid(with_header(X509svidRequest {}))
         .await
