@@ -75,7 +75,7 @@ where
         request = request.header(*k, *v);
     }
     let request = request.body(Empty::<Bytes>::new())?;
-    rt.block_on(async move {
+    let answer = rt.block_on(async move {
         let exchange = async move {
             let io = connect().await.map_err(HttpError::Connect)?;
             let (mut sender, conn) =
@@ -99,7 +99,11 @@ where
         tokio::time::timeout(deadline, exchange)
             .await
             .map_err(|_| HttpError::Timeout(deadline))?
-    })
+    });
+    // A name lookup (getaddrinfo on the runtime's blocking pool) can outlive
+    // the deadline; dropping the runtime would wait for it. Leave it behind.
+    rt.shutdown_background();
+    answer
 }
 
 #[cfg(test)]

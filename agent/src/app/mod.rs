@@ -175,6 +175,15 @@ pub async fn build_with(
     let cache = Arc::new(Cache::new(authority.clone(), config.data_dir.clone()));
     let restored = cache.load(now());
     tracing::info!(restored, "credential cache loaded");
+    if let Some(up) = &upstream {
+        let dropped = sync::purge(&cache, &up.denied_jtis()).await;
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "restored credentials the synced deny list names dropped"
+            );
+        }
+    }
 
     let pipeline = Pipeline::new(attestors, entries);
     let (shutdown, shutdown_rx) = watch::channel(false);

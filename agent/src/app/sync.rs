@@ -17,21 +17,47 @@ use crate::clock::now;
 /// agent applying them instead of piling up in memory.
 pub const QUEUE: usize = 16;
 
+/// How long one pre-mint may take before the next entry's.
+const PREMINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Drops from `cache` what `denied` names: at start, the credentials a deny
+/// list synced before the restart names (a crash can come between a purge and
+/// the next save of `cache.json`).
+pub async fn purge(cache: &Cache, denied: &Denied) -> usize {
+    if *denied == Denied::default() {
+        return 0;
+    }
+    cache.purge(|_, stored| revoked(denied, stored)).await
+}
+
 /// Applies events until the sync task stops (its sender is dropped).
 pub async fn apply(
     mut events: mpsc::Receiver<SyncEvent>,
     pipeline: Arc<Pipeline>,
     cache: Arc<Cache>,
 ) {
+    // Pre-minting runs beside the loop: it calls the issuer, and a slow or
+    // stalled replica must not hold up the next deny list. New entries
+    // supersede the old pre-mint.
+    let mut minting: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(event) = events.recv().await {
         match event {
-            SyncEvent::Applied { entries, denied } => {
+            SyncEvent::Applied {
+                entries,
+                denied,
+                purged,
+            } => {
                 pipeline.set_entries(entries.clone());
                 if denied != Denied::default() {
-                    let dropped = cache.purge(|_, stored| revoked(&denied, stored)).await;
+                    let dropped = purge(&cache, &denied).await;
                     tracing::info!(dropped, "deny list applied to the credential cache");
                 }
-                premint(&cache, &entries).await;
+                let _ = purged.send(());
+                if let Some(old) = minting.take() {
+                    old.abort();
+                }
+                let cache = cache.clone();
+                minting = Some(tokio::spawn(async move { premint(&cache, &entries).await }));
             }
             SyncEvent::Persisted { file, error } => {
                 let result = error.map_or(Ok(()), |e| Err(std::io::Error::other(e)));
@@ -53,8 +79,10 @@ async fn premint(cache: &Cache, entries: &[crate::config::Entry]) {
             networks: e.networks.clone(),
             attrs: Vec::new(),
         };
-        if let Err(err) = cache.get(&key, &spec, now()).await {
-            tracing::debug!(subject = %e.subject, error = %err, "pre-mint failed");
+        match tokio::time::timeout(PREMINT_TIMEOUT, cache.get(&key, &spec, now())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::debug!(subject = %e.subject, error = %err, "pre-mint failed"),
+            Err(_) => tracing::debug!(subject = %e.subject, "pre-mint timed out"),
         }
     }
 }
@@ -79,4 +107,73 @@ fn revoked(denied: &Denied, stored: &Stored) -> bool {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v["jti"].as_str().map(str::to_owned));
     jti.is_some_and(|j| denied.jtis.contains(&j))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn stored(value: Value) -> Stored {
+        Stored {
+            value,
+            issued_at: 0,
+            expires_at: 0,
+            refresh_at: 0,
+            spec: Spec {
+                ttl_secs: 60,
+                networks: Vec::new(),
+                attrs: Vec::new(),
+            },
+        }
+    }
+
+    fn jwt(jti: &str) -> String {
+        use base64::Engine as _;
+        let b = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.sig",
+            b(serde_json::json!({"alg": "ES256"})),
+            b(serde_json::json!({"jti": jti}))
+        )
+    }
+
+    #[test]
+    fn a_denied_jti_names_its_credential_in_every_format_and_nothing_else() {
+        let denied = Denied {
+            jtis: std::iter::once("bad".to_owned()).collect(),
+            ..Denied::default()
+        };
+        let svid = |j: &str| stored(Value::JwtSvid { token: jwt(j) });
+        let cred = |j: &str| {
+            stored(Value::Credential {
+                seed: String::new().into(),
+                jwt: jwt(j),
+            })
+        };
+        assert!(revoked(&denied, &svid("bad")));
+        assert!(revoked(&denied, &cred("bad")));
+        assert!(!revoked(&denied, &svid("good")));
+        assert!(!revoked(&denied, &cred("good")));
+        // An X.509-SVID has no jti; only a denied chain takes it.
+        let x509 = stored(Value::X509Svid {
+            chain: Vec::new(),
+            key: String::new().into(),
+        });
+        assert!(!revoked(&denied, &x509));
+        let chain = Denied {
+            chains: std::iter::once("c".to_owned()).collect(),
+            ..Denied::default()
+        };
+        assert!(revoked(&chain, &x509));
+        // A token whose payload is not JSON is not taken for a denied one.
+        assert!(!revoked(
+            &denied,
+            &stored(Value::JwtSvid {
+                token: "a.b.c".into()
+            })
+        ));
+    }
 }

@@ -505,6 +505,9 @@ pub enum JwtSvidError {
     /// Brokered by an agent that has since been revoked.
     #[error("revoked: agent {0} is on the deny list")]
     AgentRevoked(String),
+    /// Its own id (`jti`) is on a deny list.
+    #[error("revoked: {0} is on the deny list")]
+    Revoked(String),
     /// An `agent_id` claim that is not a string (never skipped as absent).
     #[error("agent_id is not a string")]
     BadAgentId,

@@ -305,6 +305,16 @@ impl UpstreamAuthority {
         ))
     }
 
+    /// The credential ids (jtis) the deny lists synced so far name, persisted
+    /// across restarts: a restored cache is purged of them at start.
+    pub fn denied_jtis(&self) -> Denied {
+        let s = self.synced.read().unwrap_or_else(|p| p.into_inner());
+        Denied {
+            jtis: s.denied_jtis.iter().cloned().collect(),
+            ..Denied::default()
+        }
+    }
+
     /// The entries last synced (persisted across restarts).
     pub fn entries(&self) -> Vec<Entry> {
         let s = self.synced.read().unwrap_or_else(|p| p.into_inner());
@@ -472,6 +482,14 @@ impl Authority for UpstreamAuthority {
             }
             // Never skip the check on a claim of the wrong type.
             Some(_) => return Err(JwtSvidError::BadAgentId),
+        }
+        // A JWT-SVID revoked by its own id, by any deny list synced so far
+        // (the held list only grows; the synced set also survives restarts).
+        if let Some(jti) = claims.get("jti").and_then(serde_json::Value::as_str) {
+            let s = self.synced.read().unwrap_or_else(|p| p.into_inner());
+            if s.denied_jtis.iter().any(|d| d == jti) {
+                return Err(JwtSvidError::Revoked(jti.to_owned()));
+            }
         }
         Ok(claims)
     }

@@ -12,6 +12,10 @@ pub(super) struct Unsaved {
     agent: Option<String>,
     /// The sync state's last write, when it failed.
     synced: Option<String>,
+    /// What was last reported (`None` before the first report): a report is
+    /// sent only when this changes, so the once-a-second retry does not fill
+    /// the sync channel.
+    reported: Option<(Option<String>, Option<String>)>,
 }
 
 impl UpstreamAuthority {
@@ -147,8 +151,13 @@ impl UpstreamAuthority {
         events: &mpsc::Sender<SyncEvent>,
     ) -> Result<(), UpstreamError> {
         let (agent, synced) = {
-            let u = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
-            (u.agent.clone(), u.synced.clone())
+            let mut u = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            let now = (u.agent.clone(), u.synced.clone());
+            if u.reported.as_ref() == Some(&now) {
+                return Ok(());
+            }
+            u.reported = Some(now.clone());
+            now
         };
         for (file, error) in [(AGENT_CREDENTIAL_FILE, agent), (SYNCED, synced)] {
             send(events, SyncEvent::Persisted { file, error }).await?;

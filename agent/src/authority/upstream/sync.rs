@@ -17,6 +17,9 @@ pub enum SyncEvent {
         entries: Vec<Entry>,
         /// Credentials newly denied: drop them from the cache.
         denied: Denied,
+        /// Answered once the denied credentials are out of the cache; the
+        /// sync task persists the sync state only then.
+        purged: tokio::sync::oneshot::Sender<()>,
     },
     /// Whether the last write of a file the sync task keeps failed (`error`),
     /// for `/readyz`.
@@ -194,14 +197,21 @@ impl UpstreamAuthority {
             (s.clone(), newly_denied)
         };
         let entries = to_entries(&snapshot.entries);
+        let (purged, done) = tokio::sync::oneshot::channel();
         send(
             events,
             SyncEvent::Applied {
                 entries,
                 denied: newly_denied,
+                purged,
             },
         )
         .await?;
+        // `upstream.json` records the denials as applied: write it only once
+        // the cache has dropped what they name. Written before, a restart in
+        // between would bring the revoked credentials back from `cache.json`
+        // with nothing left to purge them (later syncs send only new denials).
+        done.await.map_err(|_| UpstreamError::ShuttingDown)?;
         self.persist_synced();
         self.report_unsaved(events).await?;
         Ok(())

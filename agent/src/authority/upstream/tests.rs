@@ -85,3 +85,62 @@ async fn a_session_is_replaced_before_it_ends() {
     assert!(short.usable(1005));
     assert!(!short.usable(1006));
 }
+
+/// An upstream authority loaded from `data_dir` as after a restart, with the
+/// sync state `synced` on disk.
+fn restarted(dir: &std::path::Path, org: &KeyPair, synced: &Synced) -> UpstreamAuthority {
+    std::fs::write(dir.join("org.public"), org.public().to_hex()).unwrap();
+    std::fs::write(dir.join(SYNCED), serde_json::to_vec(synced).unwrap()).unwrap();
+    let cfg = UpstreamConfig {
+        addresses: vec!["127.0.0.1:1".into()],
+        org_public: dir.join("org.public"),
+        evidence: crate::config::NodeEvidence::JoinToken("t".into()),
+        issuer_id: None,
+        legacy_issuer: false,
+    };
+    UpstreamAuthority::load(cfg, "example.org", dir.to_owned()).unwrap()
+}
+
+#[test]
+fn a_jwt_svid_revoked_by_its_id_stays_revoked_after_a_restart() {
+    // The attacker holds a JWT-SVID the org has since revoked by jti. The
+    // agent synced that deny list, then restarted: ValidateJWTSVID must still
+    // refuse it, and the restored cache is purged of it at start.
+    let dir = std::env::temp_dir().join(format!("lanyard-upstream-jti-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let org = KeyPair::generate().unwrap();
+    let signer = crate::svid::JwtSigner::derive(&KeyPair::generate().unwrap()).unwrap();
+    let now = crate::clock::now();
+    let aud = vec!["svc".to_owned()];
+    let revoked = signer
+        .sign("spiffe://example.org/web", &aud, now, now + 600, None)
+        .unwrap();
+    let fine = signer
+        .sign("spiffe://example.org/web", &aud, now, now + 600, None)
+        .unwrap();
+    let jti = |t: &str| {
+        let p = t.split('.').nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p).unwrap(),
+        )
+        .unwrap();
+        v["jti"].as_str().unwrap().to_owned()
+    };
+    let synced = Synced {
+        trust_domain: "example.org".into(),
+        jwks: serde_json::json!({ "keys": [signer.jwk()] }).to_string(),
+        denied_jtis: vec![jti(&revoked)],
+        ..Synced::default()
+    };
+    let up = restarted(&dir, &org, &synced);
+    assert!(up.validate_jwt_svid(&fine, "svc", now).is_ok());
+    assert_eq!(
+        up.validate_jwt_svid(&revoked, "svc", now),
+        Err(crate::svid::JwtSvidError::Revoked(jti(&revoked)))
+    );
+    assert_eq!(
+        up.denied_jtis().jtis,
+        std::iter::once(jti(&revoked)).collect()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
