@@ -105,7 +105,16 @@ fn read_owned(path: &Path) -> std::io::Result<(String, u32)> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(super::files::libc_flags())
-        .open(path)?;
+        .open(path)
+        .map_err(|e| {
+            // O_NOFOLLOW's refusal (ELOOP) reads "too many levels of symbolic
+            // links"; say what it means here.
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                std::io::Error::other("a symlink, which is not accepted")
+            } else {
+                e
+            }
+        })?;
     let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other(
@@ -175,7 +184,8 @@ mod tests {
         // A symlink to a file someone else wrote is not read.
         let link = dir.join("link");
         std::os::unix::fs::symlink(&f, &link).unwrap();
-        assert!(read_owned(&link).is_err());
+        let err = read_owned(&link).unwrap_err().to_string();
+        assert!(err.contains("symlink"), "{err}");
         assert!(read_pid_file(&link).is_err());
         // A FIFO in its place neither hangs the open nor is read.
         let fifo = dir.join("fifo");
