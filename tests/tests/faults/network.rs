@@ -36,7 +36,10 @@ fn network_cut_and_restored_without_a_retry_storm() {
         let name = format!("n{i}");
         let h = upstream_agent(&f, &name, &addr);
         let cfg = f.dir.join(&format!("agent-{name}.toml"));
-        let inside = format!("{}:{}", ns.ns_addr, h.rsplit(':').next().unwrap());
+        // Inside the namespace no other process binds anything, so a fixed
+        // port per agent is free; the host's free ports, picked one at a
+        // time, can repeat (two agents once got the same one).
+        let inside = format!("{}:{}", ns.ns_addr, 19_000 + i);
         let text = std::fs::read_to_string(&cfg).unwrap().replace(&h, &inside);
         std::fs::write(&cfg, text).unwrap();
         create_entry(&f, &format!("spiffe://example.org/net/{i}"), &name);
