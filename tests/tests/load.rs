@@ -60,7 +60,7 @@ fn soak_64_clients_zero_errors_and_flat_rss() {
     // which on a busy machine can be after the clients connect: with the default
     // cap of exactly 64, the 64th client was then refused (BrokenPipe at
     // connect). This test is about throughput and memory, not the cap (the cap
-    // has its own tests in `agent/src/server.rs` and below), so it gets headroom.
+    // has its own tests in `runtime/src/serve/server.rs` and below), so it gets headroom.
     let d = Deployment::new(
         "soak",
         &format!(
