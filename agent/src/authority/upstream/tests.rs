@@ -105,7 +105,9 @@ fn restarted(dir: &std::path::Path, org: &KeyPair, synced: &Synced) -> UpstreamA
 fn a_jwt_svid_revoked_by_its_id_stays_revoked_after_a_restart() {
     // The attacker holds a JWT-SVID the org has since revoked by jti. The
     // agent synced that deny list, then restarted: ValidateJWTSVID must still
-    // refuse it, and the restored cache is purged of it at start.
+    // refuse it, and `denied_jtis` (what `app::build` purges a restored cache
+    // of) names it. The purge itself and the order of purge and persist are
+    // not tested here.
     let dir = std::env::temp_dir().join(format!("lanyard-upstream-jti-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let org = KeyPair::generate().unwrap();
