@@ -65,6 +65,10 @@ pub async fn apply(
             }
         }
     }
+    // The sync task has stopped (shutdown): so does pre-minting.
+    if let Some(m) = minting {
+        m.abort();
+    }
 }
 
 /// Pre-mints X.509-SVIDs so the first workload call is a cache hit.

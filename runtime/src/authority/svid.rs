@@ -330,8 +330,9 @@ impl rcgen::PublicKeyData for P256Public {
 
 /// The ES256 key that signs JWT-SVIDs, derived from the chain seed.
 pub struct JwtSigner {
-    key: EcdsaKeyPair,
-    /// The same key as PKCS#8, as jsonwebtoken signs with it.
+    /// The public key (an uncompressed P-256 point), to validate with.
+    public: Vec<u8>,
+    /// The private key as PKCS#8, as jsonwebtoken signs with it.
     encoding: jsonwebtoken::EncodingKey,
     kid: String,
     jwk: serde_json::Value,
@@ -388,7 +389,7 @@ impl JwtSigner {
             .map_err(|_| SvidError::Key("cannot encode the P-256 key".into()))?;
         Ok(Self {
             encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
-            key,
+            public: point,
             kid,
             jwk,
         })
@@ -437,7 +438,7 @@ impl JwtSigner {
         now: u64,
     ) -> Result<serde_json::Map<String, serde_json::Value>, JwtSvidError> {
         validate_jwt_svid(token, audience, now, |kid| {
-            (kid == self.kid).then(|| self.key.public_key().as_ref().to_vec())
+            (kid == self.kid).then(|| self.public.clone())
         })
     }
 }
